@@ -1,0 +1,140 @@
+# chatq - build, test, run and benchmark.
+#
+#   make                 bin/chatq-api, bin/chatq-processor, bin/chatq-handler,
+#                        bin/chatq-fake-upstream
+#   make run             the whole system on this machine (see README.md)
+#   make test            unit + integration tests, built with ASan/UBSan
+#   make bench           the performance table
+#   make install         PREFIX=/usr/local DESTDIR=
+#   make SANITIZE=address,undefined   an instrumented build
+#   make valgrind        the integration tests with the binaries under valgrind
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+CC ?= cc
+OPT ?= -O2 -g
+# O: output folder of an alternative build (objects and binaries), e.g. the
+# sanitizer build that the tests use; empty for the normal build.
+O ?=
+
+BINDIR := $(if $(O),$(O)/bin,bin)
+OBJDIR := $(if $(O),$(O)/obj,build/obj)
+
+PKGS := hiredis jansson libcurl libevent
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2
+ifneq ($(WERROR),)
+WARN += -Werror
+endif
+ifneq ($(SANITIZE),)
+SAN := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SAN) -MMD -MP -Icommon \
+              $(PKG_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS := $(SAN) $(LDFLAGS)
+
+COMMON_SRC := $(wildcard common/*.c)
+API_SRC := $(wildcard api/*.c)
+PROCESSOR_SRC := $(wildcard processor/*.c)
+HANDLER_SRC := $(wildcard handler/*.c)
+FAKE_SRC := $(wildcard fake-upstream/*.c)
+
+obj = $(patsubst %.c,$(OBJDIR)/%.o,$(1))
+LIBCOMMON := $(OBJDIR)/libchatq.a
+
+PROGRAMS := $(BINDIR)/chatq-api $(BINDIR)/chatq-processor $(BINDIR)/chatq-handler \
+            $(BINDIR)/chatq-fake-upstream
+
+.PHONY: all install uninstall test unit integration run bench format valgrind deps \
+        clean check-compose
+all: $(PROGRAMS)
+
+$(OBJDIR)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(LIBCOMMON): $(call obj,$(COMMON_SRC))
+	$(AR) rcs $@ $^
+
+$(BINDIR)/chatq-api: $(call obj,$(API_SRC)) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcivetweb -lhiredis -ljansson -lpthread -lm
+
+$(BINDIR)/chatq-processor: $(call obj,$(PROCESSOR_SRC)) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcurl -levent -lhiredis -ljansson -lm
+
+$(BINDIR)/chatq-handler: $(call obj,$(HANDLER_SRC)) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lhiredis -ljansson -lm
+
+$(BINDIR)/chatq-fake-upstream: $(call obj,$(FAKE_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -levent -ljansson -lm
+
+# ---- tests ------------------------------------------------------------------
+# Each tests/unit/test_X.c is one cmocka program; it may link any object of the
+# project except the files holding main().
+TEST_SAN ?= address,undefined
+TEST_O := build/test
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+MAINS := api/main.c processor/main.c handler/main.c fake-upstream/main.c
+LIB_OBJS = $(call obj,$(filter-out $(MAINS),$(API_SRC) $(PROCESSOR_SRC) $(HANDLER_SRC)))
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BINDIR)/tests/%,$(UNIT_SRC))
+INTEG_SRC := $(wildcard tests/integration/*.c)
+INTEG_BIN := $(BINDIR)/tests/integration
+
+$(BINDIR)/tests/%: $(OBJDIR)/tests/unit/%.o $(LIB_OBJS) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcmocka -lcivetweb -lcurl -levent -lhiredis \
+	    -ljansson -lpthread -lm
+
+$(INTEG_BIN): $(call obj,$(INTEG_SRC)) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcmocka -lcurl -lhiredis -ljansson -lpthread -lm
+
+test-programs: $(PROGRAMS) $(UNIT_BINS) $(INTEG_BIN)
+
+deps:
+	@scripts/deps.sh build test
+
+test: deps
+	@$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=$(TEST_SAN) WERROR=1 test-programs
+	@scripts/test.sh $(TEST_O)/bin
+
+unit: deps
+	@$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=$(TEST_SAN) WERROR=1 test-programs
+	@scripts/test.sh --unit-only $(TEST_O)/bin
+
+valgrind: deps
+	@$(MAKE) --no-print-directory O=build/vg OPT="-O1 -g" test-programs
+	@CHATQ_WRAP="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --quiet" \
+	    scripts/test.sh build/vg/bin
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/bench.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS)))
+
+format:
+	clang-format -i $(wildcard common/*.[ch] api/*.[ch] processor/*.[ch] handler/*.[ch] \
+	    fake-upstream/*.[ch] tests/*/*.[ch] bench/*.[ch])
+
+check-compose:
+	docker-compose -f docker-compose.yml config -q
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,21 @@
+/* keys.c - see keys.h. */
+#include "keys.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int keys_init(struct keys *k, const char *prefix)
+{
+    if (strlen(prefix) > KEYS_PREFIX_MAX)
+        return -1;
+    snprintf(k->requests, sizeof(k->requests), "%srequests", prefix);
+    snprintf(k->results, sizeof(k->results), "%sresults", prefix);
+    snprintf(k->dead, sizeof(k->dead), "%sdead", prefix);
+    snprintf(k->trace_prefix, sizeof(k->trace_prefix), "%strace:", prefix);
+    return 0;
+}
+
+void keys_trace(const struct keys *k, const char *trace, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s%s", k->trace_prefix, trace);
+}

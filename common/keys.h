@@ -1,0 +1,31 @@
+/* keys.h - the Redis key and group names: the contract between the binaries.
+ *
+ *   {prefix}requests     stream: accepted chats, read by group "processors"
+ *   {prefix}results      stream: outcomes, read by group "handlers"
+ *   {prefix}dead         stream: entries that could not be processed (capped)
+ *   {prefix}trace:{id}   hash:   a trace's record (fields in record.h), with a TTL */
+#ifndef CHATQ_KEYS_H
+#define CHATQ_KEYS_H
+
+#include <stddef.h>
+
+#define KEYS_GROUP_PROCESSORS "processors"
+#define KEYS_GROUP_HANDLERS "handlers"
+
+#define KEYS_PREFIX_MAX 64
+#define KEYS_MAX 128
+
+struct keys {
+    char requests[KEYS_MAX];
+    char results[KEYS_MAX];
+    char dead[KEYS_MAX];
+    char trace_prefix[KEYS_MAX];
+};
+
+/* Returns 0, or -1 if the prefix is longer than KEYS_PREFIX_MAX. */
+int keys_init(struct keys *k, const char *prefix);
+
+/* Writes the hash key of a trace; out must hold KEYS_MAX + the id's length. */
+void keys_trace(const struct keys *k, const char *trace, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,163 @@
+/* record.c - see record.h. */
+#include "record.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "cmd.h"
+#include "stream.h"
+#include "uuid.h"
+
+static const char *const record_status_names[] = {"processing", "completed", "failed"};
+
+const char *record_status_name(enum chat_status s)
+{
+    return record_status_names[s];
+}
+
+static void record_pair(struct cmd *c, const char *field, const char *value)
+{
+    if (value) {
+        cmd_addz(c, field);
+        cmd_addz(c, value);
+    }
+}
+
+void record_request_append(const struct chat_request *req, struct cmd *c)
+{
+    record_pair(c, REC_TRACE, req->trace);
+    cmd_addz(c, REC_MESSAGE);
+    cmd_add(c, req->message, req->message_len);
+    record_pair(c, REC_MODEL, req->model);
+    cmd_addz(c, REC_TEMPERATURE);
+    cmd_adddbl(c, req->temperature);
+    record_pair(c, REC_ACCEPTED, req->accepted);
+}
+
+void record_pending_append(const struct chat_request *req, struct cmd *c)
+{
+    record_pair(c, REC_TRACE, req->trace);
+    record_pair(c, REC_STATUS, record_status_name(CHAT_PROCESSING));
+    record_pair(c, REC_MODEL, req->model);
+    record_pair(c, REC_ACCEPTED, req->accepted);
+}
+
+int record_request_parse(const redisReply *fields, struct chat_request *out, char *err,
+                         size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    const char *trace = stream_field(fields, REC_TRACE, NULL);
+    if (trace && uuid_valid(trace))
+        out->trace = trace;
+    if (out->trace == NULL) {
+        snprintf(err, errlen, "missing or malformed field '%s'", REC_TRACE);
+        return -1;
+    }
+    out->message = stream_field(fields, REC_MESSAGE, &out->message_len);
+    if (out->message == NULL || out->message_len == 0) {
+        snprintf(err, errlen, "missing or empty field '%s'", REC_MESSAGE);
+        return -1;
+    }
+    out->model = stream_field(fields, REC_MODEL, NULL);
+    if (out->model == NULL || out->model[0] == '\0') {
+        snprintf(err, errlen, "missing or empty field '%s'", REC_MODEL);
+        return -1;
+    }
+    const char *t = stream_field(fields, REC_TEMPERATURE, NULL);
+    if (t == NULL) {
+        snprintf(err, errlen, "missing field '%s'", REC_TEMPERATURE);
+        return -1;
+    }
+    char *end;
+    errno = 0;
+    out->temperature = strtod(t, &end);
+    if (errno != 0 || end == t || *end != '\0' || !isfinite(out->temperature) ||
+        out->temperature < TEMPERATURE_MIN || out->temperature > TEMPERATURE_MAX) {
+        snprintf(err, errlen, "field '%s' is not a number in [0, 2]", REC_TEMPERATURE);
+        return -1;
+    }
+    out->accepted = stream_field(fields, REC_ACCEPTED, NULL);
+    return 0;
+}
+
+void record_result_init(struct chat_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->prompt_tokens = r->completion_tokens = r->total_tokens = -1;
+}
+
+static void record_count(struct cmd *c, const char *field, long long v)
+{
+    if (v >= 0) {
+        cmd_addz(c, field);
+        cmd_addll(c, v);
+    }
+}
+
+void record_result_append(const struct chat_result *r, struct cmd *c)
+{
+    record_pair(c, REC_TRACE, r->trace);
+    record_pair(c, REC_STATUS, record_status_name(r->status));
+    if (r->response) {
+        cmd_addz(c, REC_RESPONSE);
+        cmd_add(c, r->response, r->response_len);
+    }
+    record_pair(c, REC_MODEL, r->model);
+    record_count(c, REC_PROMPT_TOKENS, r->prompt_tokens);
+    record_count(c, REC_COMPLETION_TOKENS, r->completion_tokens);
+    record_count(c, REC_TOTAL_TOKENS, r->total_tokens);
+    record_pair(c, REC_ERROR_CODE, r->error_code);
+    record_pair(c, REC_ERROR_MESSAGE, r->error_message);
+    record_pair(c, REC_ACCEPTED, r->accepted);
+    record_pair(c, REC_TIMESTAMP, r->timestamp);
+    if (r->attempts > 0)
+        record_count(c, REC_ATTEMPTS, r->attempts);
+}
+
+static long long record_ll(const redisReply *fields, const char *name)
+{
+    const char *s = stream_field(fields, name, NULL);
+    if (s == NULL)
+        return -1;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    return end == s || *end != '\0' || v < 0 ? -1 : v;
+}
+
+int record_result_parse(const redisReply *fields, struct chat_result *out, char *err,
+                        size_t errlen)
+{
+    record_result_init(out);
+    out->trace = stream_field(fields, REC_TRACE, NULL);
+    const char *status = stream_field(fields, REC_STATUS, NULL);
+    if (status == NULL) {
+        snprintf(err, errlen, "missing field '%s'", REC_STATUS);
+        return -1;
+    }
+    size_t i;
+    for (i = 0; i < sizeof(record_status_names) / sizeof(record_status_names[0]); i++)
+        if (strcmp(status, record_status_names[i]) == 0)
+            break;
+    if (i == sizeof(record_status_names) / sizeof(record_status_names[0])) {
+        snprintf(err, errlen, "unknown status '%.32s'", status);
+        return -1;
+    }
+    out->status = (enum chat_status)i;
+    out->response = stream_field(fields, REC_RESPONSE, &out->response_len);
+    out->model = stream_field(fields, REC_MODEL, NULL);
+    out->prompt_tokens = record_ll(fields, REC_PROMPT_TOKENS);
+    out->completion_tokens = record_ll(fields, REC_COMPLETION_TOKENS);
+    out->total_tokens = record_ll(fields, REC_TOTAL_TOKENS);
+    out->error_code = stream_field(fields, REC_ERROR_CODE, NULL);
+    out->error_message = stream_field(fields, REC_ERROR_MESSAGE, NULL);
+    out->accepted = stream_field(fields, REC_ACCEPTED, NULL);
+    out->timestamp = stream_field(fields, REC_TIMESTAMP, NULL);
+    long long attempts = record_ll(fields, REC_ATTEMPTS);
+    out->attempts = attempts > 0 ? attempts : 0;
+    return 0;
+}

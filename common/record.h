@@ -1,0 +1,85 @@
+/* record.h - the request and result record formats.
+ *
+ * A request travels api -> processor as a request-stream entry. Its outcome
+ * travels processor -> handler as a result-stream entry whose fields are
+ * exactly the fields the handler writes into the trace's hash, which the api
+ * reads back on GET; so one parser (record_result_parse) serves both. Parsed
+ * records borrow their strings from the redisReply they came from. */
+#ifndef CHATQ_RECORD_H
+#define CHATQ_RECORD_H
+
+#include <stddef.h>
+
+#include "clock.h"
+
+struct cmd;
+struct redisReply;
+
+#define REC_TRACE "trace"
+#define REC_MESSAGE "message"
+#define REC_MODEL "model"
+#define REC_TEMPERATURE "temperature"
+#define REC_ACCEPTED "accepted"
+#define REC_STATUS "status"
+#define REC_RESPONSE "response"
+#define REC_PROMPT_TOKENS "prompt_tokens"
+#define REC_COMPLETION_TOKENS "completion_tokens"
+#define REC_TOTAL_TOKENS "total_tokens"
+#define REC_ERROR_CODE "error_code"
+#define REC_ERROR_MESSAGE "error_message"
+#define REC_TIMESTAMP "timestamp"
+#define REC_ATTEMPTS "attempts"
+
+#define TEMPERATURE_MIN 0.0
+#define TEMPERATURE_MAX 2.0
+
+enum chat_status { CHAT_PROCESSING, CHAT_COMPLETED, CHAT_FAILED };
+
+const char *record_status_name(enum chat_status s);
+
+struct chat_request {
+    const char *trace;
+    const char *message;
+    size_t message_len;
+    const char *model;
+    double temperature;
+    const char *accepted; /* ISO-8601 */
+};
+
+/* Appends the request-stream fields (for XADD). */
+void record_request_append(const struct chat_request *req, struct cmd *c);
+
+/* Appends the fields of the pending hash written when a request is accepted. */
+void record_pending_append(const struct chat_request *req, struct cmd *c);
+
+/* Reads a request-stream entry's field/value array. Returns 0, or -1 with the
+ * reason in err (a poison entry). out->trace is set whenever the entry carried
+ * a well-formed trace id, even on -1, so the trace can still be failed. */
+int record_request_parse(const struct redisReply *fields, struct chat_request *out,
+                         char *err, size_t errlen);
+
+struct chat_result {
+    const char *trace;
+    enum chat_status status;
+    const char *response; /* completed */
+    size_t response_len;
+    const char *model;
+    long long prompt_tokens, completion_tokens, total_tokens; /* -1: unknown */
+    const char *error_code;    /* failed */
+    const char *error_message; /* failed */
+    const char *accepted;
+    const char *timestamp;     /* when it finished */
+    long long attempts;        /* 0: unknown */
+};
+
+void record_result_init(struct chat_result *r);
+
+/* Appends the result fields that are set (for XADD, and HSET by the handler). */
+void record_result_append(const struct chat_result *r, struct cmd *c);
+
+/* Reads a result-stream entry or a trace hash (HGETALL). Returns 0, or -1 with
+ * the reason in err if the status is missing or unknown. */
+int record_result_parse(const struct redisReply *fields, struct chat_result *out,
+                        char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,74 @@
+/* stream.c - see stream.h. */
+#include "stream.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "rconn.h"
+
+int stream_group_ensure(redisContext *c, const char *key, const char *group, char *err,
+                        size_t errlen)
+{
+    redisReply *r = redisCommand(c, "XGROUP CREATE %s %s 0 MKSTREAM", key, group);
+    int rc = 0;
+    if (r == NULL) {
+        snprintf(err, errlen, "XGROUP CREATE %s: %s", key, c->errstr);
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0) {
+        snprintf(err, errlen, "XGROUP CREATE %s: %s", key, r->str);
+        rc = -1;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+void stream_consumer_name(char *out, size_t outlen, const char *role)
+{
+    char host[128];
+    if (gethostname(host, sizeof(host)) != 0)
+        strcpy(host, "unknown");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(out, outlen, "%s-%s-%ld", role, host, (long)getpid());
+}
+
+const redisReply *stream_read_entries(const redisReply *r)
+{
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0)
+        return NULL;
+    const redisReply *s = r->element[0];
+    if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 ||
+        s->element[1]->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    return s->element[1];
+}
+
+int stream_entry_at(const redisReply *entries, size_t i, struct stream_entry *out)
+{
+    const redisReply *e = entries->element[i];
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[0]->type != REDIS_REPLY_STRING)
+        return -1;
+    out->id = e->element[0]->str;
+    out->fields = e->element[1]->type == REDIS_REPLY_ARRAY ? e->element[1] : NULL;
+    return 0;
+}
+
+const char *stream_field(const redisReply *fields, const char *name, size_t *len)
+{
+    if (fields == NULL || fields->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const redisReply *k = fields->element[i], *v = fields->element[i + 1];
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+            strcmp(k->str, name) == 0) {
+            if (len)
+                *len = v->len;
+            return v->str;
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,35 @@
+/* stream.h - Redis stream helpers: consumer groups, consumer names, and reading
+ * the entries out of XREADGROUP / XCLAIM / XAUTOCLAIM replies. */
+#ifndef CHATQ_STREAM_H
+#define CHATQ_STREAM_H
+
+#include <stddef.h>
+
+struct redisContext;
+struct redisReply;
+
+/* Creates group on the stream at id 0 (MKSTREAM), so entries written before
+ * the first consumer started are still delivered; an existing group is fine.
+ * Returns 0, or -1 with the reason in err. */
+int stream_group_ensure(struct redisContext *c, const char *key, const char *group,
+                        char *err, size_t errlen);
+
+/* "role-host-pid": unique per process, on one machine or many. */
+void stream_consumer_name(char *out, size_t outlen, const char *role);
+
+/* The entries array in an XREADGROUP reply (first stream), or NULL if none. */
+const struct redisReply *stream_read_entries(const struct redisReply *r);
+
+struct stream_entry {
+    const char *id;
+    const struct redisReply *fields; /* NULL when the entry was deleted meanwhile */
+};
+
+/* Entry i of an entries array; returns 0, or -1 if it is malformed. */
+int stream_entry_at(const struct redisReply *entries, size_t i, struct stream_entry *out);
+
+/* The value of field name in a field/value array (stream entry or HGETALL), or
+ * NULL. Borrowed from the reply; len, if not NULL, receives its length. */
+const char *stream_field(const struct redisReply *fields, const char *name, size_t *len);
+
+#endif
