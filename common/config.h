@@ -43,6 +43,15 @@ struct config_common {
      "seconds a trace's record is kept after it was accepted or finished", &(dst), 1,   \
      365LL * 86400, 0}
 
+#define CONFIG_CLAIM_IDLE_VAR(dst)                                                       \
+    {"CLAIM_IDLE_MS", "claim-idle-ms", CONFIG_INT, "30000",                              \
+     "ms an entry may sit unacknowledged with a dead consumer before another takes it",  \
+     &(dst), 100, 3600000, 0}
+
+#define CONFIG_DEAD_MAX_VAR(dst)                                                         \
+    {"DEAD_LETTER_MAX", "dead-letter-max", CONFIG_INT, "10000",                          \
+     "entries kept (about) in the dead-letter stream", &(dst), 10, 100000000, 0}
+
 enum config_result { CONFIG_OK = 0, CONFIG_HELP = 1, CONFIG_ERROR = -1 };
 
 /* Fills every var's dst. On CONFIG_ERROR, err names the setting and the reason.

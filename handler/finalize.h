@@ -1,0 +1,42 @@
+/* finalize.h - the handler's one write: a result-stream entry becomes the
+ * trace's final record, exactly once.
+ *
+ * Each entry is applied by a Lua script that, atomically, writes the fields
+ * into the trace's hash only while its status is still "processing", sets the
+ * TTL, and XACKs and XDELs the entry. A result delivered twice (a handler died
+ * after writing, a processor retried a write) therefore changes nothing the
+ * second time, and the stream never keeps entries that were handled. */
+#ifndef CHATQ_FINALIZE_H
+#define CHATQ_FINALIZE_H
+
+#include <stddef.h>
+
+#include "keys.h"
+
+struct redisContext;
+struct redisReply;
+
+struct finalize_stats {
+    long long written;   /* became the trace's final record */
+    long long duplicate; /* the trace was already final: ignored */
+    long long orphan;    /* no such trace (expired or never accepted): ignored */
+    long long dead;      /* malformed entries moved to the dead-letter stream */
+};
+
+struct finalize {
+    const struct keys *keys; /* borrowed */
+    long long ttl_s;
+    long long dead_max;
+    struct finalize_stats stats;
+};
+
+void finalize_init(struct finalize *f, const struct keys *keys, long long ttl_s,
+                   long long dead_max);
+
+/* Applies every entry of an entries array (from XREADGROUP or XAUTOCLAIM) in one
+ * pipelined round trip. Returns 0, or -1 if the connection failed: the entries
+ * not acknowledged stay pending and are delivered again. */
+int finalize_entries(struct finalize *f, struct redisContext *c,
+                     const struct redisReply *entries);
+
+#endif
