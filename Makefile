@@ -101,7 +101,7 @@ deps:
 
 test: deps
 	@$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=$(TEST_SAN) WERROR=1 test-programs
-	@scripts/test.sh $(TEST_O)/bin
+	@scripts/test.sh $(TEST_O)/bin $(T)
 
 unit: deps
 	@$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=$(TEST_SAN) WERROR=1 test-programs

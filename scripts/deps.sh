@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a purpose needs, only those missing.
+#   scripts/deps.sh build test run bench
+set -euo pipefail
+
+declare -A want=(
+    [build]="make gcc pkg-config libcivetweb-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev libevent-dev"
+    [test]="libcmocka-dev redis-server redis-tools curl"
+    [run]="redis-server redis-tools curl"
+    [bench]="redis-server redis-tools wrk"
+)
+
+missing=()
+for purpose in "$@"; do
+    for pkg in ${want[$purpose]}; do
+        status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+        [[ $status == *"install ok installed"* ]] || missing+=("$pkg")
+    done
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "Installing missing Debian packages: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
