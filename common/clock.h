@@ -2,8 +2,8 @@
 #ifndef CHATQ_CLOCK_H
 #define CHATQ_CLOCK_H
 
-/* "2025-08-19T17:45:00.123Z" plus NUL */
-#define CLOCK_ISO_LEN 25
+/* "2025-08-19T17:45:00.123Z" plus NUL, with room the compiler can prove */
+#define CLOCK_ISO_LEN 48
 
 long long clock_now_ms(void);
 
