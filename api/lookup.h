@@ -1,0 +1,22 @@
+/* lookup.h - GET /chat/{traceId}/response, the last hop: read the trace's hash with
+ * one HGETALL and answer with what it says (processing, completed or failed). */
+#ifndef CHATQ_API_LOOKUP_H
+#define CHATQ_API_LOOKUP_H
+
+struct chat_result;
+struct mg_connection;
+struct reply;
+struct worker;
+
+/* Answers the request on conn for trace (a well-formed, lower-case UUID); returns
+ * the HTTP status sent. w (borrowed) is the calling thread's worker, or NULL. */
+int lookup_handle(struct mg_connection *conn, struct worker *w, const char *trace);
+
+/* Appends the JSON a client sees for res to r (pure, for the unit tests):
+ *   processing: {traceId, status}
+ *   completed:  {traceId, response, status, model, usage{...}, timestamp}
+ *   failed:     {traceId, status, error{code, message}, timestamp}
+ * Fields the record lacks are left out (usage when none of its counts is known). */
+void lookup_render(const struct chat_result *res, const char *trace, struct reply *r);
+
+#endif

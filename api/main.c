@@ -1,0 +1,143 @@
+/* main.c - chatq-api: reads the settings, starts the HTTP server, and stops it
+ * cleanly on SIGINT or SIGTERM. Everything else lives in server.c and the route
+ * modules (intake.c, lookup.c). */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "config.h"
+#include "keys.h"
+#include "log.h"
+#include "rconn.h"
+#include "server.h"
+#include "validate.h"
+
+#define MAIN_PROG "chatq-api"
+
+struct config {
+    struct config_common common;
+    const char *host;
+    long long port;
+    long long threads;
+    long long max_body;
+    const char *default_model;
+    long long redis_timeout_ms;
+    long long result_ttl;
+};
+
+/* Checks what the table's ranges cannot and fills the server's settings. Returns 0,
+ * or -1 with the bad setting named in err. */
+static int main_settings(const struct config *cfg, struct server *s, char *err,
+                         size_t errlen)
+{
+    char why[256];
+    size_t model_len = strlen(cfg->default_model);
+
+    memset(s, 0, sizeof(*s));
+    if (cfg->host[0] == '\0') {
+        snprintf(err, errlen, "HOST: must not be empty");
+        return -1;
+    }
+    if (model_len == 0 || model_len > VALIDATE_MODEL_MAX) {
+        snprintf(err, errlen, "DEFAULT_MODEL: must be 1 to %d bytes long",
+                 VALIDATE_MODEL_MAX);
+        return -1;
+    }
+    if (rconn_url_parse(cfg->common.redis_url, &s->redis, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
+    if (keys_init(&s->keys, cfg->common.prefix) != 0) {
+        snprintf(err, errlen, "CHATQ_PREFIX: longer than %d bytes", KEYS_PREFIX_MAX);
+        return -1;
+    }
+    s->host = cfg->host;
+    s->port = (int)cfg->port;
+    s->threads = (int)cfg->threads;
+    s->max_body = (size_t)cfg->max_body;
+    s->default_model = cfg->default_model;
+    s->redis_timeout_ms = (int)cfg->redis_timeout_ms;
+    s->result_ttl = cfg->result_ttl;
+    return 0;
+}
+
+/* Says at start whether Redis answers; it need not: requests get 503 until it does. */
+static void main_probe_redis(const struct server *s, const char *where)
+{
+    char err[256];
+    redisContext *c = rconn_connect(&s->redis, s->redis_timeout_ms, err, sizeof(err));
+    if (c == NULL)
+        log_warn(NULL, "Redis %s is not reachable yet (%s); answering 503 until it is",
+                 where, err);
+    redisFree(c);
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg = {0};
+    struct server srv;
+    char err[512], where[300];
+    sigset_t stop;
+    int sig;
+
+    const struct config_var vars[] = {
+        {"HOST", "host", CONFIG_STR, "0.0.0.0", "address to listen on", &cfg.host, 0, 0,
+         0},
+        {"PORT", "port", CONFIG_INT, "3000", "TCP port to listen on (0: any free port)",
+         &cfg.port, 0, 65535, 0},
+        {"API_THREADS", "threads", CONFIG_INT, "64",
+         "HTTP worker threads, each with its own Redis connection", &cfg.threads, 1, 4096,
+         0},
+        {"MAX_BODY_BYTES", "max-body-bytes", CONFIG_INT, "1048576",
+         "largest POST /chat body accepted; larger ones get 413", &cfg.max_body, 1,
+         1LL << 30, 0},
+        {"DEFAULT_MODEL", "default-model", CONFIG_STR, "gpt-3.5-turbo",
+         "model used when a request names none", &cfg.default_model, 0, 0, 0},
+        {"REDIS_TIMEOUT_MS", "redis-timeout-ms", CONFIG_INT, "1000",
+         "Redis connect and command timeout; past it the request gets 503",
+         &cfg.redis_timeout_ms, 1, 60000, 0},
+        CONFIG_TTL_VAR(cfg.result_ttl),
+        CONFIG_COMMON_VARS(cfg.common),
+    };
+    const size_t nvars = sizeof(vars) / sizeof(vars[0]);
+
+    enum config_result cr =
+        config_start(MAIN_PROG,
+                     "The chatq HTTP api: accepts chat requests and serves "
+                     "their results.",
+                     vars, nvars, argc, argv, &cfg.common);
+    if (cr == CONFIG_HELP)
+        return 0;
+    if (cr == CONFIG_ERROR)
+        return 1;
+    if (main_settings(&cfg, &srv, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s: bad setting: %s\n", MAIN_PROG, err);
+        return 1;
+    }
+
+    /* Block the stop signals in every thread (civetweb's inherit this mask) and take
+     * them with sigwait below: mg_stop must not run in a signal handler. */
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a client that hung up is an error return, not death */
+
+    rconn_url_describe(&srv.redis, where, sizeof(where));
+    if (server_start(&srv, err, sizeof(err)) != 0) {
+        log_error(NULL, "%s", err);
+        return 1;
+    }
+    log_info(NULL, "listening on http://%s:%d, redis %s, %d threads", srv.host,
+             srv.bound_port, where, srv.threads);
+    main_probe_redis(&srv, where);
+
+    if (sigwait(&stop, &sig) != 0)
+        sig = SIGTERM;
+    log_info(NULL, "%s: finishing open requests and stopping", strsignal(sig));
+    server_stop(&srv);
+    log_info(NULL, "stopped");
+    return 0;
+}

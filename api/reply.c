@@ -1,0 +1,256 @@
+/* reply.c - building and sending the api's JSON responses (see reply.h). */
+#include "reply.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <civetweb.h>
+
+void reply_init(struct reply *r)
+{
+    r->buf = r->inline_buf;
+    r->len = 0;
+    r->cap = REPLY_INLINE;
+    r->oom = 0;
+    r->close = 0;
+    r->allow = NULL;
+}
+
+void reply_free(struct reply *r)
+{
+    if (r->buf != r->inline_buf)
+        free(r->buf);
+    r->buf = r->inline_buf;
+    r->len = 0;
+    r->cap = REPLY_INLINE;
+}
+
+/* Makes room for extra more body bytes; 0, or -1 (and oom set) if memory ran out. */
+static int reply_reserve(struct reply *r, size_t extra)
+{
+    if (r->oom)
+        return -1;
+    if (extra <= r->cap - r->len)
+        return 0;
+    size_t cap = r->cap * 2;
+    if (cap < r->len + extra)
+        cap = r->len + extra;
+    char *buf;
+    if (r->buf == r->inline_buf) {
+        buf = malloc(REPLY_HEAD_ROOM + cap);
+        if (buf != NULL)
+            memcpy(buf + REPLY_HEAD_ROOM, r->buf + REPLY_HEAD_ROOM, r->len);
+    } else {
+        buf = realloc(r->buf, REPLY_HEAD_ROOM + cap);
+    }
+    if (buf == NULL) {
+        r->oom = 1;
+        return -1;
+    }
+    r->buf = buf;
+    r->cap = cap;
+    return 0;
+}
+
+void reply_raw(struct reply *r, const char *s, size_t n)
+{
+    if (reply_reserve(r, n) != 0)
+        return;
+    memcpy(r->buf + REPLY_HEAD_ROOM + r->len, s, n);
+    r->len += n;
+}
+
+/* Length (2-4) of the well-formed UTF-8 multi-byte sequence at p, or 0. Overlong
+ * forms, surrogates and code points past U+10FFFF are not well-formed (RFC 3629). */
+static size_t reply_utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned char lo = 0x80, hi = 0xbf;
+    size_t need;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        need = 2;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        need = 3;
+        if (p[0] == 0xe0)
+            lo = 0xa0;
+        else if (p[0] == 0xed)
+            hi = 0x9f;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        need = 4;
+        if (p[0] == 0xf0)
+            lo = 0x90;
+        else if (p[0] == 0xf4)
+            hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (n < need || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < need; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return need;
+}
+
+void reply_str(struct reply *r, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+
+    /* Most text needs no escaping: reserve for that, grow on demand otherwise. */
+    if (reply_reserve(r, n + 2) != 0)
+        return;
+    reply_lit(r, "\"");
+    while (p < end) {
+        const unsigned char *run = p;
+        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+            p++;
+        if (p > run)
+            reply_raw(r, (const char *)run, (size_t)(p - run));
+        if (p == end)
+            break;
+        if (*p >= 0x80) {
+            size_t len = reply_utf8_len(p, (size_t)(end - p));
+            if (len == 0) {
+                reply_lit(r, "\\ufffd");
+                p++;
+            } else {
+                reply_raw(r, (const char *)p, len);
+                p += len;
+            }
+            continue;
+        }
+        char esc[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 0xf]};
+        size_t elen = 6;
+        switch (*p) {
+        case '"':
+        case '\\':
+            esc[1] = (char)*p;
+            elen = 2;
+            break;
+        case '\n':
+            esc[1] = 'n';
+            elen = 2;
+            break;
+        case '\r':
+            esc[1] = 'r';
+            elen = 2;
+            break;
+        case '\t':
+            esc[1] = 't';
+            elen = 2;
+            break;
+        }
+        reply_raw(r, esc, elen);
+        p++;
+    }
+    reply_lit(r, "\"");
+}
+
+void reply_strz(struct reply *r, const char *s)
+{
+    reply_str(r, s, strlen(s));
+}
+
+void reply_ll(struct reply *r, long long v)
+{
+    char num[24];
+    int n = snprintf(num, sizeof(num), "%lld", v);
+    reply_raw(r, num, (size_t)n);
+}
+
+void reply_error_body(struct reply *r, const char *code, const char *message)
+{
+    reply_lit(r, "{\"error\":{\"code\":");
+    reply_strz(r, code);
+    reply_lit(r, ",\"message\":");
+    reply_strz(r, message);
+    reply_lit(r, "}}");
+}
+
+/* 1 if the connection may stay open after this response, as HTTP says. */
+static int reply_keep_alive(struct reply *r, struct mg_connection *conn)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (r->close || ri == NULL || ri->http_version == NULL)
+        return 0;
+    const char *c = mg_get_header(conn, "Connection");
+    if (strcmp(ri->http_version, "1.1") == 0)
+        return c == NULL || strcasestr(c, "close") == NULL;
+    return c != NULL && strcasestr(c, "keep-alive") != NULL;
+}
+
+/* Reads and drops what the handler left of the request body (a 404 or 405 to a
+ * POST, say), since civetweb would parse those bytes as the next request. Too much
+ * left: the connection is closed instead. */
+static void reply_drain(struct reply *r, struct mg_connection *conn)
+{
+    char scrap[8192];
+    size_t total = 0;
+    if (r->close)
+        return;
+    for (;;) {
+        int n = mg_read(conn, scrap, sizeof(scrap));
+        if (n == 0)
+            return;
+        total += n > 0 ? (size_t)n : 0;
+        if (n < 0 || total > REPLY_DRAIN_MAX) {
+            r->close = 1;
+            return;
+        }
+    }
+}
+
+int reply_send(struct reply *r, struct mg_connection *conn, int status)
+{
+    if (r->oom) {
+        reply_free(r);
+        r->oom = 0;
+        status = 500;
+        reply_error_body(r, "internal_error", "the server ran out of memory");
+    }
+    reply_drain(r, conn);
+    int keep = reply_keep_alive(r, conn);
+    if (!keep)
+        mg_disable_keep_alive(conn);
+
+    char head[REPLY_HEAD_ROOM];
+    int hlen = snprintf(head, sizeof(head),
+                        "HTTP/1.1 %d %s\r\n"
+                        "Content-Type: application/json\r\n"
+                        "Content-Length: %zu\r\n"
+                        "Cache-Control: no-store\r\n"
+                        "Connection: %s\r\n"
+                        "%s%s%s"
+                        "\r\n",
+                        status, mg_get_response_code_text(conn, status), r->len,
+                        keep ? "keep-alive" : "close", r->allow ? "Allow: " : "",
+                        r->allow ? r->allow : "", r->allow ? "\r\n" : "");
+    /* The head is made of fixed text, a number and a static method list: it fits. */
+    if (hlen > 0 && (size_t)hlen < sizeof(head)) {
+        char *start = r->buf + REPLY_HEAD_ROOM - hlen;
+        const struct mg_request_info *ri = mg_get_request_info(conn);
+        /* A response to HEAD has the head only, or the client would read the body
+         * as the next response. */
+        int head_only = ri != NULL && ri->request_method != NULL &&
+                        strcmp(ri->request_method, "HEAD") == 0;
+        memcpy(start, head, (size_t)hlen);
+        mg_write(conn, start, (size_t)hlen + (head_only ? 0 : r->len));
+    }
+    reply_free(r);
+    return status;
+}
+
+int reply_error(struct reply *r, struct mg_connection *conn, int status, const char *code,
+                const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    reply_error_body(r, code, message);
+    return reply_send(r, conn, status);
+}

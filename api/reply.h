@@ -1,0 +1,58 @@
+/* reply.h - the api's HTTP responses: a JSON body written in place, then sent with
+ * its head in one mg_write (one send per response, no copy of the body).
+ *
+ * The body is appended after REPLY_HEAD_ROOM free bytes; reply_send formats the head
+ * into that room, right before the body. Bodies up to REPLY_INLINE bytes live in the
+ * struct itself (on the caller's stack); bigger ones move to the heap. */
+#ifndef CHATQ_API_REPLY_H
+#define CHATQ_API_REPLY_H
+
+#include <stddef.h>
+
+struct mg_connection;
+
+#define REPLY_HEAD_ROOM 256
+#define REPLY_INLINE 4096
+/* Unread request body bytes reply_send reads and drops to keep a connection alive;
+ * with more than this left it closes the connection instead. */
+#define REPLY_DRAIN_MAX 65536
+
+struct reply {
+    char *buf;         /* inline or heap: REPLY_HEAD_ROOM bytes, then the body */
+    size_t len;        /* body bytes so far */
+    size_t cap;        /* body bytes buf can hold */
+    int oom;           /* an append failed: reply_send answers 500 instead */
+    int close;         /* close the connection after this response */
+    const char *allow; /* Allow header of a 405 (borrowed, static), or NULL */
+    char inline_buf[REPLY_HEAD_ROOM + REPLY_INLINE];
+};
+
+/* The struct must not move after this: buf may point into it. */
+void reply_init(struct reply *r);
+
+/* Frees the body of a reply that will not be sent; safe after reply_send. */
+void reply_free(struct reply *r);
+
+void reply_raw(struct reply *r, const char *s, size_t n);
+#define reply_lit(r, s) reply_raw((r), "" s, sizeof(s) - 1)
+
+/* Appends s (n bytes, may hold NULs) as a quoted JSON string. Bytes that are not valid
+ * UTF-8 become U+FFFD, so the body is always valid JSON whatever the store held. */
+void reply_str(struct reply *r, const char *s, size_t n);
+void reply_strz(struct reply *r, const char *s);
+
+void reply_ll(struct reply *r, long long v);
+
+/* Appends {"error":{"code":code,"message":message}}. */
+void reply_error_body(struct reply *r, const char *code, const char *message);
+
+/* Sends the head and body as status with one mg_write, then frees the body. Returns
+ * status, which civetweb request handlers return (it goes to the access log). */
+int reply_send(struct reply *r, struct mg_connection *conn, int status);
+
+/* Writes the error body from code and the printf-style message into r, then sends it
+ * (as reply_send). */
+int reply_error(struct reply *r, struct mg_connection *conn, int status, const char *code,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+#endif

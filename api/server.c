@@ -1,0 +1,255 @@
+/* server.c - civetweb setup, the routes, per-thread workers and JSON error pages
+ * (see server.h). The routes:
+ *   POST /chat                      intake.c
+ *   GET  /chat/{traceId}/response   lookup.c
+ *   GET  /health                    here: a Redis PING
+ *   anything else                   404 not_found; a wrong method on a route 405 */
+#include "server.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <civetweb.h>
+#include <hiredis/hiredis.h>
+
+#include "intake.h"
+#include "log.h"
+#include "lookup.h"
+#include "reply.h"
+#include "uuid.h"
+#include "worker.h"
+
+#define SERVER_CHAT "/chat"
+#define SERVER_CHAT_DIR "/chat/"
+#define SERVER_RESPONSE "/response"
+#define SERVER_HEALTH "/health"
+
+/* civetweb's worker threads each get a worker; its master and timer threads none. */
+#define SERVER_WORKER_THREAD 1
+
+static int server_not_found(struct mg_connection *conn, void *cbdata)
+{
+    struct reply r;
+    (void)cbdata;
+    reply_init(&r);
+    return reply_error(
+        &r, conn, 404, "not_found",
+        "no such endpoint; try POST /chat or GET /chat/{traceId}/response");
+}
+
+static int server_method_not_allowed(struct mg_connection *conn, const char *allow)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    struct reply r;
+    reply_init(&r);
+    r.allow = allow;
+    return reply_error(&r, conn, 405, "method_not_allowed",
+                       "method %.16s is not allowed here; use %s",
+                       ri->request_method ? ri->request_method : "?", allow);
+}
+
+static int server_is(const struct mg_request_info *ri, const char *method)
+{
+    return ri->request_method != NULL && strcmp(ri->request_method, method) == 0;
+}
+
+/* The request's path; civetweb leaves it NULL for a URI naming another host. */
+static const char *server_path(const struct mg_request_info *ri)
+{
+    return ri->local_uri != NULL ? ri->local_uri : "";
+}
+
+/* "/chat/{traceId}/response"; any other "/chat/..." is a 404. */
+static int server_chat_response(struct mg_connection *conn, void *cbdata)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    const char *path = server_path(ri), *id, *slash;
+
+    if (strncmp(path, SERVER_CHAT_DIR, strlen(SERVER_CHAT_DIR)) != 0)
+        return server_not_found(conn, cbdata);
+    id = path + strlen(SERVER_CHAT_DIR);
+    slash = strchr(id, '/');
+    if (slash == NULL || slash == id || strcmp(slash, SERVER_RESPONSE) != 0)
+        return server_not_found(conn, cbdata);
+    if (!server_is(ri, "GET"))
+        return server_method_not_allowed(conn, "GET");
+
+    /* UUIDs are case-insensitive; ours are stored lower-case. */
+    char trace[UUID_LEN + 1];
+    size_t len = (size_t)(slash - id);
+    if (len == UUID_LEN) {
+        for (size_t i = 0; i < UUID_LEN; i++)
+            trace[i] = (char)tolower((unsigned char)id[i]);
+        trace[UUID_LEN] = '\0';
+    }
+    if (len != UUID_LEN || !uuid_valid(trace)) {
+        struct reply r;
+        reply_init(&r);
+        return reply_error(&r, conn, 400, "invalid_trace_id",
+                           "the traceId in the path must be a UUID such as "
+                           "3f2b8c1e-7d4a-4e5f-9a6b-0c1d2e3f4a5b");
+    }
+    return lookup_handle(conn, mg_get_thread_pointer(conn), trace);
+}
+
+/* "/chat"; civetweb also hands this handler "/chat/..." (its prefix match on path
+ * segments comes before our "/chat/" pattern), so it passes those on. */
+static int server_chat(struct mg_connection *conn, void *cbdata)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (strncmp(server_path(ri), SERVER_CHAT_DIR, strlen(SERVER_CHAT_DIR)) == 0)
+        return server_chat_response(conn, cbdata);
+    if (strcmp(server_path(ri), SERVER_CHAT) != 0)
+        return server_not_found(conn, cbdata);
+    if (!server_is(ri, "POST"))
+        return server_method_not_allowed(conn, "POST");
+    return intake_handle(conn, cbdata, mg_get_thread_pointer(conn));
+}
+
+/* "/health": 200 when Redis answers a PING, for docker healthchecks. */
+static int server_health(struct mg_connection *conn, void *cbdata)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    struct worker *w = mg_get_thread_pointer(conn);
+    struct reply r;
+    int ok = 0;
+
+    if (strcmp(server_path(ri), SERVER_HEALTH) != 0)
+        return server_not_found(conn, cbdata);
+    if (!server_is(ri, "GET"))
+        return server_method_not_allowed(conn, "GET");
+
+    reply_init(&r);
+    const char *ping[] = {"PING"};
+    redisReply *pong = w != NULL ? worker_command(w, NULL, 1, ping) : NULL;
+    if (pong != NULL && pong->type == REDIS_REPLY_ERROR)
+        log_warn(NULL, "Redis refused PING: %s", pong->str);
+    else if (pong != NULL)
+        ok = 1;
+    freeReplyObject(pong);
+    if (!ok)
+        return reply_error(&r, conn, 503, "redis_unavailable", "Redis is unavailable");
+    reply_lit(&r, "{\"status\":\"ok\"}");
+    return reply_send(&r, conn, 200);
+}
+
+static void *server_init_thread(const struct mg_context *ctx, int thread_type)
+{
+    if (thread_type != SERVER_WORKER_THREAD)
+        return NULL;
+    struct worker *w = worker_new(mg_get_user_data(ctx));
+    if (w == NULL)
+        log_error(NULL, "out of memory setting up a worker thread");
+    return w;
+}
+
+static void server_exit_thread(const struct mg_context *ctx, int thread_type,
+                               void *thread_pointer)
+{
+    (void)ctx;
+    if (thread_type == SERVER_WORKER_THREAD)
+        worker_free(thread_pointer);
+}
+
+/* Errors civetweb answers itself (a malformed request, headers too large...) get
+ * the same JSON shape as ours. The request may be half-parsed: close afterwards. */
+static int server_http_error(struct mg_connection *conn, int status, const char *errmsg)
+{
+    const char *code = "bad_request";
+    struct reply r;
+
+    if (status == 404)
+        code = "not_found";
+    else if (status == 405)
+        code = "method_not_allowed";
+    else if (status == 411)
+        code = "length_required";
+    else if (status == 413 || status == 431)
+        code = "request_too_large";
+    else if (status >= 500)
+        code = "internal_error";
+    reply_init(&r);
+    r.close = 1;
+    reply_error(&r, conn, status, code, "%s",
+                errmsg && *errmsg ? errmsg : mg_get_response_code_text(conn, status));
+    return 0;
+}
+
+/* civetweb's own diagnostics go through our log format (escaped, one line). */
+static int server_log_message(const struct mg_connection *conn, const char *message)
+{
+    (void)conn;
+    log_warn(NULL, "civetweb: %s", message);
+    return 1;
+}
+
+int server_start(struct server *s, char *err, size_t errlen)
+{
+    char ports[300], threads[16];
+    struct mg_callbacks callbacks;
+    struct mg_init_data init;
+    struct mg_error_data error;
+    unsigned code = 0;
+    char why[256] = "";
+
+    /* An IPv6 address needs brackets to be told from the port. */
+    snprintf(ports, sizeof(ports), strchr(s->host, ':') ? "[%s]:%d" : "%s:%d", s->host,
+             s->port);
+    snprintf(threads, sizeof(threads), "%d", s->threads);
+    /* No document_root: this server never serves files. */
+    /* clang-format off */
+    const char *options[] = {
+        "listening_ports",    ports,    /* HOST:PORT */
+        "num_threads",        threads,  /* API_THREADS, one Redis connection each */
+        "tcp_nodelay",        "1",      /* each response is one write: send it now */
+        "enable_keep_alive",  "yes",    /* a client polling GETs reuses its socket */
+        "request_timeout_ms", "30000",  /* a stalled client frees its thread */
+        "listen_backlog",     "1024",   /* bursts of connections wait, not fail */
+        NULL};
+    /* clang-format on */
+
+    memset(&callbacks, 0, sizeof(callbacks));
+    callbacks.init_thread = server_init_thread;
+    callbacks.exit_thread = server_exit_thread;
+    callbacks.http_error = server_http_error;
+    callbacks.log_message = server_log_message;
+    memset(&init, 0, sizeof(init));
+    init.callbacks = &callbacks;
+    init.user_data = s;
+    init.configuration_options = options;
+    memset(&error, 0, sizeof(error));
+    error.code = &code;
+    error.text = why;
+    error.text_buffer_size = sizeof(why);
+
+    atomic_init(&s->redis_down, 0);
+    mg_init_library(0);
+    s->ctx = mg_start2(&init, &error);
+    if (s->ctx == NULL) {
+        snprintf(err, errlen, "cannot listen on %s: %s", ports,
+                 why[0] ? why : "civetweb failed to start");
+        mg_exit_library();
+        return -1;
+    }
+
+    struct mg_server_port bound;
+    s->bound_port = mg_get_server_ports(s->ctx, 1, &bound) == 1 ? bound.port : s->port;
+
+    /* civetweb tries exact matches, then "uri/..." prefixes, then patterns; each
+     * handler checks its path again, so the routes do not depend on that order. */
+    mg_set_request_handler(s->ctx, SERVER_CHAT, server_chat, s);
+    mg_set_request_handler(s->ctx, SERVER_CHAT_DIR, server_chat_response, s);
+    mg_set_request_handler(s->ctx, SERVER_HEALTH, server_health, s);
+    mg_set_request_handler(s->ctx, "/", server_not_found, s);
+    return 0;
+}
+
+void server_stop(struct server *s)
+{
+    if (s->ctx == NULL)
+        return;
+    mg_stop(s->ctx);
+    s->ctx = NULL;
+    mg_exit_library();
+}

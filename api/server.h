@@ -1,0 +1,43 @@
+/* server.h - the api's HTTP server: civetweb set up with our routes, one worker (and
+ * so one Redis connection) per civetweb thread, and JSON for every error civetweb
+ * itself answers. */
+#ifndef CHATQ_API_SERVER_H
+#define CHATQ_API_SERVER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "keys.h"
+#include "rconn.h"
+
+struct mg_context;
+
+struct server {
+    /* Settings, filled in by main before server_start; strings borrowed. */
+    const char *host;
+    int port; /* 0: any free port, see bound_port */
+    int threads;
+    size_t max_body; /* request bodies over this get a 413 */
+    const char *default_model;
+    int redis_timeout_ms;
+    long long result_ttl; /* seconds, EXPIRE of a trace's hash */
+    struct rconn_url redis;
+    struct keys keys;
+
+    /* State. */
+    struct mg_context *ctx;
+    int bound_port;
+    /* 1 while Redis is known to be unreachable, so that an outage is logged once at
+     * warn by whichever thread sees it first, not once per request. */
+    atomic_int redis_down;
+};
+
+/* Starts listening and serving; returns 0, or -1 with the reason in err (e.g. the
+ * port is taken). */
+int server_start(struct server *s, char *err, size_t errlen);
+
+/* Stops accepting, lets the requests being served finish, joins the threads (which
+ * closes their Redis connections). Safe if server_start failed. */
+void server_stop(struct server *s);
+
+#endif

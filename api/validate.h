@@ -1,0 +1,47 @@
+/* validate.h - the rules of a POST /chat body: JSON text in, a struct chat_request
+ * or a client error (status, code, message) out.
+ *
+ * Pure on purpose (no HTTP, no Redis) so that every rule is unit-tested in
+ * tests/unit/test_validate.c. The rules:
+ *   - the body is one JSON object (an empty body is invalid_body);
+ *   - "message": required string, not empty, not only ASCII whitespace (space, \t,
+ *     \n, \v, \f, \r); it is kept as sent, nothing is trimmed;
+ *   - "model": optional non-empty string of at most VALIDATE_MODEL_MAX bytes;
+ *     default: the configured DEFAULT_MODEL;
+ *   - "temperature": optional JSON number (integer or real) in [TEMPERATURE_MIN,
+ *     TEMPERATURE_MAX]; default VALIDATE_DEFAULT_TEMPERATURE;
+ *   - any other field is refused (unknown_field): we never silently drop a
+ *     parameter the caller believes is in effect;
+ *   - duplicate keys are invalid JSON (which value would win is ambiguous);
+ *   - arrays and objects nested more than VALIDATE_DEPTH_MAX deep are refused
+ *     (invalid_body) before parsing, to bound the parser's stack use;
+ *   - "\u0000" inside message or model is refused (invalid_field): the other hops
+ *     handle C strings, and no model needs a NUL. */
+#ifndef CHATQ_API_VALIDATE_H
+#define CHATQ_API_VALIDATE_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "record.h"
+
+#define VALIDATE_DEFAULT_TEMPERATURE 0.7
+#define VALIDATE_MODEL_MAX 256
+#define VALIDATE_DEPTH_MAX 32
+
+struct validate_error {
+    int status;       /* HTTP status, 400 */
+    const char *code; /* static snake_case code, e.g. "invalid_field" */
+    char message[384];
+};
+
+/* Parses body (len bytes, need not end in a NUL) and checks it.
+ * On success returns a new JSON document (caller json_decref()s it, after the last use
+ * of req) that owns the strings req->message and req->model borrow; req->model borrows
+ * default_model when the body names none. req->trace and req->accepted are NULL, for
+ * the caller to fill. On failure returns NULL and fills err. */
+json_t *validate_chat(const char *body, size_t len, const char *default_model,
+                      struct chat_request *req, struct validate_error *err);
+
+#endif

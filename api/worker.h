@@ -1,0 +1,46 @@
+/* worker.h - what each civetweb worker thread owns: its Redis connection.
+ *
+ * hiredis contexts are not thread-safe, so every worker thread has its own,
+ * connected lazily on first use: the api starts and answers 503 while Redis is
+ * down, and a request after Redis came back reconnects by itself. */
+#ifndef CHATQ_API_WORKER_H
+#define CHATQ_API_WORKER_H
+
+struct server;
+struct redisContext;
+struct redisReply;
+
+struct worker {
+    struct server *srv;         /* borrowed */
+    struct redisContext *redis; /* owned; NULL until first use and after a failure */
+    int reused;                 /* redis served an earlier request */
+};
+
+/* Returns a new worker (free with worker_free), or NULL if out of memory. */
+struct worker *worker_new(struct server *srv);
+
+/* Closes the connection and frees w; NULL is fine. */
+void worker_free(struct worker *w);
+
+/* The thread's Redis connection, connecting now if there is none. Returns it
+ * (borrowed: valid until worker_redis_failed or worker_free), or NULL if Redis cannot
+ * be reached (logged). trace (may be NULL) is for the log. */
+struct redisContext *worker_redis(struct worker *w, const char *trace);
+
+/* Drops the connection after an I/O error or a timeout on it: a reply may still be
+ * in flight, so it cannot be reused; the next worker_redis reconnects. what says
+ * what failed, for the log.
+ * Returns 1 if the failure was the end of a connection that had served earlier
+ * requests: Redis restarted, or closed it as idle, since, so the command never
+ * reached it and the caller may try once more, on a new connection. Otherwise 0
+ * (the failure is logged). */
+int worker_redis_failed(struct worker *w, const char *trace, const char *what);
+
+/* Runs one command (argv, NUL-terminated strings) on the thread's connection, with
+ * the one retry worker_redis_failed allows. Returns the reply (new: caller frees
+ * with freeReplyObject; may be a Redis error reply), or NULL if Redis could not be
+ * reached (logged). Only for commands safe to repeat. */
+struct redisReply *worker_command(struct worker *w, const char *trace, int argc,
+                                  const char **argv);
+
+#endif
