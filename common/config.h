@@ -46,7 +46,7 @@ struct config_common {
 #define CONFIG_CLAIM_IDLE_VAR(dst)                                                       \
     {"CLAIM_IDLE_MS", "claim-idle-ms", CONFIG_INT, "30000",                              \
      "ms an entry may sit unacknowledged with a dead consumer before another takes it",  \
-     &(dst), 100, 3600000, 0}
+     &(dst), 300, 86400000, 0}
 
 #define CONFIG_DEAD_MAX_VAR(dst)                                                         \
     {"DEAD_LETTER_MAX", "dead-letter-max", CONFIG_INT, "10000",                          \

@@ -1,0 +1,207 @@
+/* main.c - chatq-processor: settings, start-up checks, signals. The work itself
+ * is processor.c's. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "config.h"
+#include "keys.h"
+#include "log.h"
+#include "processor.h"
+#include "rconn.h"
+#include "retry.h"
+#include "stream.h"
+
+#define MAIN_PROG "chatq-processor"
+#define MAIN_SUMMARY                                                                     \
+    "Takes chat requests from the Redis requests stream, asks an OpenAI-compatible\n"    \
+    "upstream, and writes each outcome to the results stream."
+
+static struct config cfg;
+
+static const struct config_var main_vars[] = {
+    CONFIG_COMMON_VARS(cfg.common),
+    {"OPENAI_API_KEY", "openai-api-key", CONFIG_STR, NULL,
+     "API key sent as 'Authorization: Bearer'; unset: no such header", &cfg.api_key, 0, 0,
+     1},
+    {"OPENAI_BASE_URL", "openai-base-url", CONFIG_STR, "https://api.openai.com/v1",
+     "OpenAI-compatible API base; requests go to {base}/chat/completions", &cfg.base_url,
+     0, 0, 0},
+    {"PROCESSOR_CONCURRENCY", "concurrency", CONFIG_INT, "1024",
+     "requests held at once (in flight, backing off, or being written)", &cfg.concurrency,
+     1, 100000, 0},
+    {"UPSTREAM_TIMEOUT_MS", "upstream-timeout-ms", CONFIG_INT, "60000",
+     "longest one upstream attempt may take", &cfg.timeout_ms, 100, 3600000, 0},
+    {"UPSTREAM_CONNECT_TIMEOUT_MS", "upstream-connect-timeout-ms", CONFIG_INT, "5000",
+     "longest a connection to the upstream may take", &cfg.connect_timeout_ms, 100,
+     600000, 0},
+    {"UPSTREAM_MAX_ATTEMPTS", "upstream-max-attempts", CONFIG_INT, "5",
+     "attempts per request before a retryable failure becomes final", &cfg.max_attempts,
+     1, 100, 0},
+    {"RETRY_BASE_MS", "retry-base-ms", CONFIG_INT, "500",
+     "backoff after the first failed attempt; doubles each attempt, with jitter",
+     &cfg.retry_base_ms, 1, 3600000, 0},
+    {"RETRY_MAX_MS", "retry-max-ms", CONFIG_INT, "20000", "longest computed backoff",
+     &cfg.retry_max_ms, 1, 3600000, 0},
+    {"RETRY_AFTER_MAX_MS", "retry-after-max-ms", CONFIG_INT, "60000",
+     "longest wait honoured from an upstream's Retry-After", &cfg.retry_after_max_ms, 0,
+     3600000, 0},
+    {"UPSTREAM_MAX_RESPONSE_BYTES", "upstream-max-response-bytes", CONFIG_INT, "8388608",
+     "larger upstream answers fail with upstream_response_too_large",
+     &cfg.max_response_bytes, 1024, 1073741824, 0},
+    CONFIG_CLAIM_IDLE_VAR(cfg.claim_idle_ms),
+    {"MAX_DELIVERIES", "max-deliveries", CONFIG_INT, "5",
+     "an entry taken over more often than this is dead-lettered", &cfg.max_deliveries, 1,
+     1000, 0},
+    CONFIG_DEAD_MAX_VAR(cfg.dead_letter_max),
+    {"SHUTDOWN_GRACE_MS", "shutdown-grace-ms", CONFIG_INT, "10000",
+     "on SIGTERM, how long unfinished requests may still finish before they are handed "
+     "back",
+     &cfg.shutdown_grace_ms, 0, 3600000, 0},
+};
+
+/* Every in-flight request may hold a connection of its own (HTTP/1.1). */
+static void main_raise_nofile(long long concurrency)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && (long long)rl.rlim_cur < concurrency + 64)
+        log_warn(NULL,
+                 "open-file limit %llu is below PROCESSOR_CONCURRENCY + 64; upstream "
+                 "connections may fail",
+                 (unsigned long long)rl.rlim_cur);
+}
+
+static volatile sig_atomic_t main_early_stop;
+
+static void main_on_early_signal(int sig)
+{
+    (void)sig;
+    main_early_stop = 1;
+}
+
+/* The group must exist before the first read. Redis may not be up yet when
+ * everything starts together, so wait for it rather than exit; a stop signal
+ * meanwhile ends the wait. Returns 0 when ready, -1 when asked to stop. */
+static int main_group_ensure(const struct processor *p)
+{
+    char err[512];
+    long long wait = 0;
+    int warned = 0;
+    /* Until the event loop takes the signals over. */
+    signal(SIGTERM, main_on_early_signal);
+    signal(SIGINT, main_on_early_signal);
+    for (;;) {
+        if (main_early_stop) {
+            log_info(NULL, "stopped while waiting for Redis");
+            return -1;
+        }
+        redisContext *c = rconn_connect(&p->url, 2000, err, sizeof(err));
+        int rc = c ? stream_group_ensure(c, p->keys.requests, KEYS_GROUP_PROCESSORS, err,
+                                         sizeof(err))
+                   : -1;
+        if (c)
+            redisFree(c);
+        if (rc == 0)
+            break;
+        wait = retry_reconnect_ms(wait);
+        if (!warned) {
+            log_warn(NULL, "Redis is not ready (%s); retrying", err);
+            warned = 1;
+        }
+        struct timespec ts = {.tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000};
+        nanosleep(&ts, NULL); /* a signal cuts it short */
+    }
+    if (warned)
+        log_info(NULL, "Redis is ready");
+    return 0;
+}
+
+static void main_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    log_info(NULL, "received %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    processor_stop(arg);
+}
+
+int main(int argc, char **argv)
+{
+    int rc = 1;
+    struct processor *p = NULL;
+    struct event *sigterm = NULL, *sigint = NULL;
+
+    enum config_result cr =
+        config_start(MAIN_PROG, MAIN_SUMMARY, main_vars,
+                     sizeof(main_vars) / sizeof(main_vars[0]), argc, argv, &cfg.common);
+    if (cr == CONFIG_HELP)
+        return 0;
+    if (cr == CONFIG_ERROR)
+        return 1;
+    if (strstr(cfg.base_url, "api.openai.com") &&
+        (cfg.api_key == NULL || !cfg.api_key[0])) {
+        fprintf(stderr,
+                "%s: OPENAI_API_KEY is not set; set it, or point OPENAI_BASE_URL at "
+                "an OpenAI-compatible server (e.g. the fake upstream: make run "
+                "starts one)\n",
+                MAIN_PROG);
+        return 1;
+    }
+
+    /* hiredis writes to a socket Redis may have closed; that must be an error
+     * return, not a fatal signal. */
+    signal(SIGPIPE, SIG_IGN);
+    main_raise_nofile(cfg.concurrency);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "%s: curl_global_init failed\n", MAIN_PROG);
+        return 1;
+    }
+
+    char err[512];
+    p = processor_new(&cfg, err, sizeof(err));
+    if (p == NULL) {
+        fprintf(stderr, "%s: %s\n", MAIN_PROG, err);
+        goto out;
+    }
+    char redis[512];
+    rconn_url_describe(&p->url, redis, sizeof(redis));
+    log_info(NULL, "starting: consumer=%s redis=%s upstream=%s concurrency=%lld",
+             p->consumer, redis, cfg.base_url, cfg.concurrency);
+    if (main_group_ensure(p) != 0) {
+        rc = 0;
+        goto out;
+    }
+
+    sigterm = evsignal_new(processor_base(p), SIGTERM, main_on_signal, p);
+    sigint = evsignal_new(processor_base(p), SIGINT, main_on_signal, p);
+    if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) != 0 ||
+        evsignal_add(sigint, NULL) != 0) {
+        fprintf(stderr, "%s: cannot install signal handlers\n", MAIN_PROG);
+        goto out;
+    }
+    if (processor_run(p) != 0) {
+        log_error(NULL, "event loop failed");
+        goto out;
+    }
+    log_info(NULL, "stopped");
+    rc = 0;
+out:
+    if (sigterm)
+        event_free(sigterm);
+    if (sigint)
+        event_free(sigint);
+    processor_free(p);
+    curl_global_cleanup();
+    return rc;
+}

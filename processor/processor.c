@@ -1,0 +1,582 @@
+/* processor.c - the job slots and their life, the links' events, and shutdown
+ * (see processor.h).
+ *
+ * A slot is taken when an entry arrives (read or claimed) and given back only
+ * when the outcome's write is confirmed, so the number of slots bounds everything
+ * the process holds: requests in flight, backoff waits and unconfirmed writes.
+ * Reads and claims never ask for more entries than there are free slots. */
+#include "processor.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "inbox.h"
+#include "log.h"
+#include "outbox.h"
+#include "record.h"
+#include "rlink.h"
+#include "stream.h"
+
+/* After the grace period, how long the hand-back and the last writes may take
+ * before the process leaves anyway (their entries are then reclaimed later). */
+#define PROCESSOR_HARD_STOP_MS 5000
+
+static void processor_timer(struct event *ev, long long ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    evtimer_add(ev, &tv);
+}
+
+double processor_random(struct processor *p)
+{
+    /* xorshift64*: plenty for spreading retries apart. */
+    p->rng ^= p->rng >> 12;
+    p->rng ^= p->rng << 25;
+    p->rng ^= p->rng >> 27;
+    return (double)((p->rng * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+size_t processor_free_slots(const struct processor *p)
+{
+    size_t promised = p->read_reserved + p->claim_reserved;
+    return p->nfree > promised ? p->nfree - promised : 0;
+}
+
+int processor_holds(const struct processor *p, const char *id)
+{
+    for (size_t i = 0; i < p->njobs; i++)
+        if (p->jobs[i].state != JOB_FREE && strcmp(p->jobs[i].id, id) == 0)
+            return 1;
+    return 0;
+}
+
+void processor_pump(struct processor *p)
+{
+    /* Many slots free up in one burst of completions; deciding once afterwards
+     * makes one large read instead of many of one entry. */
+    if (p->pump)
+        event_active(p->pump, EV_TIMEOUT, 1);
+}
+
+/* ---- slots --------------------------------------------------------------------- */
+
+static void processor_dead_free(struct job_dead *d)
+{
+    if (d == NULL)
+        return;
+    free(d->reason);
+    free(d->fields); /* one block with the lengths and the strings */
+    free(d);
+}
+
+static struct job *processor_take(struct processor *p)
+{
+    struct job *job = p->free_jobs;
+    if (job == NULL)
+        return NULL;
+    p->free_jobs = job->next;
+    p->nfree--;
+    job->next = NULL;
+    job->attempts = 0;
+    job->write_sent = 0;
+    job->deliveries = 0;
+    job->id[0] = job->trace[0] = job->finished[0] = '\0';
+    return job;
+}
+
+void processor_release(struct processor *p, struct job *job)
+{
+    upstream_cancel(&job->xfer);
+    upstream_xfer_clear(&job->xfer);
+    evtimer_del(job->timer);
+    outcome_clear(&job->outcome);
+    free(job->model);
+    free(job->accepted);
+    processor_dead_free(job->dead);
+    job->model = job->accepted = NULL;
+    job->dead = NULL;
+    job->state = JOB_FREE;
+    job->next = p->free_jobs;
+    p->free_jobs = job;
+    p->nfree++;
+    processor_pump(p);
+}
+
+/* ---- dead letters -------------------------------------------------------------- */
+
+/* Copies the entry's field/value strings into one block. */
+static int processor_dead_copy(struct job_dead *d, const redisReply *fields)
+{
+    size_t n = 0, bytes = 0;
+    if (fields && fields->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < fields->elements; i++) {
+            if (fields->element[i]->type == REDIS_REPLY_STRING) {
+                n++;
+                bytes += fields->element[i]->len + 1;
+            }
+        }
+    }
+    n -= n % 2; /* an odd string out would shift every pair after it */
+    if (n == 0)
+        return 0;
+    char *block = malloc(n * (sizeof(char *) + sizeof(size_t)) + bytes);
+    if (block == NULL)
+        return -1;
+    d->fields = (char **)block;
+    d->lens = (size_t *)(block + n * sizeof(char *));
+    char *s = block + n * (sizeof(char *) + sizeof(size_t));
+    for (size_t i = 0, k = 0; i < fields->elements && k < n; i++) {
+        const redisReply *e = fields->element[i];
+        if (e->type != REDIS_REPLY_STRING)
+            continue;
+        memcpy(s, e->str, e->len);
+        s[e->len] = '\0';
+        d->fields[k] = s;
+        d->lens[k] = e->len;
+        s += e->len + 1;
+        k++;
+    }
+    d->nfields = n;
+    return 0;
+}
+
+/* Sends the entry to the dead-letter stream (and fails its trace, if it has one)
+ * instead of running it: it is malformed, or it was delivered so often that it
+ * probably kills whoever takes it. */
+static void processor_dead(struct processor *p, struct job *job, const redisReply *fields,
+                           const char *code, const char *reason)
+{
+    struct job_dead *d = calloc(1, sizeof(*d));
+    if (d)
+        d->reason = strdup(reason);
+    if (d == NULL || d->reason == NULL || processor_dead_copy(d, fields) != 0) {
+        log_error(job->trace[0] ? job->trace : NULL,
+                  "out of memory dead-lettering entry %s; it stays pending", job->id);
+        processor_dead_free(d);
+        processor_release(p, job);
+        return;
+    }
+    d->code = code;
+    job->dead = d;
+    log_warn(job->trace[0] ? job->trace : NULL, "dead-lettering entry %s (%s): %s",
+             job->id, code, reason);
+    outbox_push(p, job);
+}
+
+/* ---- attempts ------------------------------------------------------------------ */
+
+static void processor_outcome(struct processor *p, struct job *job);
+
+static void processor_attempt(struct processor *p, struct job *job)
+{
+    outcome_clear(&job->outcome);
+    job->attempts++;
+    job->state = JOB_RUNNING;
+    if (upstream_start(p->up, &job->xfer) == 0)
+        return;
+    /* Treated like a failed connection: retried, and failed after the last
+     * attempt. */
+    struct outcome_input in = {.curl_code = CURLE_FAILED_INIT,
+                               .curl_error = "could not start the transfer",
+                               .retry_after_ms = -1,
+                               .request_model = job->model};
+    outcome_classify(&in, &job->outcome);
+    processor_outcome(p, job);
+}
+
+static void processor_on_backoff(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct job *job = arg;
+    processor_attempt(job->p, job);
+}
+
+/* Acts on job->outcome: write it, or wait and try again. */
+static void processor_outcome(struct processor *p, struct job *job)
+{
+    struct outcome *o = &job->outcome;
+    const char *trace = job->trace;
+
+    if (o->kind == OUTCOME_RETRY && job->attempts >= p->cfg->max_attempts)
+        outcome_give_up(o, job->attempts);
+
+    switch (o->kind) {
+    case OUTCOME_COMPLETED:
+        log_debug(trace, "completed: attempts=%d model=%s", job->attempts, o->model);
+        outbox_push(p, job);
+        return;
+    case OUTCOME_FAILED:
+        log_warn(trace, "failed: code=%s attempts=%d: %s", o->code ? o->code : "?",
+                 job->attempts, o->message ? o->message : "");
+        outbox_push(p, job);
+        return;
+    case OUTCOME_RETRY:
+        break;
+    }
+    long long wait =
+        retry_delay_ms(&p->policy, job->attempts, o->retry_after_ms, processor_random(p));
+    log_info(trace, "retrying: attempt=%d code=%s wait_ms=%lld: %s", job->attempts,
+             o->code ? o->code : "?", wait, o->message ? o->message : "");
+    job->state = JOB_WAITING;
+    processor_timer(job->timer, wait);
+}
+
+static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_status,
+                              void *arg)
+{
+    struct processor *p = arg;
+    struct job *job = (struct job *)(void *)((char *)x - offsetof(struct job, xfer));
+    struct outcome_input in = {.curl_code = curl_code,
+                               .curl_error = x->errbuf,
+                               .too_large = x->too_large,
+                               .max_bytes = p->cfg->max_response_bytes,
+                               .http_status = http_status,
+                               .body = x->resp,
+                               .body_len = x->resp_len,
+                               .retry_after_ms = upstream_xfer_retry_after(x),
+                               .request_model = job->model};
+    if (outcome_classify(&in, &job->outcome) != 0) {
+        log_error(job->trace, "out of memory classifying an upstream answer");
+        job->outcome.kind = OUTCOME_RETRY;
+    }
+    /* A response can be megabytes; a job waiting to retry should not hold it. */
+    free(x->resp);
+    x->resp = NULL;
+    x->resp_len = x->resp_cap = 0;
+    processor_outcome(p, job);
+}
+
+void processor_accept(struct processor *p, const char *id, const redisReply *fields,
+                      long long deliveries)
+{
+    if (strlen(id) >= JOB_ID_MAX) {
+        log_error(NULL, "ignoring entry with an impossible id '%.60s'", id);
+        return;
+    }
+    struct job *job = processor_take(p);
+    if (job == NULL) {
+        /* Cannot happen: reads and claims ask for no more than the free slots. */
+        log_error(NULL, "no free slot for entry %s; it stays pending", id);
+        return;
+    }
+    snprintf(job->id, sizeof(job->id), "%s", id);
+    job->deliveries = deliveries;
+
+    struct chat_request req;
+    char err[256];
+    if (record_request_parse(fields, &req, err, sizeof(err)) != 0) {
+        if (req.trace)
+            snprintf(job->trace, sizeof(job->trace), "%s", req.trace);
+        processor_dead(p, job, fields, "invalid_request", err);
+        return;
+    }
+    snprintf(job->trace, sizeof(job->trace), "%s", req.trace);
+    job->model = strdup(req.model);
+    job->accepted = req.accepted ? strdup(req.accepted) : NULL;
+    if (job->model == NULL || (req.accepted && job->accepted == NULL)) {
+        log_error(job->trace, "out of memory taking entry %s; it stays pending", id);
+        processor_release(p, job);
+        return;
+    }
+
+    if (deliveries > p->cfg->max_deliveries) {
+        snprintf(err, sizeof(err),
+                 "delivered %lld times (MAX_DELIVERIES is %lld): processing it may be "
+                 "what stopped the processors that took it",
+                 deliveries, p->cfg->max_deliveries);
+        processor_dead(p, job, fields, "delivery_limit_exceeded", err);
+        return;
+    }
+
+    job->xfer.body =
+        upstream_body_build(req.model, req.message, req.message_len, req.temperature);
+    if (job->xfer.body == NULL) {
+        processor_dead(p, job, fields, "invalid_request",
+                       "field 'message' is not valid UTF-8");
+        return;
+    }
+    job->xfer.body_len = strlen(job->xfer.body);
+    log_debug(job->trace, "took entry %s (delivery %lld)", id, deliveries);
+    processor_attempt(p, job);
+}
+
+/* ---- shutdown ------------------------------------------------------------------ */
+
+/* The grace period is over: hand back what has not finished. Writes already sent
+ * are still waited for (their replies are near); writes that cannot be sent
+ * (Redis away) are left pending for the claim of another processor. */
+static void processor_deadline(struct processor *p)
+{
+    if (p->deadline_passed)
+        return;
+    p->deadline_passed = 1;
+    evtimer_del(p->grace);
+    processor_timer(p->hard_stop, PROCESSOR_HARD_STOP_MS);
+
+    const char **ids = malloc(p->njobs * sizeof(*ids));
+    size_t n = 0;
+    for (size_t i = 0; i < p->njobs; i++) {
+        struct job *job = &p->jobs[i];
+        if (job->state == JOB_RUNNING || job->state == JOB_WAITING) {
+            upstream_cancel(&job->xfer);
+            evtimer_del(job->timer);
+            if (ids)
+                ids[n++] = job->id;
+        }
+    }
+    if (n > 0)
+        inbox_hand_back(p, ids, n);
+    /* The ids were copied into the commands; the slots can go now. */
+    for (size_t i = 0; i < p->njobs; i++) {
+        struct job *job = &p->jobs[i];
+        if (job->state == JOB_RUNNING || job->state == JOB_WAITING)
+            processor_release(p, job);
+    }
+    free(ids);
+    processor_pump(p);
+}
+
+static void processor_on_grace(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct processor *p = arg;
+    log_warn(NULL, "grace period of %lld ms is over with %zu jobs unfinished",
+             p->cfg->shutdown_grace_ms, p->njobs - p->nfree);
+    processor_deadline(p);
+}
+
+static void processor_on_hard_stop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct processor *p = arg;
+    log_warn(NULL, "Redis did not confirm the last writes in time; leaving anyway (the "
+                   "entries are taken over after CLAIM_IDLE_MS)");
+    event_base_loopbreak(p->base);
+}
+
+/* Once reading has stopped and every slot is free (or only writes that cannot be
+ * sent remain after the deadline), close the write connection; its close ends the
+ * loop once the outstanding replies are in. */
+static void processor_check_done(struct processor *p)
+{
+    if (!p->stopping || p->closing || !rlink_closed(p->rd))
+        return;
+    if (p->nfree < p->njobs) {
+        if (!p->deadline_passed)
+            return;
+        for (size_t i = 0; i < p->njobs; i++)
+            if (p->jobs[i].state == JOB_WRITING && p->jobs[i].write_sent)
+                return;
+        size_t lost = 0;
+        struct job *job = outbox_take_unsent(p);
+        while (job) {
+            struct job *next = job->next;
+            processor_release(p, job);
+            lost++;
+            job = next;
+        }
+        if (lost > 0)
+            log_warn(NULL,
+                     "%zu outcomes could not be written (Redis is away); their "
+                     "entries are run again by another processor",
+                     lost);
+    }
+    p->closing = 1;
+    evtimer_del(p->grace);
+    if (!evtimer_pending(p->hard_stop, NULL))
+        processor_timer(p->hard_stop, PROCESSOR_HARD_STOP_MS);
+    log_info(NULL, "all work finished or handed back; closing");
+    rlink_close(p->wr);
+}
+
+void processor_stop(struct processor *p)
+{
+    if (p->stopping) {
+        log_info(NULL, "asked again: handing back unfinished work now");
+        processor_deadline(p);
+        return;
+    }
+    p->stopping = 1;
+    log_info(NULL, "stopping: %zu jobs unfinished, waiting up to %lld ms",
+             p->njobs - p->nfree, p->cfg->shutdown_grace_ms);
+    processor_timer(p->grace, p->cfg->shutdown_grace_ms);
+    inbox_stop(p);
+    processor_pump(p);
+}
+
+/* ---- events -------------------------------------------------------------------- */
+
+static void processor_on_pump(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct processor *p = arg;
+    inbox_pump(p);
+    processor_check_done(p);
+}
+
+static void processor_on_read_up(struct rlink *l, void *arg)
+{
+    (void)l;
+    inbox_on_read_up(arg);
+}
+
+static void processor_on_read_down(struct rlink *l, void *arg)
+{
+    (void)l;
+    inbox_on_read_down(arg);
+}
+
+static void processor_on_write_up(struct rlink *l, void *arg)
+{
+    (void)l;
+    struct processor *p = arg;
+    outbox_flush(p);
+    processor_pump(p);
+}
+
+static void processor_on_write_down(struct rlink *l, void *arg)
+{
+    struct processor *p = arg;
+    if (rlink_closed(l)) {
+        event_base_loopbreak(p->base);
+        return;
+    }
+    /* Unconfirmed writes are back in the queue (outbox_on_exec); a claim in
+     * progress is dropped and the next tick tries again. */
+    processor_pump(p);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------- */
+
+struct processor *processor_new(const struct config *cfg, char *err, size_t errlen)
+{
+    struct processor *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    int ok = 0;
+    p->cfg = cfg;
+    if (keys_init(&p->keys, cfg->common.prefix) != 0) {
+        snprintf(err, errlen, "CHATQ_PREFIX is longer than %d bytes", KEYS_PREFIX_MAX);
+        goto out;
+    }
+    if (rconn_url_parse(cfg->common.redis_url, &p->url, err, errlen) != 0)
+        goto out;
+    stream_consumer_name(p->consumer, sizeof(p->consumer), "processor");
+    p->policy.base_ms = cfg->retry_base_ms;
+    p->policy.max_ms = cfg->retry_max_ms;
+    p->policy.after_max_ms = cfg->retry_after_max_ms;
+    if (getrandom(&p->rng, sizeof(p->rng), GRND_NONBLOCK) != (ssize_t)sizeof(p->rng))
+        p->rng = (uint64_t)clock_now_ms() ^ ((uint64_t)getpid() << 32);
+    p->rng |= 1; /* xorshift must not start at 0 */
+
+    snprintf(err, errlen, "out of memory");
+    p->base = event_base_new();
+    if (p->base == NULL)
+        goto out;
+    p->njobs = (size_t)cfg->concurrency;
+    p->jobs = calloc(p->njobs, sizeof(*p->jobs));
+    if (p->jobs == NULL)
+        goto out;
+    for (size_t i = p->njobs; i-- > 0;) {
+        struct job *job = &p->jobs[i];
+        job->p = p;
+        upstream_xfer_init(&job->xfer);
+        outcome_init(&job->outcome);
+        job->timer = evtimer_new(p->base, processor_on_backoff, job);
+        if (job->timer == NULL)
+            goto out;
+        job->next = p->free_jobs;
+        p->free_jobs = job;
+        p->nfree++;
+    }
+    p->pump = event_new(p->base, -1, 0, processor_on_pump, p);
+    p->grace = evtimer_new(p->base, processor_on_grace, p);
+    p->hard_stop = evtimer_new(p->base, processor_on_hard_stop, p);
+    if (p->pump == NULL || p->grace == NULL || p->hard_stop == NULL ||
+        inbox_start(p) != 0)
+        goto out;
+
+    struct upstream_settings us = {.base_url = cfg->base_url,
+                                   .api_key = cfg->api_key,
+                                   .timeout_ms = cfg->timeout_ms,
+                                   .connect_timeout_ms = cfg->connect_timeout_ms,
+                                   .max_response_bytes = cfg->max_response_bytes,
+                                   .max_connections = cfg->concurrency};
+    p->up = upstream_new(p->base, &us, processor_on_done, p, err, errlen);
+    if (p->up == NULL)
+        goto out;
+    err[0] = '\0';
+    ok = 1;
+out:
+    if (!ok) {
+        processor_free(p);
+        p = NULL;
+    }
+    return p;
+}
+
+struct event_base *processor_base(struct processor *p)
+{
+    return p->base;
+}
+
+int processor_run(struct processor *p)
+{
+    /* Connecting here rather than in processor_new lets main wait for Redis
+     * first without the links logging an outage meanwhile. */
+    struct rlink_handlers rh = {processor_on_read_up, processor_on_read_down, p};
+    struct rlink_handlers wh = {processor_on_write_up, processor_on_write_down, p};
+    p->rd = rlink_new(p->base, "read", &p->url, &rh);
+    p->wr = rlink_new(p->base, "write", &p->url, &wh);
+    if (p->rd == NULL || p->wr == NULL) {
+        log_error(NULL, "cannot set up the Redis connections: out of memory");
+        return -1;
+    }
+    return event_base_dispatch(p->base) < 0 ? -1 : 0;
+}
+
+void processor_free(struct processor *p)
+{
+    if (p == NULL)
+        return;
+    /* The links first: their outstanding callbacks get NULL replies and still
+     * touch the jobs and the pump event. */
+    rlink_free(p->rd);
+    rlink_free(p->wr);
+    for (size_t i = 0; p->jobs && i < p->njobs; i++) {
+        struct job *job = &p->jobs[i];
+        upstream_cancel(&job->xfer);
+        upstream_xfer_clear(&job->xfer);
+        outcome_clear(&job->outcome);
+        free(job->model);
+        free(job->accepted);
+        processor_dead_free(job->dead);
+        if (job->timer)
+            event_free(job->timer);
+    }
+    free(p->jobs);
+    upstream_free(p->up);
+    inbox_free(p);
+    if (p->pump)
+        event_free(p->pump);
+    if (p->grace)
+        event_free(p->grace);
+    if (p->hard_stop)
+        event_free(p->hard_stop);
+    if (p->base)
+        event_base_free(p->base);
+    free(p);
+}

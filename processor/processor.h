@@ -1,0 +1,158 @@
+/* processor.h - the processor's settings and its state: the job slots and their
+ * life (read or claimed -> upstream attempts and backoff waits -> result written
+ * -> slot free), the two Redis links, and shutdown. What is done on Redis lives
+ * in inbox.c (the requests stream's read side) and outbox.c (every write). */
+#ifndef CHATQ_PROCESSOR_H
+#define CHATQ_PROCESSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clock.h"
+#include "config.h"
+#include "keys.h"
+#include "outcome.h"
+#include "rconn.h"
+#include "retry.h"
+#include "upstream.h"
+#include "uuid.h"
+
+struct event;
+struct event_base;
+struct redisReply;
+struct rlink;
+
+/* Filled by main.c's table of struct config_var; strings borrowed from there. */
+struct config {
+    struct config_common common;
+    const char *api_key; /* secret: never printed, logged or stored */
+    const char *base_url;
+    long long concurrency;
+    long long timeout_ms;
+    long long connect_timeout_ms;
+    long long max_attempts;
+    long long retry_base_ms;
+    long long retry_max_ms;
+    long long retry_after_max_ms;
+    long long max_response_bytes;
+    long long claim_idle_ms;
+    long long max_deliveries;
+    long long dead_letter_max;
+    long long shutdown_grace_ms;
+};
+
+/* A stream id is two 64-bit numbers and a dash. */
+#define JOB_ID_MAX 48
+
+enum job_state {
+    JOB_FREE,
+    JOB_RUNNING, /* an upstream attempt is in flight */
+    JOB_WAITING, /* backing off before the next attempt */
+    JOB_WRITING  /* the outcome (or dead letter) is queued or sent to Redis */
+};
+
+/* What a dead letter carries instead of a chat: the original entry, copied. */
+struct job_dead {
+    const char *code; /* static: invalid_request or delivery_limit_exceeded */
+    char *reason;
+    size_t nfields; /* field/value strings, alternating */
+    char **fields;
+    size_t *lens;
+};
+
+/* One slot. Everything a job keeps is its own copy: hiredis frees a reply as
+ * soon as its callback returns. */
+struct job {
+    struct processor *p;
+    enum job_state state;
+    int attempts;
+    int write_sent; /* JOB_WRITING: on the wire, EXEC's reply pending */
+    long long deliveries;
+    char id[JOB_ID_MAX];
+    char trace[UUID_LEN + 1]; /* "" if the entry had no well-formed trace */
+    char *model;              /* owned */
+    char *accepted;           /* owned; NULL if the entry had none */
+    char finished[CLOCK_ISO_LEN];
+    struct upstream_xfer xfer;
+    struct outcome outcome; /* the final one, once known */
+    struct job_dead *dead;  /* owned; set when this slot carries a dead letter */
+    struct event *timer;    /* the backoff wait; made once per slot */
+    struct job *next;       /* free list or write queue */
+};
+
+struct processor {
+    const struct config *cfg;
+    struct keys keys;
+    struct rconn_url url;
+    char consumer[160];
+    struct event_base *base;
+    struct upstream *up;
+    struct rlink *rd; /* only XREADGROUP ... BLOCK: it holds up whatever is behind it */
+    struct rlink *wr; /* results, acks, claims, heartbeats, dead letters */
+    struct retry_policy policy;
+    uint64_t rng;
+
+    struct job *jobs; /* cfg->concurrency slots */
+    size_t njobs;
+    struct job *free_jobs;
+    size_t nfree;
+    struct event *pump; /* runs processor_on_pump once the current callbacks are done */
+
+    /* inbox.c */
+    int read_busy;         /* an XREADGROUP is outstanding */
+    int read_paused;       /* after an error, until read_retry fires */
+    size_t read_reserved;  /* slots promised to the outstanding XREADGROUP */
+    long long read_client; /* CLIENT ID of the read connection, -1: unknown */
+    int claim_due, claim_busy;
+    size_t claim_reserved; /* slots promised to the claim in progress */
+    struct event *read_retry, *claim_tick, *heartbeat_tick;
+
+    /* outbox.c */
+    struct job *wq_head, *wq_tail; /* outcomes waiting for the write connection */
+
+    /* shutdown */
+    int stopping;
+    int deadline_passed;
+    int closing; /* the write connection's close, the very last step, has begun */
+    struct event *grace, *hard_stop;
+};
+
+/* Returns a new processor ready to run (free with processor_free), or NULL with
+ * the reason in err. cfg is borrowed and must outlive it. */
+struct processor *processor_new(const struct config *cfg, char *err, size_t errlen);
+
+/* Borrowed: for the owner's own events (signals). */
+struct event_base *processor_base(struct processor *p);
+
+/* Connects to Redis and runs until processor_stop's shutdown has finished.
+ * Returns 0, or -1. */
+int processor_run(struct processor *p);
+
+/* Begins a graceful shutdown; called again, skips the rest of the grace period. */
+void processor_stop(struct processor *p);
+
+/* Safe with NULL. */
+void processor_free(struct processor *p);
+
+/* Slots neither in use nor promised to an outstanding read or claim. */
+size_t processor_free_slots(const struct processor *p);
+
+/* Takes on an entry read or claimed from the requests stream (fields borrowed
+ * from the reply; deliveries counts this one). A slot must be free. */
+void processor_accept(struct processor *p, const char *id,
+                      const struct redisReply *fields, long long deliveries);
+
+/* 1 if one of this process's jobs holds the entry. */
+int processor_holds(const struct processor *p, const char *id);
+
+/* The write of job's outcome is confirmed (or failed for good): frees the slot. */
+void processor_release(struct processor *p, struct job *job);
+
+/* Asks for processor_on_pump to run once the current callbacks are done: reads,
+ * claims and shutdown progress are decided there, after a batch of changes. */
+void processor_pump(struct processor *p);
+
+/* A uniform random number in [0, 1). */
+double processor_random(struct processor *p);
+
+#endif

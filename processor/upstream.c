@@ -1,0 +1,448 @@
+/* upstream.c - curl multi glue, easy-handle pool and request building (see
+ * upstream.h). The event plumbing follows curl's docs/examples/hiperfifo.c:
+ * curl tells us which sockets to watch (upstream_on_socket) and when to call it
+ * back (upstream_on_timer); libevent tells curl what happened through
+ * curl_multi_socket_action, after which finished transfers are collected. */
+#include "upstream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "clock.h"
+#include "log.h"
+#include "retry.h"
+
+/* curl's default receive buffer is 16 KiB per easy handle; answers are a few KiB
+ * and thousands of handles may be in flight, so a smaller one keeps the memory
+ * per request down at the price of a few more reads for a large answer. */
+#define UPSTREAM_RECV_BUFFER 2048
+
+/* First allocation for a response body; it doubles from there. */
+#define UPSTREAM_RESP_MIN 1024
+
+struct upstream {
+    struct event_base *base; /* borrowed */
+    CURLM *multi;
+    struct event *timer; /* curl's single timeout */
+    struct curl_slist *headers;
+    char *url;
+    long long timeout_ms, connect_timeout_ms, max_response_bytes;
+    int tls; /* the URL is https:// */
+    long running;
+    CURL **pool; /* idle easy handles, kept for their reuse */
+    size_t npool, pool_cap;
+    upstream_done_fn *done;
+    void *done_arg;
+};
+
+/* ---- request building ---------------------------------------------------------- */
+
+char *upstream_url_build(const char *base)
+{
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '/')
+        n--;
+    static const char path[] = "/chat/completions";
+    char *url = malloc(n + sizeof(path));
+    if (url == NULL)
+        return NULL;
+    memcpy(url, base, n);
+    memcpy(url + n, path, sizeof(path));
+    return url;
+}
+
+char *upstream_body_build(const char *model, const char *message, size_t message_len,
+                          double temperature)
+{
+    char *out = NULL;
+    /* json_stringn refuses invalid UTF-8, which no upstream would accept either. */
+    json_t *content = json_stringn(message, message_len);
+    if (content == NULL)
+        return NULL;
+    json_t *root =
+        json_pack("{s:s, s:[{s:s, s:o}], s:f}", "model", model, "messages", "role",
+                  "user", "content", content, "temperature", temperature);
+    if (root == NULL)
+        goto out;
+    /* 15 significant digits print 0.7 as 0.7 rather than 0.69999999999999996. */
+    out = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(15));
+out:
+    json_decref(root);
+    return out;
+}
+
+/* ---- per-transfer state -------------------------------------------------------- */
+
+void upstream_xfer_init(struct upstream_xfer *x)
+{
+    memset(x, 0, sizeof(*x));
+    x->retry_after_ms = x->retry_after_ms_hdr = -1;
+}
+
+void upstream_xfer_clear(struct upstream_xfer *x)
+{
+    free(x->body);
+    free(x->resp);
+    upstream_xfer_init(x);
+}
+
+long long upstream_xfer_retry_after(const struct upstream_xfer *x)
+{
+    return x->retry_after_ms_hdr >= 0 ? x->retry_after_ms_hdr : x->retry_after_ms;
+}
+
+static int upstream_header_is(const char *line, size_t namelen, const char *name)
+{
+    return strlen(name) == namelen && strncasecmp(line, name, namelen) == 0;
+}
+
+void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
+                          long long now_ms)
+{
+    if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
+        x->retry_after_ms = x->retry_after_ms_hdr = -1;
+        return;
+    }
+    const char *colon = memchr(line, ':', len);
+    if (colon == NULL)
+        return;
+    size_t namelen = (size_t)(colon - line);
+    const char *value = colon + 1;
+    size_t valuelen = len - namelen - 1;
+    if (upstream_header_is(line, namelen, "retry-after"))
+        x->retry_after_ms = retry_after_parse(value, valuelen, now_ms);
+    else if (upstream_header_is(line, namelen, "retry-after-ms"))
+        x->retry_after_ms_hdr = retry_after_ms_parse(value, valuelen);
+}
+
+static size_t upstream_on_header(char *buf, size_t size, size_t n, void *userp)
+{
+    upstream_header_line(userp, buf, size * n, clock_now_ms());
+    return size * n;
+}
+
+static size_t upstream_on_body(char *buf, size_t size, size_t n, void *userp)
+{
+    struct upstream_xfer *x = userp;
+    size_t len = size * n;
+    size_t max = (size_t)x->up->max_response_bytes;
+
+    if (len > max - x->resp_len) {
+        /* Returning short makes curl fail the transfer with CURLE_WRITE_ERROR; the
+         * flag tells the classifier it was on purpose. */
+        x->too_large = 1;
+        return 0;
+    }
+    if (x->resp_len + len + 1 > x->resp_cap) {
+        size_t cap = x->resp_cap ? x->resp_cap : UPSTREAM_RESP_MIN;
+        while (cap < x->resp_len + len + 1)
+            cap *= 2;
+        if (cap > max + 1)
+            cap = max + 1;
+        char *p = realloc(x->resp, cap);
+        if (p == NULL)
+            return 0; /* a connection error to the classifier: retried */
+        x->resp = p;
+        x->resp_cap = cap;
+    }
+    memcpy(x->resp + x->resp_len, buf, len);
+    x->resp_len += len;
+    x->resp[x->resp_len] = '\0';
+    return len;
+}
+
+/* ---- easy-handle pool ---------------------------------------------------------- */
+
+/* A new easy handle with everything set that is the same for every request. */
+static CURL *upstream_easy_new(struct upstream *up)
+{
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_URL, up->url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, up->headers);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)up->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    /* Over TLS, wait for a connection being set up rather than open another, in
+     * case it turns out to multiplex (HTTP/2). Plain http:// is HTTP/1.1 with
+     * 2TLS, and there curl cannot know that until the first response is in, so
+     * waiting would hold every other request up by a whole upstream latency. */
+    if (up->tls)
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)UPSTREAM_RECV_BUFFER);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_on_body);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, upstream_on_header);
+    return e;
+}
+
+static CURL *upstream_easy_take(struct upstream *up)
+{
+    if (up->npool > 0)
+        return up->pool[--up->npool];
+    return upstream_easy_new(up);
+}
+
+static void upstream_easy_give(struct upstream *up, CURL *e)
+{
+    /* Nothing of the last job may linger where a later transfer could touch it. */
+    curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
+    if (up->npool == up->pool_cap) {
+        size_t cap = up->pool_cap ? up->pool_cap * 2 : 64;
+        CURL **p = realloc(up->pool, cap * sizeof(*p));
+        if (p == NULL) {
+            curl_easy_cleanup(e);
+            return;
+        }
+        up->pool = p;
+        up->pool_cap = cap;
+    }
+    up->pool[up->npool++] = e;
+}
+
+/* ---- curl multi <-> libevent --------------------------------------------------- */
+
+/* Hands finished transfers to the done callback. */
+static void upstream_collect(struct upstream *up)
+{
+    CURLMsg *msg;
+    int left;
+    for (;;) {
+        msg = curl_multi_info_read(up->multi, &left);
+        if (msg == NULL)
+            break;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        /* msg is invalid once the handle leaves the multi handle: copy first. */
+        CURL *e = msg->easy_handle;
+        CURLcode rc = msg->data.result;
+        struct upstream_xfer *x = NULL;
+        long status = 0;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        upstream_cancel(x);
+        up->done(x, (int)rc, status, up->done_arg);
+    }
+}
+
+static void upstream_on_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *up = arg;
+    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
+                 ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int still;
+    CURLMcode mc = curl_multi_socket_action(up->multi, fd, action, &still);
+    if (mc != CURLM_OK)
+        log_error(NULL, "curl_multi_socket_action: %s", curl_multi_strerror(mc));
+    upstream_collect(up);
+}
+
+static void upstream_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct upstream *up = arg;
+    int still;
+    CURLMcode mc = curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &still);
+    if (mc != CURLM_OK)
+        log_error(NULL, "curl_multi_socket_action: %s", curl_multi_strerror(mc));
+    upstream_collect(up);
+}
+
+/* CURLMOPT_TIMERFUNCTION: -1 cancels, 0 means as soon as possible (from the event
+ * loop, never from inside curl). */
+static int upstream_on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    struct upstream *up = userp;
+    if (timeout_ms < 0) {
+        evtimer_del(up->timer);
+        return 0;
+    }
+    struct timeval tv = {.tv_sec = timeout_ms / 1000,
+                         .tv_usec = (timeout_ms % 1000) * 1000};
+    return evtimer_add(up->timer, &tv) == 0 ? 0 : -1;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: one persistent event per socket, kept with the socket
+ * through curl_multi_assign. */
+static int upstream_on_socket(CURL *e, curl_socket_t s, int what, void *userp,
+                              void *sockp)
+{
+    (void)e;
+    struct upstream *up = userp;
+    struct event *ev = sockp;
+
+    if (what == CURL_POLL_REMOVE) {
+        if (ev) {
+            event_free(ev);
+            curl_multi_assign(up->multi, s, NULL);
+        }
+        return 0;
+    }
+    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
+                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
+    if (ev == NULL) {
+        ev = event_new(up->base, s, kind, upstream_on_event, up);
+        if (ev == NULL)
+            return -1;
+        curl_multi_assign(up->multi, s, ev);
+    } else {
+        event_del(ev);
+        event_assign(ev, up->base, s, kind, upstream_on_event, up);
+    }
+    return event_add(ev, NULL) == 0 ? 0 : -1;
+}
+
+/* ---- lifecycle ----------------------------------------------------------------- */
+
+static struct curl_slist *upstream_headers(const char *api_key)
+{
+    struct curl_slist *h = NULL, *n = NULL;
+    char *line = NULL;
+    size_t len = 0;
+    /* "Expect:" stops curl from waiting for a 100 Continue before larger bodies. */
+    static const char *const fixed[] = {"Content-Type: application/json", "Expect:"};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        n = curl_slist_append(h, fixed[i]);
+        if (n == NULL)
+            goto out;
+        h = n;
+    }
+    if (api_key && api_key[0]) {
+        static const char prefix[] = "Authorization: Bearer ";
+        len = sizeof(prefix) + strlen(api_key);
+        line = malloc(len);
+        n = NULL;
+        if (line == NULL)
+            goto out;
+        snprintf(line, len, "%s%s", prefix, api_key);
+        n = curl_slist_append(h, line);
+        if (n == NULL)
+            goto out;
+        h = n;
+    }
+out:
+    if (line) {
+        /* The key is secret: leave no stray copy in freed memory. */
+        explicit_bzero(line, len);
+        free(line);
+    }
+    if (n == NULL) {
+        curl_slist_free_all(h);
+        h = NULL;
+    }
+    return h;
+}
+
+struct upstream *upstream_new(struct event_base *base, const struct upstream_settings *s,
+                              upstream_done_fn *done, void *arg, char *err, size_t errlen)
+{
+    struct upstream *up = calloc(1, sizeof(*up));
+    if (up == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    up->base = base;
+    up->done = done;
+    up->done_arg = arg;
+    up->timeout_ms = s->timeout_ms;
+    up->connect_timeout_ms = s->connect_timeout_ms;
+    up->max_response_bytes = s->max_response_bytes;
+    up->url = upstream_url_build(s->base_url);
+    up->tls = strncasecmp(s->base_url, "https://", 8) == 0;
+    up->headers = upstream_headers(s->api_key);
+    up->multi = curl_multi_init();
+    up->timer = evtimer_new(base, upstream_on_timeout, up);
+    if (up->url == NULL || up->headers == NULL || up->multi == NULL ||
+        up->timer == NULL) {
+        snprintf(err, errlen, "cannot set up curl: out of memory");
+        upstream_free(up);
+        return NULL;
+    }
+    curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, upstream_on_socket);
+    curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
+    curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, upstream_on_timer);
+    curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
+    /* Keep as many idle connections as requests may be in flight, or curl closes
+     * the surplus after each burst and pays for new connections on the next. */
+    curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, (long)s->max_connections);
+    return up;
+}
+
+void upstream_free(struct upstream *up)
+{
+    if (up == NULL)
+        return;
+    for (size_t i = 0; i < up->npool; i++)
+        curl_easy_cleanup(up->pool[i]);
+    free(up->pool);
+    /* Closing the cached connections calls upstream_on_socket with
+     * CURL_POLL_REMOVE, which frees their events: the timer and base must still
+     * exist here. */
+    if (up->multi)
+        curl_multi_cleanup(up->multi);
+    if (up->timer)
+        event_free(up->timer);
+    curl_slist_free_all(up->headers);
+    free(up->url);
+    free(up);
+}
+
+int upstream_start(struct upstream *up, struct upstream_xfer *x)
+{
+    CURL *e = upstream_easy_take(up);
+    if (e == NULL)
+        return -1;
+    x->resp_len = 0;
+    x->too_large = 0;
+    x->retry_after_ms = x->retry_after_ms_hdr = -1;
+    x->errbuf[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    x->up = up;
+    x->easy = e;
+    CURLMcode mc = curl_multi_add_handle(up->multi, e);
+    if (mc != CURLM_OK) {
+        log_error(NULL, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+        x->up = NULL;
+        x->easy = NULL;
+        upstream_easy_give(up, e);
+        return -1;
+    }
+    up->running++;
+    return 0;
+}
+
+void upstream_cancel(struct upstream_xfer *x)
+{
+    if (x->easy == NULL)
+        return;
+    struct upstream *up = x->up;
+    curl_multi_remove_handle(up->multi, x->easy);
+    upstream_easy_give(up, x->easy);
+    up->running--;
+    x->easy = NULL;
+    x->up = NULL;
+}
+
+long upstream_running(const struct upstream *up)
+{
+    return up->running;
+}

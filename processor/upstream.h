@@ -1,0 +1,91 @@
+/* upstream.h - the processor's HTTP side: many chat-completion requests in flight
+ * at once on one curl multi handle driven by libevent (the shape of curl's
+ * docs/examples/hiperfifo.c), easy handles reused from a pool, and the request
+ * itself (URL, headers, JSON body). What an answer means is outcome.h's job. */
+#ifndef CHATQ_PROCESSOR_UPSTREAM_H
+#define CHATQ_PROCESSOR_UPSTREAM_H
+
+#include <stddef.h>
+
+#include <curl/curl.h>
+
+struct event_base;
+struct upstream;
+
+struct upstream_settings {
+    const char *base_url; /* OPENAI_BASE_URL, borrowed */
+    const char *api_key;  /* OPENAI_API_KEY, borrowed; NULL or "": no header */
+    long long timeout_ms; /* whole transfer */
+    long long connect_timeout_ms;
+    long long max_response_bytes; /* larger bodies are cut off: too_large */
+    long long max_connections;    /* kept-alive connections: the concurrency */
+};
+
+/* One transfer's state, embedded in the caller's job. The caller owns body (set
+ * it before upstream_start, e.g. from upstream_body_build) and frees everything
+ * with upstream_xfer_clear once the transfer is not running. */
+struct upstream_xfer {
+    struct upstream *up; /* set while running */
+    CURL *easy;          /* set while running */
+    char *body;          /* owned: the request JSON, sent again on retries */
+    size_t body_len;
+    char *resp; /* owned: the response body so far, NUL-terminated */
+    size_t resp_len, resp_cap;
+    long long retry_after_ms;     /* from Retry-After, -1: none */
+    long long retry_after_ms_hdr; /* from retry-after-ms, -1: none */
+    int too_large;                /* we stopped the body at max_response_bytes */
+    char errbuf[CURL_ERROR_SIZE]; /* curl's detail on a failure */
+};
+
+/* Called when a transfer ended, after its handle left the multi handle, with the
+ * CURLcode and the HTTP status (0 if none). The xfer is not running any more; the
+ * callback may start it (or any other) again. */
+typedef void upstream_done_fn(struct upstream_xfer *x, int curl_code, long http_status,
+                              void *arg);
+
+/* Returns a new upstream (free with upstream_free), or NULL with the reason in
+ * err. settings' strings are borrowed and must outlive it. */
+struct upstream *upstream_new(struct event_base *base, const struct upstream_settings *s,
+                              upstream_done_fn *done, void *arg, char *err,
+                              size_t errlen);
+
+/* Frees the pool, the connections and the multi handle. No transfer may be
+ * running (upstream_cancel them first). Safe with NULL. */
+void upstream_free(struct upstream *up);
+
+/* Starts sending x->body. Returns 0 (done will be called exactly once), or -1. */
+int upstream_start(struct upstream *up, struct upstream_xfer *x);
+
+/* Stops a running transfer without calling done; nothing if x is not running. */
+void upstream_cancel(struct upstream_xfer *x);
+
+/* Number of transfers running. */
+long upstream_running(const struct upstream *up);
+
+void upstream_xfer_init(struct upstream_xfer *x);
+
+/* Frees body and response and re-initialises. x must not be running. */
+void upstream_xfer_clear(struct upstream_xfer *x);
+
+/* The upstream's advice on when to try again: retry-after-ms if given (it is the
+ * more precise), else Retry-After; -1 if neither. */
+long long upstream_xfer_retry_after(const struct upstream_xfer *x);
+
+/* Reads one response header line (as curl's header callback sees it, CRLF
+ * included) into x: Retry-After and retry-after-ms; a status line starts a new
+ * response and forgets what an interim one said. */
+void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
+                          long long now_ms);
+
+/* {base}/chat/completions without doubling a trailing slash of base. Returns new
+ * (caller frees) or NULL. */
+char *upstream_url_build(const char *base);
+
+/* The request body
+ * {"model":..,"messages":[{"role":"user","content":..}],"temperature":..}.
+ * Returns new (caller frees) or NULL if the message is not valid UTF-8 or memory
+ * ran out. */
+char *upstream_body_build(const char *model, const char *message, size_t message_len,
+                          double temperature);
+
+#endif
