@@ -1,0 +1,661 @@
+#!/usr/bin/env bash
+# make bench: chatq's performance table, each figure beside a floor or
+# reference measured in the same run on the same machine.
+#
+# 1. Builds the bench programs (bench/*.c -> build/bench/): floor (the civetweb
+#    floors), loadgen (the HTTP load generator), watch (watches a run to its end).
+# 2. On a throw-away redis-server: floor (a) bare civetweb, (b) + one pipelined
+#    XADD+HSET, (c) + one HGETALL; then chatq-api alone: POST /chat at its peak
+#    and at half of it, GET /chat/{id}/response.
+# 3. On a second, fresh redis-server, the whole stack (api, processor, handler,
+#    two fake upstreams: instant and 1 s): idle RSS, 20 000 chats end to end with
+#    the instant upstream (throughput, tail, CPU per chat, memory), 16 000 with
+#    the 1 s upstream (requests in flight, processor memory), and the cost at
+#    100, 1 000 and 4 000 requests in flight.
+#
+# Progress goes to stderr, the table to stdout, the same data as JSON to
+# bench/out/results-<UTC>.json and bench/out/latest.json. A missed target is
+# reported, never an error: the exit status is non-zero only when the bench
+# could not run (a program did not build, a process did not start).
+#
+# Settings (environment), with defaults:
+#   BENCH_BIN_DIR=bin          where chatq-api & co. are
+#   BENCH_DURATION=5           seconds of each HTTP measurement (after warm-up)
+#   BENCH_WARMUP=1             seconds of warm-up not counted
+#   BENCH_CONNS=64             connections of the HTTP measurements
+#   BENCH_E2E_CHATS=20000      chats of the instant-upstream run
+#   BENCH_SLOW_CHATS=16000     chats of the 1 s upstream run
+#   BENCH_SLOW_CONCURRENCY=8192  PROCESSOR_CONCURRENCY of the 1 s upstream runs
+#   BENCH_GROWTH="100 1000 4000" requests in flight of the cost-growth runs
+#   BENCH_GROWTH_SECONDS=4     seconds of load of each cost-growth run
+#   BENCH_KEEP=1               keep the temp dir (logs of every process)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+
+BIN=${BENCH_BIN_DIR:-bin}
+DUR=${BENCH_DURATION:-5}
+WARM=${BENCH_WARMUP:-1}
+CONNS=${BENCH_CONNS:-64}
+E2E_N=${BENCH_E2E_CHATS:-20000}
+SLOW_N=${BENCH_SLOW_CHATS:-16000}
+SLOW_CONC=${BENCH_SLOW_CONCURRENCY:-8192}
+GROWTH=${BENCH_GROWTH:-100 1000 4000}
+GROWTH_S=${BENCH_GROWTH_SECONDS:-4}
+PREFIX="chatq-bench:"
+OUT=bench/out
+BB=build/bench
+T0=$(date +%s.%N)
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+
+# ---- small helpers -------------------------------------------------------------
+
+log() { printf 'bench [%5.1fs] %s\n' "$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')" "$*" >&2; }
+die() { echo "bench: $*" >&2; exit 2; }
+
+# calc DECIMALS EXPR VALUE...: EXPR in awk over a, b, c, ... bound to the
+# VALUEs in order. Prints nothing when a value is missing or not a number, or
+# on a division by zero: a figure that could not be measured stays empty.
+calc() {
+    local dec=$1 expr=$2 names=abcdefgh i=0 v
+    shift 2
+    local args=()
+    for v in "$@"; do
+        [[ $v =~ ^-?[0-9]+([.][0-9]+)?$ ]] || return 0
+        args+=(-v "${names:i:1}=$v")
+        i=$((i + 1))
+    done
+    awk "${args[@]}" "BEGIN { printf \"%.${dec}f\", $expr }" 2>/dev/null || true
+}
+# jget JSON KEY: the value of KEY in one of our flat JSON lines.
+jget() {
+    local v
+    v=$(grep -o "\"$2\":[^,}]*" <<<"$1" | head -n1) || true
+    v=${v#*:}
+    echo "${v//\"/}"
+}
+# verdict OP A B: PASS/FAIL of A OP B (ge, le, lt); "n/a" when A is missing.
+verdict() {
+    [ -n "$2" ] || { echo "n/a"; return; }
+    awk -v a="$2" -v b="$3" -v op="$1" 'BEGIN {
+        ok = (op == "ge") ? a >= b : (op == "le") ? a <= b : a < b
+        print ok ? "PASS" : "FAIL" }'
+}
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+# The private part of the RSS: VmRSS also counts the pages of shared libraries.
+anon_kb() { awk '/^RssAnon:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
+
+# ---- processes -------------------------------------------------------------------
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/chatq-bench.XXXXXX")
+declare -A PID=()
+ORDER=()
+NOTES=()
+note() { NOTES+=("$*"); log "NOTE: $*"; }
+
+stop_proc() { # name
+    local name=$1 pid=${PID[$1]:-} rc=0
+    [ -n "$pid" ] || return 0
+    unset "PID[$name]"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        note "$name (pid $pid) did not exit within 5 s of SIGTERM; killed"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || rc=$?
+    # 143: killed by our SIGTERM before it installed a handler; fine too.
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 143 ]; then
+        note "$name exited with status $rc on SIGTERM (log: $(tail -n 2 "$TMP/$name.log" 2>/dev/null | tr '\n' ' '))"
+    fi
+}
+
+cleanup() {
+    trap - EXIT INT TERM
+    local i
+    for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do stop_proc "${ORDER[i]}"; done
+    if [ -n "${BENCH_KEEP:-}" ]; then
+        echo "bench: logs kept in $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'echo "bench: interrupted" >&2; exit 130' INT TERM
+
+start_proc() { # name cmd... (log in $TMP/name.log)
+    local name=$1
+    shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    PID[$name]=$!
+    ORDER+=("$name")
+}
+
+alive() { [ -n "${PID[$1]:-}" ] && kill -0 "${PID[$1]}" 2>/dev/null; }
+
+# need NAME...: 0 if all run; else a note naming the dead ones and 1.
+need() {
+    local n bad=0
+    for n in "$@"; do
+        if ! alive "$n"; then
+            note "$n is not running (last log lines: $(tail -n 3 "$TMP/$n.log" 2>/dev/null | tr '\n' ' '))"
+            bad=1
+        fi
+    done
+    return $bad
+}
+
+# wait_until WHAT SECONDS PROCNAME CMD...: polls CMD every 50 ms.
+wait_until() {
+    local what=$1 secs=$2 name=$3 i
+    shift 3
+    for ((i = 0; i < secs * 20; i++)); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        if [ -n "$name" ] && ! alive "$name"; then
+            tail -n 20 "$TMP/$name.log" >&2 || true
+            die "$what exited while starting (log above)"
+        fi
+        sleep 0.05
+    done
+    tail -n 20 "$TMP/$name.log" >&2 || true
+    die "$what was not ready after ${secs}s (log above)"
+}
+
+USED_PORTS=" "
+free_port() { # VAR: a port nothing listens on, below the ephemeral range
+    local p _
+    for _ in $(seq 1 200); do
+        p=$((20000 + RANDOM % 12000))
+        case $USED_PORTS in *" $p "*) continue ;; esac
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            USED_PORTS+="$p "
+            printf -v "$1" '%s' "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+http_ok() { curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$1$2"; }
+redis_ok() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ]; }
+# readers_ok REDISPORT N: at least N clients wait in a blocking XREADGROUP. The
+# handler and the processor show they are ready that way: Redis 7.0 adds a
+# consumer to a group only once it has been given an entry, so XINFO CONSUMERS
+# says nothing before the first chat.
+readers_ok() {
+    [ "$(redis-cli -p "$1" CLIENT LIST 2>/dev/null | grep -c 'flags=b .*cmd=xreadgroup')" -ge "$2" ]
+}
+
+start_redis() { # name port
+    start_proc "$1" redis-server --port "$2" --bind 127.0.0.1 --dir "$TMP" \
+        --save '' --appendonly no --loglevel warning
+    wait_until "$1" 10 "$1" redis_ok "$2"
+}
+
+# ---- checks and build ------------------------------------------------------------
+
+for prog in chatq-api chatq-processor chatq-handler chatq-fake-upstream; do
+    [ -x "$BIN/$prog" ] || die "$BIN/$prog is missing: build it first (make all)"
+done
+for tool in cc redis-server redis-cli curl awk shuf; do
+    command -v "$tool" >/dev/null || die "$tool is needed"
+done
+# 8 000 upstream connections in one process need more than the usual 1 024 fds.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((SLOW_CONC + 1024)) ] ||
+    log "warning: ulimit -n is $(ulimit -n); PROCESSOR_CONCURRENCY=$SLOW_CONC may run out of fds"
+
+mkdir -p "$BB" "$OUT"
+CFLAGS_BENCH="-std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Icommon $(pkg-config --cflags hiredis jansson libcurl libevent)"
+log "building bench/floor.c bench/loadgen.c bench/watch.c -> $BB/"
+# shellcheck disable=SC2086
+{
+    cc $CFLAGS_BENCH -o "$BB/floor" bench/floor.c -lcivetweb -lhiredis -lpthread &&
+        cc $CFLAGS_BENCH -o "$BB/loadgen" bench/loadgen.c -lpthread -lm &&
+        cc $CFLAGS_BENCH -o "$BB/watch" bench/watch.c -lhiredis
+} || die "the bench programs did not build"
+LG=$BB/loadgen
+
+# ---- the machine --------------------------------------------------------------------
+
+NPROC=$(nproc)
+CPU=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+[ -n "$CPU" ] || CPU=$(uname -m)
+MEM_KB=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+KERNEL=$(uname -sr)
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+REDIS_VERSION=$(redis-server --version | grep -o 'v=[0-9.]*' | cut -d= -f2)
+log "machine: $NPROC x $CPU, $(calc 1 'a/1048576' "$MEM_KB") GiB; $KERNEL; load average $LOADAVG"
+# Everything here shares the machine's cores with whatever else runs.
+awk -v l="${LOADAVG%% *}" -v n="$NPROC" 'BEGIN { exit !(l > n / 4) }' &&
+    note "load average was $LOADAVG before the bench started: other work shares the $NPROC cores, figures will be noisy"
+
+# ---- rows of the table -----------------------------------------------------------------
+
+ROWS=()  # section|metric|value text|reference text|ratio|target|result|key|number|unit
+row() { ROWS+=("$1|$2|$3|$4|$5|$6|$7|$8|$9|${10}"); }
+declare -A RAW=()
+ms() { [ -n "$1" ] && printf '%s ms' "$1" || echo "n/a"; }
+num() { [ -n "$1" ] && echo "$1" || echo "n/a"; }
+
+# lg_check NAME JSON: notes errors and non-2xx answers of a loadgen run.
+lg_check() {
+    local e n
+    e=$(jget "$2" errors)
+    n=$(jget "$2" non2xx)
+    RAW[$1]=$2
+    if [ -z "$2" ]; then
+        note "$1: the load generator printed nothing"
+        return
+    fi
+    [ "${e:-0}" = 0 ] || note "$1: $e requests failed (connection errors or timeouts)"
+    [ "${n:-0}" = 0 ] || note "$1: $n answers were not 2xx: $(grep -o '"codes":{[^}]*}' <<<"$2")"
+    [ "$(jget "$2" unsent)" = 0 ] || note "$1: $(jget "$2" unsent) requests fell due but were never sent (target rate too high)"
+}
+
+# ==== phase 1: floors and the api alone ==================================================
+# Each api figure is taken right after its floor, so that a slow spell of the
+# machine is less likely to fall on one side of a ratio only.
+
+free_port RP1
+start_redis redis1 "$RP1"
+log "redis-server $REDIS_VERSION on 127.0.0.1:$RP1 with --save '' --appendonly no (no persistence)"
+free_port AP1
+api_env() { # redis port, api port
+    echo REDIS_URL="redis://127.0.0.1:$1/0" CHATQ_PREFIX="$PREFIX" PORT="$2" HOST=127.0.0.1 \
+        API_THREADS=64 LOG_LEVEL=warn
+}
+# Started now and idle until its turn; alone: no processor, no handler.
+# shellcheck disable=SC2046
+start_proc api1 env $(api_env "$RP1" "$AP1") "$BIN/chatq-api"
+wait_until chatq-api 10 api1 http_ok "$AP1" /health
+
+run_floor() { # mode -> sets FLOOR_PORT, starts floor_<mode>
+    free_port FLOOR_PORT
+    start_proc "floor_$1" "$BB/floor" --mode "$1" --port "$FLOOR_PORT" --threads 64 \
+        --redis-port "$RP1" --prefix "floor:"
+    wait_until "floor ($1)" 10 "floor_$1" http_ok "$FLOOR_PORT" /health
+}
+
+log "floor (a): bare civetweb, POST /chat, $CONNS connections, ${WARM}s + ${DUR}s"
+run_floor bare
+FA=$("$LG" -u "http://127.0.0.1:$FLOOR_PORT" -c "$CONNS" -d "$DUR" -w "$WARM") || true
+lg_check floor_a "$FA"
+stop_proc floor_bare
+log "  $(jget "$FA" rps) req/s, p50 $(jget "$FA" p50_ms) ms, p99 $(jget "$FA" p99_ms) ms"
+
+log "floor (b): + one pipelined XADD+HSET per request"
+run_floor xadd
+FB=$("$LG" -u "http://127.0.0.1:$FLOOR_PORT" -c "$CONNS" -d "$DUR" -w "$WARM") || true
+lg_check floor_b "$FB"
+log "  $(jget "$FB" rps) req/s, p50 $(jget "$FB" p50_ms) ms, p99 $(jget "$FB" p99_ms) ms"
+"$LG" -u "http://127.0.0.1:$FLOOR_PORT" -c "$CONNS" -n 20000 --ids-out "$TMP/floor.ids" \
+    >/dev/null || true
+FB_PORT=$FLOOR_PORT # kept running: it also takes the api's half-peak rate below
+
+AP="" AH="" AG="" FBH=""
+if need api1; then
+    log "chatq-api POST /chat: peak"
+    AP=$("$LG" -u "http://127.0.0.1:$AP1" -c "$CONNS" -d "$DUR" -w "$WARM") || true
+    lg_check api_post "$AP"
+    log "  $(jget "$AP" rps) req/s, p50 $(jget "$AP" p50_ms) ms, p99 $(jget "$AP" p99_ms) ms"
+fi
+HALF=$(calc 0 'a/2' "$(jget "$AP" rps)")
+if [ -n "$HALF" ] && [ "$HALF" -gt 0 ] && need api1; then
+    log "chatq-api POST /chat at half the peak: $HALF req/s (open loop)"
+    AH=$("$LG" -u "http://127.0.0.1:$AP1" -c "$CONNS" -d "$DUR" -w "$WARM" -R "$HALF") || true
+    lg_check api_post_half "$AH"
+    log "  p50 $(jget "$AH" p50_ms) ms, p99 $(jget "$AH" p99_ms) ms, max $(jget "$AH" max_ms) ms"
+    log "floor (b) at the same rate, for reference"
+    FBH=$("$LG" -u "http://127.0.0.1:$FB_PORT" -c "$CONNS" -d "$DUR" -w "$WARM" -R "$HALF") || true
+    lg_check floor_b_half "$FBH"
+    log "  p50 $(jget "$FBH" p50_ms) ms, p99 $(jget "$FBH" p99_ms) ms, max $(jget "$FBH" max_ms) ms"
+fi
+stop_proc floor_xadd
+if need api1; then
+    "$LG" -u "http://127.0.0.1:$AP1" -c "$CONNS" -n 20000 --ids-out "$TMP/api.ids" \
+        >/dev/null || true
+    [ -s "$TMP/api.ids" ] || note "api GET: no trace ids came back from 20000 POSTs"
+fi
+
+log "floor (c): + one HGETALL per request (ids written by floor (b))"
+run_floor hgetall
+FC=$("$LG" -u "http://127.0.0.1:$FLOOR_PORT" -m GET --ids-in "$TMP/floor.ids" -c "$CONNS" \
+    -d "$DUR" -w "$WARM" --expect '"status":"processing"') || true
+lg_check floor_c "$FC"
+[ "$(jget "$FC" matched)" = "$(jget "$FC" requests)" ] ||
+    note "floor (c): only $(jget "$FC" matched) of $(jget "$FC" requests) GETs found their hash"
+stop_proc floor_hgetall
+log "  $(jget "$FC" rps) req/s, p50 $(jget "$FC" p50_ms) ms, p99 $(jget "$FC" p99_ms) ms"
+
+if [ -s "$TMP/api.ids" ] && need api1; then
+    log "chatq-api GET /chat/{id}/response, round-robin over 20000 trace ids"
+    AG=$("$LG" -u "http://127.0.0.1:$AP1" -m GET --ids-in "$TMP/api.ids" -c "$CONNS" \
+        -d "$DUR" -w "$WARM") || true
+    lg_check api_get "$AG"
+    log "  $(jget "$AG" rps) req/s, p50 $(jget "$AG" p50_ms) ms, p99 $(jget "$AG" p99_ms) ms"
+fi
+need api1 || true
+stop_proc api1
+stop_proc redis1
+
+# ---- phase 1 rows
+FA_R=$(jget "$FA" rps) FB_R=$(jget "$FB" rps) FC_R=$(jget "$FC" rps)
+AP_R=$(jget "$AP" rps) AG_R=$(jget "$AG" rps)
+S="HTTP floors (civetweb, 64 threads, keep-alive, $CONNS connections)"
+row "$S" "floor (a) bare: POST, read body, fixed reply" "$(num "$FA_R") req/s" \
+    "p50 $(ms "$(jget "$FA" p50_ms)"), p99 $(ms "$(jget "$FA" p99_ms)")" "" "" "" floor_a_rps "$FA_R" "req/s"
+row "$S" "floor (b) + pipelined XADD+HSET" "$(num "$FB_R") req/s" \
+    "p50 $(ms "$(jget "$FB" p50_ms)"), p99 $(ms "$(jget "$FB" p99_ms)")" \
+    "$(calc 2 'a/b' "$FB_R" "$FA_R")" "" "" floor_b_rps "$FB_R" "req/s"
+row "$S" "floor (c) + HGETALL" "$(num "$FC_R") req/s" \
+    "p50 $(ms "$(jget "$FC" p50_ms)"), p99 $(ms "$(jget "$FC" p99_ms)")" \
+    "$(calc 2 'a/b' "$FC_R" "$FA_R")" "" "" floor_c_rps "$FC_R" "req/s"
+
+S="chatq-api alone ($CONNS connections; ratio to the floor)"
+R=$(calc 2 'a/b' "$AP_R" "$FB_R")
+row "$S" "POST /chat: requests/s" "$(num "$AP_R") req/s" "floor (b) $(num "$FB_R")" "$R" \
+    ">= 0.75 x floor b" "$(verdict ge "$R" 0.75)" api_post_rps "$AP_R" "req/s"
+row "$S" "POST /chat: p50 / p99 at peak" "$(ms "$(jget "$AP" p50_ms)") / $(ms "$(jget "$AP" p99_ms)")" \
+    "floor (b) $(ms "$(jget "$FB" p99_ms)") p99" "$(calc 2 'a/b' "$(jget "$AP" p99_ms)" "$(jget "$FB" p99_ms)")" \
+    "" "" api_post_p99_ms "$(jget "$AP" p99_ms)" "ms"
+AH_P99=$(jget "$AH" p99_ms)
+row "$S" "POST /chat: p99 at half the peak (${HALF:-?} req/s)" \
+    "$(ms "$AH_P99") (p50 $(ms "$(jget "$AH" p50_ms)"))" \
+    "floor (b) same rate: p99 $(ms "$(jget "$FBH" p99_ms)")" \
+    "$(calc 2 'a/b' "$AH_P99" "$(jget "$FBH" p99_ms)")" \
+    "< 5 ms" "$(verdict lt "$AH_P99" 5)" api_post_half_p99_ms "$AH_P99" "ms"
+R=$(calc 2 'a/b' "$AG_R" "$FC_R")
+row "$S" "GET /chat/{id}/response: requests/s" "$(num "$AG_R") req/s" "floor (c) $(num "$FC_R")" \
+    "$R" ">= 0.8 x floor c" "$(verdict ge "$R" 0.8)" api_get_rps "$AG_R" "req/s"
+row "$S" "GET /chat/{id}/response: p50 / p99" \
+    "$(ms "$(jget "$AG" p50_ms)") / $(ms "$(jget "$AG" p99_ms)")" \
+    "floor (c) $(ms "$(jget "$FC" p99_ms)") p99" "$(calc 2 'a/b' "$(jget "$AG" p99_ms)" "$(jget "$FC" p99_ms)")" \
+    "" "" api_get_p99_ms "$(jget "$AG" p99_ms)" "ms"
+
+# ==== phase 2: the whole stack ====================================================================
+
+free_port RP2
+free_port FP0
+free_port FP1
+free_port AP2
+start_redis redis "$RP2"
+log "whole stack: redis-server on 127.0.0.1:$RP2 (--save '' --appendonly no), prefix $PREFIX"
+start_proc fake0 "$BIN/chatq-fake-upstream" --host 127.0.0.1 --port "$FP0" --latency-ms 0 --quiet
+start_proc fake1000 "$BIN/chatq-fake-upstream" --host 127.0.0.1 --port "$FP1" --latency-ms 1000 --quiet
+wait_until "fake upstream (0 ms)" 10 fake0 http_ok "$FP0" /health
+wait_until "fake upstream (1000 ms)" 10 fake1000 http_ok "$FP1" /health
+# shellcheck disable=SC2046
+start_proc api env $(api_env "$RP2" "$AP2") "$BIN/chatq-api"
+wait_until chatq-api 10 api http_ok "$AP2" /health
+start_proc handler env REDIS_URL="redis://127.0.0.1:$RP2/0" CHATQ_PREFIX="$PREFIX" \
+    LOG_LEVEL=warn "$BIN/chatq-handler"
+wait_until chatq-handler 10 handler readers_ok "$RP2" 1
+
+PROC_N=0
+# start_processor FAKEPORT [CONCURRENCY]: a fresh processor (its default
+# PROCESSOR_CONCURRENCY when none is given); sets PROC (its name).
+start_processor() {
+    [ -z "${PROC:-}" ] || stop_proc "$PROC"
+    PROC_N=$((PROC_N + 1))
+    PROC="processor$PROC_N"
+    local conc=()
+    [ -z "${2:-}" ] || conc=(PROCESSOR_CONCURRENCY="$2")
+    start_proc "$PROC" env REDIS_URL="redis://127.0.0.1:$RP2/0" CHATQ_PREFIX="$PREFIX" \
+        OPENAI_BASE_URL="http://127.0.0.1:$1/v1" OPENAI_API_KEY=bench \
+        "${conc[@]}" LOG_LEVEL=warn "$BIN/chatq-processor"
+    wait_until chatq-processor 10 "$PROC" readers_ok "$RP2" 2
+}
+# Idle RSS and the instant-upstream run use the processor's defaults.
+start_processor "$FP0"
+
+# Idle: started, ready, no load. The short pause lets lazy start-up work finish.
+sleep 1
+IDLE_API=$(rss_kb "${PID[api]}") IDLE_PROC=$(rss_kb "${PID[$PROC]}")
+IDLE_HANDLER=$(rss_kb "${PID[handler]}") IDLE_FAKE=$(rss_kb "${PID[fake0]}")
+IDLE_REDIS=$(rss_kb "${PID[redis]}")
+ANON_API=$(anon_kb "${PID[api]}") ANON_PROC=$(anon_kb "${PID[$PROC]}")
+ANON_HANDLER=$(anon_kb "${PID[handler]}") ANON_FAKE=$(anon_kb "${PID[fake0]}")
+log "idle RSS: api $IDLE_API KiB, processor $IDLE_PROC KiB, handler $IDLE_HANDLER KiB, fake $IDLE_FAKE KiB, redis $IDLE_REDIS KiB"
+
+# e2e_run NAME CHATS FAKEPORT TIMEOUT [loadgen options]: submits CHATS and
+# watches them to completion; sets LGJ (loadgen) and WJ (watch) JSON.
+e2e_run() {
+    local name=$1 n=$2 fport=$3 tmo=$4
+    shift 4
+    LGJ="" WJ=""
+    need api handler redis "$PROC" || return 1
+    rm -f "$TMP/ready"
+    "$BB/watch" --redis-port "$RP2" --prefix "$PREFIX" --target "$n" --timeout "$tmo" \
+        --pid api="${PID[api]}" --pid processor="${PID[$PROC]}" --pid handler="${PID[handler]}" \
+        --pid redis="${PID[redis]}" --pid-aux fake="${PID[fake0]}" \
+        --pid-aux fake1000="${PID[fake1000]}" --fake-port "$fport" \
+        --inflight-pid "${PID[$PROC]}" --ready "$TMP/ready" >"$TMP/$name.watch" &
+    local wpid=$! i
+    for ((i = 0; i < 100; i++)); do
+        [ -e "$TMP/ready" ] || ! kill -0 "$wpid" 2>/dev/null && break
+        sleep 0.02
+    done
+    LGJ=$("$LG" -u "http://127.0.0.1:$AP2" -n "$n" --ids-out "$TMP/$name.ids" --timeout "$tmo" \
+        "$@") || true
+    wait "$wpid" || true
+    WJ=$(cat "$TMP/$name.watch")
+    RAW[${name}_watch]=$WJ
+    lg_check "$name" "$LGJ"
+    if [ "$(jget "$WJ" "done")" != 1 ]; then
+        note "$name: not all chats completed within ${tmo}s: $(jget "$WJ" completed) of $n" \
+            "(handlers pending $(jget "$WJ" handlers_pending), processors pending $(jget "$WJ" processors_pending))"
+        return 1
+    fi
+    need api handler redis "$PROC" || return 1
+}
+
+# ---- end to end, instant upstream
+log "end to end, instant upstream: $E2E_N chats as fast as $CONNS connections submit them"
+E_RATE="" E_TAIL="" E_CHECK="" E_SUB="" CPU_ALL="" CPU_STACK="" PEAK_STACK="" PEAK_ALL=""
+if e2e_run e2e_instant "$E2E_N" "$FP0" 60 -c "$CONNS"; then
+    E_START=$(jget "$LGJ" start_unix_ms) E_LAST=$(jget "$LGJ" last_ok_unix_ms)
+    E_DONE=$(jget "$WJ" done_unix_ms)
+    E_RATE=$(calc 0 'a/((b-c)/1000)' "$E2E_N" "$E_DONE" "$E_START")
+    E_TAIL=$(calc 0 'a-b' "$E_DONE" "$E_LAST")
+    E_SUB=$(calc 0 'a/((b-c)/1000)' "$E2E_N" "$E_LAST" "$E_START")
+    C_API=$(jget "$WJ" cpu_s_api) C_PROC=$(jget "$WJ" cpu_s_processor)
+    C_HAND=$(jget "$WJ" cpu_s_handler) C_REDIS=$(jget "$WJ" cpu_s_redis)
+    C_FAKE=$(jget "$WJ" cpu_s_fake)
+    CPU_STACK=$(calc 3 'a+b+c+d' "$C_API" "$C_PROC" "$C_HAND" "$C_REDIS")
+    CPU_ALL=$(calc 3 'a+b' "$CPU_STACK" "$C_FAKE")
+    PEAK_STACK=$(jget "$WJ" rss_stack_max_kb)
+    PEAK_ALL=$(jget "$WJ" rss_total_max_kb)
+    log "  $E_RATE chats/s; last 202 -> last completion $E_TAIL ms; CPU: api $C_API s, processor $C_PROC s, handler $C_HAND s, redis $C_REDIS s, fake $C_FAKE s"
+    shuf -n 100 "$TMP/e2e_instant.ids" >"$TMP/sample.ids"
+    CK=$("$LG" -u "http://127.0.0.1:$AP2" -m GET --ids-in "$TMP/sample.ids" -n 100 -c 4 \
+        --expect '"status":"completed"') || true
+    RAW[e2e_check]=$CK
+    E_CHECK=$(jget "$CK" matched)
+    log "  $E_CHECK of 100 random traces read back as status completed"
+fi
+
+# ---- end to end, 1 s upstream
+log "end to end, 1 s upstream: $SLOW_N chats, PROCESSOR_CONCURRENCY=$SLOW_CONC"
+start_processor "$FP1" "$SLOW_CONC"
+sleep 0.5
+IDLE_PROC_SLOW=$(rss_kb "${PID[$PROC]}")
+curl -fsS -m 2 -X POST -o /dev/null "http://127.0.0.1:$FP1/stats/reset" || note "fake /stats/reset failed"
+S_RATE="" S_INF="" S_RSS="" S_RSS_AT="" S_PER=""
+if e2e_run e2e_slow "$SLOW_N" "$FP1" 60 -c "$CONNS"; then
+    S_START=$(jget "$LGJ" start_unix_ms) S_DONE=$(jget "$WJ" done_unix_ms)
+    S_RATE=$(calc 0 'a/((b-c)/1000)' "$SLOW_N" "$S_DONE" "$S_START")
+    STATS=$(curl -fsS -m 2 "http://127.0.0.1:$FP1/stats" || true)
+    RAW[e2e_slow_fake_stats]=$STATS
+    S_INF=$(jget "$STATS" max_in_flight)
+    S_RSS=$(jget "$WJ" rss_max_kb_processor)
+    S_RSS_AT=$(jget "$WJ" rss_at_inflight_max_kb)
+    S_PER=$(calc 2 '(a-b)/c' "$S_RSS" "$IDLE_PROC_SLOW" "$S_INF")
+    P=$(jget "$WJ" rss_stack_max_kb)
+    [ -z "$P" ] || [ -z "$PEAK_STACK" ] || [ "$P" -le "$PEAK_STACK" ] || PEAK_STACK=$P
+    P=$(jget "$WJ" rss_total_max_kb)
+    [ -z "$P" ] || [ -z "$PEAK_ALL" ] || [ "$P" -le "$PEAK_ALL" ] || PEAK_ALL=$P
+    log "  $S_RATE chats/s; max in flight $S_INF; processor RSS max $S_RSS KiB (idle $IDLE_PROC_SLOW KiB), $S_RSS_AT KiB at the most in flight"
+fi
+
+# ---- cost growth
+GROWTH_ROWS=()
+for level in $GROWTH; do
+    n=$((level * GROWTH_S))
+    log "cost at $level in flight: $n chats at $level/s into the 1 s upstream"
+    start_processor "$FP1" "$((level > SLOW_CONC ? level : SLOW_CONC))"
+    sleep 0.5
+    idle=$(rss_kb "${PID[$PROC]}")
+    curl -fsS -m 2 -X POST -o /dev/null "http://127.0.0.1:$FP1/stats/reset" || true
+    c=$((level < CONNS ? (level < 8 ? 8 : level) : CONNS))
+    g_rate="" g_inf="" g_rss="" g_per=""
+    if e2e_run "growth_$level" "$n" "$FP1" $((GROWTH_S + 20)) -c "$c" -R "$level"; then
+        g_rate=$(calc 0 '0.8*a/((b-c)/1000)' "$n" "$(jget "$WJ" t90_unix_ms)" "$(jget "$WJ" t10_unix_ms)")
+        STATS=$(curl -fsS -m 2 "http://127.0.0.1:$FP1/stats" || true)
+        g_inf=$(jget "$STATS" max_in_flight)
+        g_rss=$(jget "$WJ" rss_max_kb_processor)
+        g_per=$(calc 2 '(a-b)/c' "$g_rss" "$idle" "$g_inf")
+        log "  $g_rate completions/s, max in flight $g_inf, processor RSS $g_rss KiB (idle $idle KiB)"
+    fi
+    GROWTH_ROWS+=("$level|$g_rate|$g_inf|$g_rss|$idle|$g_per")
+done
+need api handler redis fake0 fake1000 || true
+
+# ---- phase 2 rows
+S="end to end, instant upstream ($E2E_N chats, processor defaults)"
+row "$S" "completed chats/s" "$(num "$E_RATE") chats/s" "submitted at $(num "$E_SUB")/s" "" \
+    ">= 5000/s" "$(verdict ge "$E_RATE" 5000)" e2e_instant_chats_per_s "$E_RATE" "chats/s"
+row "$S" "last 202 -> last completion" "$(ms "$E_TAIL")" "" "" "" "" e2e_instant_tail_ms "$E_TAIL" "ms"
+row "$S" "random traces read back completed (GET)" "$(num "$E_CHECK") of 100" "" "" "100 of 100" \
+    "$(verdict ge "$E_CHECK" 100)" e2e_instant_verified "$E_CHECK" "traces"
+
+S="end to end, 1 s upstream ($SLOW_N chats, PROCESSOR_CONCURRENCY=$SLOW_CONC)"
+row "$S" "completed chats/s" "$(num "$S_RATE") chats/s" "" "" ">= 3500/s" \
+    "$(verdict ge "$S_RATE" 3500)" e2e_slow_chats_per_s "$S_RATE" "chats/s"
+row "$S" "most requests in flight (one processor)" "$(num "$S_INF")" "fake /stats max_in_flight" "" \
+    ">= 4000" "$(verdict ge "$S_INF" 4000)" e2e_slow_max_in_flight "$S_INF" "requests"
+row "$S" "processor RSS: max / at the most in flight" \
+    "$(num "$(calc 1 'a/1024' "$S_RSS")") / $(num "$(calc 1 'a/1024' "$S_RSS_AT")") MiB" \
+    "idle $(num "$(calc 1 'a/1024' "$IDLE_PROC_SLOW")") MiB" "" "" "" e2e_slow_processor_rss_kb "$S_RSS" "KiB"
+row "$S" "processor memory per request in flight" "$(num "$S_PER") KiB" "(max RSS - idle) / in flight" \
+    "" "<= 16 KiB" "$(verdict le "$S_PER" 16)" e2e_slow_kib_per_in_flight "$S_PER" "KiB"
+
+S="whole-stack efficiency (instant run) vs the reference Motia stack"
+CPS_STACK=$(calc 0 'a/b' "$E2E_N" "$CPU_STACK")
+CPS_ALL=$(calc 0 'a/b' "$E2E_N" "$CPU_ALL")
+x() { if [ -n "$1" ]; then echo "${1}x"; fi; }
+row "$S" "chats/s" "$(num "$E_RATE")" "Motia ~5" "$(x "$(calc 0 'a/5' "$E_RATE")")" "" "" \
+    motia_chats_per_s_ratio "$(calc 1 'a/5' "$E_RATE")" "x"
+row "$S" "chats per CPU-second, stack without the fake" "$(num "$CPS_STACK")" "Motia ~2" \
+    "$(x "$(calc 0 'a/2' "$CPS_STACK")")" "" "" chats_per_cpu_s_stack "$CPS_STACK" "chats/CPU-s"
+row "$S" "chats per CPU-second, with the fake upstream" "$(num "$CPS_ALL")" "Motia ~2" \
+    "$(x "$(calc 0 'a/2' "$CPS_ALL")")" "" "" chats_per_cpu_s_all "$CPS_ALL" "chats/CPU-s"
+row "$S" "CPU-ms/chat api/processor/handler/redis/fake" \
+    "$(calc 3 '1000*a/b' "$C_API" "$E2E_N")/$(calc 3 '1000*a/b' "$C_PROC" "$E2E_N")/$(calc 3 '1000*a/b' "$C_HAND" "$E2E_N")/$(calc 3 '1000*a/b' "$C_REDIS" "$E2E_N")/$(calc 3 '1000*a/b' "$C_FAKE" "$E2E_N")" \
+    "Motia ~500 in all" "" "" "" cpu_ms_per_chat_stack "$(calc 3 '1000*a/b' "$CPU_STACK" "$E2E_N")" "ms"
+row "$S" "peak RSS under load: redis+api+processor+handler" \
+    "$(num "$(calc 1 'a/1024' "$PEAK_STACK")") MiB" "Motia > 2048 MiB" \
+    "$(x "$(calc 0 '2097152/a' "$PEAK_STACK")") less" "" "" peak_rss_stack_kb "$PEAK_STACK" "KiB"
+row "$S" "peak RSS under load, with the fake upstreams" "$(num "$(calc 1 'a/1024' "$PEAK_ALL")") MiB" \
+    "" "" "" "" peak_rss_all_kb "$PEAK_ALL" "KiB"
+
+S="cost growth (1 s upstream, in flight set by the submission rate)"
+for g in "${GROWTH_ROWS[@]}"; do
+    IFS='|' read -r level g_rate g_inf g_rss idle g_per <<<"$g"
+    v="n/a"
+    [ -z "$g_rate" ] || v="$g_rate/s, $(num "$(calc 1 'a/1024' "$g_rss")") MiB, $(num "$g_per") KiB"
+    row "$S" "$level/s for ${GROWTH_S}s: completions/s, RSS, per req" "$v" \
+        "in flight $(num "$g_inf"), idle $(num "$(calc 1 'a/1024' "$idle")") MiB" "" \
+        "<= 16 KiB/req" "$(verdict le "$g_per" 16)" "growth_${level}_kib_per_in_flight" "$g_per" "KiB"
+done
+
+S="idle RSS (started, no load yet; default settings)"
+for b in "api:$IDLE_API:$ANON_API" "processor:$IDLE_PROC:$ANON_PROC" \
+    "handler:$IDLE_HANDLER:$ANON_HANDLER" "fake-upstream:$IDLE_FAKE:$ANON_FAKE"; do
+    IFS=: read -r n v a <<<"$b"
+    row "$S" "chatq-$n" "$(num "$(calc 1 'a/1024' "$v")") MiB" \
+        "private (RssAnon) $(num "$(calc 1 'a/1024' "$a")") MiB" "" "<= 10 MiB" \
+        "$(verdict le "$v" 10240)" "idle_rss_kb_$n" "$v" "KiB"
+done
+row "$S" "redis-server (for reference)" "$(num "$(calc 1 'a/1024' "$IDLE_REDIS")") MiB" "" "" "" "" \
+    idle_rss_kb_redis "$IDLE_REDIS" "KiB"
+
+# ==== output ====================================================================================
+
+ELAPSED=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b-a}')
+{
+    echo "chatq bench, $STAMP ($ELAPSED s)"
+    echo "machine: $NPROC x $CPU, $(calc 1 'a/1048576' "$MEM_KB") GiB RAM, $KERNEL, load average before: $LOADAVG"
+    echo "redis-server $REDIS_VERSION, started with --save '' --appendonly no (no persistence);" \
+        "load from $BB/loadgen on 127.0.0.1"
+    last=""
+    fmt='%-50s %-30s %-34s %-7s %-18s %s\n'
+    for r in "${ROWS[@]}"; do
+        IFS='|' read -r sec metric val ref ratio target result _ <<<"$r"
+        if [ "$sec" != "$last" ]; then
+            echo
+            echo "== $sec"
+            # shellcheck disable=SC2059
+            printf "$fmt" "metric" "value" "reference" "ratio" "target" "result"
+            last=$sec
+        fi
+        # shellcheck disable=SC2059
+        printf "$fmt" "$metric" "$val" "${ref:--}" "${ratio:--}" "${target:--}" "${result:--}"
+    done
+    echo
+    pass=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' '$7 == "PASS"' | wc -l)
+    fail=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' '$7 == "FAIL"' | wc -l)
+    na=$(printf '%s\n' "${ROWS[@]}" | awk -F'|' '$7 == "n/a"' | wc -l)
+    echo "targets: $pass PASS, $fail FAIL, $na n/a"
+    if [ ${#NOTES[@]} -gt 0 ]; then
+        echo "notes:"
+        printf '  - %s\n' "${NOTES[@]}"
+    fi
+} | tee "$TMP/table.txt"
+
+{
+    printf '{"timestamp":%s,"elapsed_s":%s,' "$(json_str "$STAMP")" "$ELAPSED"
+    printf '"machine":{"nproc":%s,"cpu":%s,"mem_kb":%s,"kernel":%s,"loadavg_before":%s},' \
+        "$NPROC" "$(json_str "$CPU")" "$MEM_KB" "$(json_str "$KERNEL")" "$(json_str "$LOADAVG")"
+    printf '"redis":{"version":%s,"persistence":"none (--save '"''"' --appendonly no)"},' \
+        "$(json_str "$REDIS_VERSION")"
+    printf '"settings":{"connections":%s,"duration_s":%s,"warmup_s":%s,"e2e_chats":%s,' \
+        "$CONNS" "$DUR" "$WARM" "$E2E_N"
+    printf '"slow_chats":%s,"slow_concurrency":%s,"growth":%s,"growth_seconds":%s},' \
+        "$SLOW_N" "$SLOW_CONC" "$(json_str "$GROWTH")" "$GROWTH_S"
+    printf '"rows":['
+    sep=""
+    for r in "${ROWS[@]}"; do
+        IFS='|' read -r sec metric val ref ratio target result key number unit <<<"$r"
+        printf '%s{"section":%s,"key":%s,"metric":%s,"value":%s,"unit":%s,"text":%s,' "$sep" \
+            "$(json_str "$sec")" "$(json_str "$key")" "$(json_str "$metric")" \
+            "${number:-null}" "$(json_str "$unit")" "$(json_str "$val")"
+        rnum=${ratio%% *}
+        rnum=${rnum%x}
+        [[ $rnum =~ ^[0-9]+([.][0-9]+)?$ ]] || rnum=null
+        printf '"reference":%s,"ratio":%s,"ratio_text":%s,"target":%s,"result":%s}' \
+            "$(json_str "$ref")" "$rnum" "$(json_str "$ratio")" "$(json_str "$target")" \
+            "$(json_str "$result")"
+        sep=","
+    done
+    printf '],"notes":['
+    sep=""
+    for n in "${NOTES[@]}"; do
+        printf '%s%s' "$sep" "$(json_str "$n")"
+        sep=","
+    done
+    printf '],"raw":{'
+    sep=""
+    for k in "${!RAW[@]}"; do
+        [ -n "${RAW[$k]}" ] || continue
+        printf '%s%s:%s' "$sep" "$(json_str "$k")" "${RAW[$k]}"
+        sep=","
+    done
+    printf '}}\n'
+} >"$OUT/results-$STAMP.json"
+cp "$OUT/results-$STAMP.json" "$OUT/latest.json"
+log "wrote $OUT/results-$STAMP.json and $OUT/latest.json"
