@@ -1,0 +1,117 @@
+/* stack.h - one whole chatq system for a group of tests: redis-server, the fake
+ * upstream, chatq-api, chatq-processor and chatq-handler, each on its own free
+ * loopback port with its log in <tmp>/<group>/<name>.log, plus what a test
+ * uses to talk to it (chat_post, chat_wait, the fake's /stats, Redis).
+ *
+ * Groups share nothing: each has its own Redis and its own key prefix. */
+#ifndef CHATQ_TEST_STACK_H
+#define CHATQ_TEST_STACK_H
+
+#include <limits.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "http.h"
+#include "keys.h"
+#include "proc.h"
+#include "uuid.h"
+
+#define STACK_API_KEY "test-key"
+#define STACK_RESULT_TTL 600 /* CHATQ_RESULT_TTL of every stack, seconds */
+
+/* What a group changes from the defaults: NULL-terminated "NAME=value" lists
+ * (may be NULL), applied after the defaults. */
+struct stack_settings {
+    const char *const *api;
+    const char *const *processor;
+    const char *const *handler;
+};
+
+struct stack {
+    char name[32];
+    char dir[1024]; /* <tmp>/<name>: logs and redis data */
+    char prefix[KEYS_PREFIX_MAX + 1];
+    struct keys keys;
+    struct stack_settings settings;
+    int redis_port, fake_port, api_port;
+    char redis_url[64]; /* redis://127.0.0.1:P/0 */
+    char api_url[64];   /* http://127.0.0.1:P */
+    char fake_url[64];  /* http://127.0.0.1:P */
+    struct proc *redis, *fake, *api, *processor, *handler;
+    redisContext *rc; /* the tests' own connection, for assertions */
+};
+
+/* Starts all five processes and waits (polling) until each is ready. On -1 the
+ * reason has been printed; call stack_stop either way. */
+int stack_start(struct stack *s, const char *name, const char *prefix,
+                const struct stack_settings *settings);
+
+/* Stops what is running, api first, redis last. Returns 0, or -1 (with the
+ * reason printed) if one of our binaries did not exit 0 on SIGTERM or its log
+ * holds a sanitizer report: then the group's teardown fails, and so does the
+ * run (harness_mark_failed). NULL is fine. */
+int stack_stop(struct stack *s);
+
+/* (Re)starts redis-server on s->redis_port with the data of s->dir/redis and
+ * waits for PING. 0 or -1. */
+int stack_redis_start(struct stack *s);
+
+/* SIGTERMs redis-server and waits for it to exit. 0 or -1. */
+int stack_redis_stop(struct stack *s);
+
+/* Starts a chatq-processor (log <name>.log) with the stack's settings plus
+ * extra (may be NULL) and waits until its consumer group exists.
+ * Returns a new proc, or NULL. */
+struct proc *stack_processor_start(struct stack *s, const char *name,
+                                   const char *const *extra);
+
+/* The same for a chatq-handler. */
+struct proc *stack_handler_start(struct stack *s, const char *name);
+
+/* Runs a command on the tests' Redis connection, reconnecting first if the
+ * connection was lost. Returns a new reply (freeReplyObject), or NULL. */
+redisReply *stack_redis(struct stack *s, const char *fmt, ...);
+
+/* XLEN of key (0 when it does not exist), or -1. */
+long long stack_xlen(struct stack *s, const char *key);
+
+/* Entries ever added to a stream (XINFO STREAM entries-added; 0 when the
+ * stream does not exist), or -1. Unlike XLEN it cannot go back down. */
+long long stack_xadded(struct stack *s, const char *key);
+
+/* Pending (delivered, not acked) entries of group on key, or -1. */
+long long stack_xpending(struct stack *s, const char *key, const char *group);
+
+/* Polls until both streams are empty and neither group has pending entries
+ * (everything processed, acked and deleted). Returns 0, or -1 after timeout_ms
+ * with what was left written into why. */
+int stack_drained(struct stack *s, int timeout_ms, char *why, size_t whylen);
+
+/* The fake upstream's GET /stats: new, or NULL. */
+json_t *stack_fake_stats(struct stack *s);
+
+/* A counter of /stats: by_status[status] when status > 0, else the top-level
+ * member name. 0 when absent; -1 if stats is NULL. */
+long long stack_stat(const json_t *stats, const char *name, int status);
+
+/* The api's URL for path ("/chat") into out; returns out. */
+const char *stack_url(const struct stack *s, const char *path, char *out, size_t len);
+
+/* POST /chat {"message", "model" (omitted if NULL), "temperature" (omitted if
+ * < 0)}. Returns 0 when the api answered 202 with a traceId (copied to trace),
+ * -1 otherwise with the reason printed. */
+int chat_post(struct stack *s, const char *message, const char *model, double temperature,
+              char trace[UUID_LEN + 1]);
+
+/* GET /chat/{trace}/response once. Returns the parsed body (new) and the HTTP
+ * status in *status, or NULL. */
+json_t *chat_get(struct stack *s, const char *trace, long *status);
+
+/* Polls GET /chat/{trace}/response every 20 ms until its status is no longer
+ * "processing". Returns the final body (new), or NULL with the reason printed
+ * after timeout_ms. If done_ms is not NULL it receives the monotonic time at
+ * which the final state was first seen. */
+json_t *chat_wait(struct stack *s, const char *trace, int timeout_ms, long long *done_ms);
+
+#endif

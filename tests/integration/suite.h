@@ -1,0 +1,39 @@
+/* suite.h - how the test files hand their groups to main.c, and the one check
+ * macro they all use.
+ *
+ * A group is a list of cmocka tests sharing one stack (started by the group's
+ * setup, stopped by its teardown); its processes log into <tmp>/<name>/. */
+#ifndef CHATQ_TEST_SUITE_H
+#define CHATQ_TEST_SUITE_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+struct suite_group {
+    const char *name; /* also the sub-directory of its logs */
+    const struct CMUnitTest *tests;
+    size_t count;
+    CMFixtureFunction setup;
+    CMFixtureFunction teardown;
+};
+
+extern const struct suite_group suite_api;
+extern const struct suite_group suite_upstream;
+extern const struct suite_group suite_recovery;
+extern const struct suite_group suite_lifecycle;
+
+/* Fails the running test with a printf-style message unless cond holds. */
+#define CHECK(cond, ...)                                                                 \
+    do {                                                                                 \
+        if (!(cond))                                                                     \
+            fail_msg(__VA_ARGS__);                                                       \
+    } while (0)
+
+/* "(null)"-safe string for messages. */
+#define STR(s) ((s) != NULL ? (s) : "(null)")
+
+#endif
