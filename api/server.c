@@ -28,6 +28,17 @@
 /* civetweb's worker threads each get a worker; its master and timer threads none. */
 #define SERVER_WORKER_THREAD 1
 
+/* chatq has no users to authenticate (it runs behind whatever guards its network).
+ * Without an authorization handler civetweb looks for a .htpasswd file on every
+ * request, which with no document root means a stat("/.htpasswd") per request,
+ * and would start demanding passwords if such a file ever appeared. */
+static int server_authorize(struct mg_connection *conn, void *cbdata)
+{
+    (void)conn;
+    (void)cbdata;
+    return 1;
+}
+
 static int server_not_found(struct mg_connection *conn, void *cbdata)
 {
     struct reply r;
@@ -242,6 +253,7 @@ int server_start(struct server *s, char *err, size_t errlen)
     mg_set_request_handler(s->ctx, SERVER_CHAT_DIR, server_chat_response, s);
     mg_set_request_handler(s->ctx, SERVER_HEALTH, server_health, s);
     mg_set_request_handler(s->ctx, "/", server_not_found, s);
+    mg_set_auth_handler(s->ctx, "/", server_authorize, NULL);
     return 0;
 }
 
