@@ -12,6 +12,8 @@ FAKE_PORT=${FAKE_PORT:-8089}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 export PORT LOG_LEVEL=${LOG_LEVEL:-info}
 
+# Each child runs in its own session so that Ctrl-C reaches only this script,
+# which then stops them in order: api, processor, handler, fake, Redis last.
 pids=()
 stop() {
     trap - INT TERM EXIT
@@ -40,13 +42,13 @@ if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     echo "make run: something already answers on port $REDIS_PORT; set REDIS_PORT=<free port>" >&2
     exit 1
 fi
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$PWD/run/redis" \
+setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$PWD/run/redis" \
     --appendonly yes --appendfsync everysec --save '' --loglevel warning &
 pids+=($!)
 wait_for "redis-server" redis-cli -p "$REDIS_PORT" ping
 
 if [ -z "${OPENAI_API_KEY:-}" ] && [ -z "${OPENAI_BASE_URL:-}" ]; then
-    bin/chatq-fake-upstream --port "$FAKE_PORT" --latency-ms "${FAKE_LATENCY_MS:-300}" &
+    setsid bin/chatq-fake-upstream --port "$FAKE_PORT" --latency-ms "${FAKE_LATENCY_MS:-300}" &
     pids+=($!)
     export OPENAI_BASE_URL=http://127.0.0.1:$FAKE_PORT/v1
     wait_for "the fake upstream" curl -fs "http://127.0.0.1:$FAKE_PORT/health"
@@ -63,11 +65,11 @@ if [ -z "${OPENAI_API_KEY:-}" ] && [ -z "${OPENAI_BASE_URL:-}" ]; then
 MSG
 fi
 
-bin/chatq-handler &
+setsid bin/chatq-handler &
 pids+=($!)
-bin/chatq-processor &
+setsid bin/chatq-processor &
 pids+=($!)
-bin/chatq-api &
+setsid bin/chatq-api &
 pids+=($!)
 wait_for "chatq-api" curl -fs "http://127.0.0.1:$PORT/health"
 
