@@ -15,7 +15,9 @@ broken=()
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-# ASan's leak checker is on; UBSan stops at the first error.
+# CHATQ_WRAP (e.g. valgrind) prefixes the unit tests and, through the
+# integration harness, our binaries. ASan's leak checker is on; UBSan stops at
+# the first error.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
@@ -38,7 +40,8 @@ run() {
 
 for t in "$bindir"/tests/test_*; do
     [ -x "$t" ] || continue
-    run "$(basename "$t")" "$t"
+    # shellcheck disable=SC2086 # CHATQ_WRAP is a command prefix, split on purpose
+    run "$(basename "$t")" ${CHATQ_WRAP:-} "$t"
 done
 
 if [ "$unit_only" -eq 0 ]; then
