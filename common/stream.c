@@ -26,6 +26,23 @@ int stream_group_ensure(redisContext *c, const char *key, const char *group, cha
     return rc;
 }
 
+const char stream_retire_script[] =
+    "if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then\n"
+    "  return 0\n"
+    "end\n"
+    "return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) >= 0 and 1 "
+    "or 0\n";
+
+int stream_consumer_retire(redisContext *c, const char *key, const char *group,
+                           const char *consumer)
+{
+    redisReply *r = redisCommand(c, "EVAL %s 1 %s %s %s", stream_retire_script, key, group,
+                                 consumer);
+    int rc = rconn_reply_failed(r) || r->type != REDIS_REPLY_INTEGER ? -1 : (int)r->integer;
+    freeReplyObject(r);
+    return rc;
+}
+
 void stream_consumer_name(char *out, size_t outlen, const char *role)
 {
     char host[128];

@@ -17,6 +17,16 @@ int stream_group_ensure(struct redisContext *c, const char *key, const char *gro
 /* "role-host-pid": unique per process, on one machine or many. */
 void stream_consumer_name(char *out, size_t outlen, const char *role);
 
+/* A Lua script (KEYS[1] stream; ARGV[1] group, ARGV[2] consumer) that deletes
+ * the consumer if, and only if, it holds no pending entries: XGROUP DELCONSUMER
+ * would make those unclaimable, i.e. lost. Returns 1 if deleted, 0 if kept.
+ * Run by a process on a clean exit, so restarts leave no trail of consumers. */
+extern const char stream_retire_script[];
+
+/* Runs stream_retire_script on a blocking connection; returns 1, 0, or -1. */
+int stream_consumer_retire(struct redisContext *c, const char *key, const char *group,
+                           const char *consumer);
+
 /* The entries array in an XREADGROUP reply (first stream), or NULL if none. */
 const struct redisReply *stream_read_entries(const struct redisReply *r);
 

@@ -196,6 +196,9 @@ int main(int argc, char **argv)
         }
     }
 
+    if (c != NULL && stream_consumer_retire(c, keys.results, KEYS_GROUP_HANDLERS,
+                                            consumer) == 0)
+        log_info(NULL, "consumer %s kept: it still holds pending results", consumer);
     log_info(NULL, "stopping: %lld written, %lld duplicates, %lld orphans, %lld dead",
              fin.stats.written, fin.stats.duplicate, fin.stats.orphan, fin.stats.dead);
     redisFree(c);

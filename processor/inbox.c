@@ -447,6 +447,25 @@ void inbox_hand_back(struct processor *p, const char *const *ids, size_t n)
     log_info(NULL, "handed back %zu unfinished entries for other processors", n);
 }
 
+static void inbox_on_retired(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    const redisReply *r = reply;
+    struct processor *p = privdata;
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+        log_info(NULL, "consumer %s kept: it still holds pending entries", p->consumer);
+}
+
+void inbox_retire(struct processor *p)
+{
+    redisAsyncContext *ac = rlink_ctx(p->wr);
+    if (ac == NULL)
+        return;
+    const char *argv[] = {"EVAL",         stream_retire_script, "1",
+                          p->keys.requests, KEYS_GROUP_PROCESSORS, p->consumer};
+    redisAsyncCommandArgv(ac, inbox_on_retired, p, 6, argv, NULL);
+}
+
 /* ---- lifecycle ----------------------------------------------------------------- */
 
 static struct event *inbox_tick(struct processor *p, long long ms, event_callback_fn fn)

@@ -40,6 +40,10 @@ void inbox_stop(struct processor *p);
 void inbox_hand_back(struct processor *p, const char *const *ids, size_t n);
 
 /* Frees the timers. */
+/* On a clean exit: removes this processor's consumer from the group unless it
+ * still holds pending entries (see stream_retire_script). */
+void inbox_retire(struct processor *p);
+
 void inbox_free(struct processor *p);
 
 #endif

@@ -396,6 +396,7 @@ static void processor_check_done(struct processor *p)
     if (!evtimer_pending(p->hard_stop, NULL))
         processor_timer(p->hard_stop, PROCESSOR_HARD_STOP_MS);
     log_info(NULL, "all work finished or handed back; closing");
+    inbox_retire(p);
     rlink_close(p->wr);
 }
 
