@@ -24,7 +24,7 @@ USER redis
 WORKDIR /data
 EXPOSE 6379
 CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data", \
-     "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+     "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
 
 FROM debian:12-slim AS runtime
 RUN apt-get update \

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make run: the whole system on this machine, in the foreground.
-# Starts redis-server (AOF on, data in run/redis), the fake upstream when no
-# OPENAI_API_KEY is set, then chatq-api, chatq-processor and chatq-handler.
+# Starts redis-server (data in run/redis; AOF on, fsynced before every reply
+# unless REDIS_APPENDFSYNC=everysec: see README "Durability"), the fake
+# upstream when no OPENAI_API_KEY is set, then chatq-api, chatq-processor and
+# chatq-handler.
 # Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +45,8 @@ if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     exit 1
 fi
 setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$PWD/run/redis" \
-    --appendonly yes --appendfsync everysec --save '' --loglevel warning &
+    --appendonly yes --appendfsync "${REDIS_APPENDFSYNC:-always}" --save '' \
+    --loglevel warning &
 pids+=($!)
 wait_for "redis-server" redis-cli -p "$REDIS_PORT" ping
 
