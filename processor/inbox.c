@@ -419,10 +419,10 @@ static void inbox_on_heartbeat(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct processor *p = arg;
     size_t n = 0;
-    const char **ids = malloc(p->njobs * sizeof(*ids));
+    const char **ids = malloc((p->nused + 1) * sizeof(*ids));
     if (ids == NULL)
         return;
-    for (size_t i = 0; i < p->njobs; i++)
+    for (size_t i = 0; i < p->nused; i++)
         if (p->jobs[i].state != JOB_FREE)
             ids[n++] = p->jobs[i].id;
     static const char *const tail[] = {"JUSTID"};

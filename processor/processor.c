@@ -51,7 +51,7 @@ size_t processor_free_slots(const struct processor *p)
 
 int processor_holds(const struct processor *p, const char *id)
 {
-    for (size_t i = 0; i < p->njobs; i++)
+    for (size_t i = 0; i < p->nused; i++)
         if (p->jobs[i].state != JOB_FREE && strcmp(p->jobs[i].id, id) == 0)
             return 1;
     return 0;
@@ -76,12 +76,34 @@ static void processor_dead_free(struct job_dead *d)
     free(d);
 }
 
+static void processor_on_backoff(evutil_socket_t fd, short what, void *arg);
+
+/* Slots are set up on first use: an idle processor with room for thousands of
+ * requests touches none of that memory (a slot is about 0.75 KiB). */
+static struct job *processor_slot_init(struct processor *p)
+{
+    if (p->nused == p->njobs)
+        return NULL;
+    struct job *job = &p->jobs[p->nused];
+    job->p = p;
+    upstream_xfer_init(&job->xfer);
+    outcome_init(&job->outcome);
+    job->timer = evtimer_new(p->base, processor_on_backoff, job);
+    if (job->timer == NULL)
+        return NULL;
+    p->nused++;
+    return job;
+}
+
 static struct job *processor_take(struct processor *p)
 {
     struct job *job = p->free_jobs;
+    if (job != NULL)
+        p->free_jobs = job->next;
+    else
+        job = processor_slot_init(p);
     if (job == NULL)
         return NULL;
-    p->free_jobs = job->next;
     p->nfree--;
     job->next = NULL;
     job->attempts = 0;
@@ -321,9 +343,9 @@ static void processor_deadline(struct processor *p)
     evtimer_del(p->grace);
     processor_timer(p->hard_stop, PROCESSOR_HARD_STOP_MS);
 
-    const char **ids = malloc(p->njobs * sizeof(*ids));
+    const char **ids = malloc((p->nused + 1) * sizeof(*ids));
     size_t n = 0;
-    for (size_t i = 0; i < p->njobs; i++) {
+    for (size_t i = 0; i < p->nused; i++) {
         struct job *job = &p->jobs[i];
         if (job->state == JOB_RUNNING || job->state == JOB_WAITING) {
             upstream_cancel(&job->xfer);
@@ -335,7 +357,7 @@ static void processor_deadline(struct processor *p)
     if (n > 0)
         inbox_hand_back(p, ids, n);
     /* The ids were copied into the commands; the slots can go now. */
-    for (size_t i = 0; i < p->njobs; i++) {
+    for (size_t i = 0; i < p->nused; i++) {
         struct job *job = &p->jobs[i];
         if (job->state == JOB_RUNNING || job->state == JOB_WAITING)
             processor_release(p, job);
@@ -374,7 +396,7 @@ static void processor_check_done(struct processor *p)
     if (p->nfree < p->njobs) {
         if (!p->deadline_passed)
             return;
-        for (size_t i = 0; i < p->njobs; i++)
+        for (size_t i = 0; i < p->nused; i++)
             if (p->jobs[i].state == JOB_WRITING && p->jobs[i].write_sent)
                 return;
         size_t lost = 0;
@@ -491,18 +513,7 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
     p->jobs = calloc(p->njobs, sizeof(*p->jobs));
     if (p->jobs == NULL)
         goto out;
-    for (size_t i = p->njobs; i-- > 0;) {
-        struct job *job = &p->jobs[i];
-        job->p = p;
-        upstream_xfer_init(&job->xfer);
-        outcome_init(&job->outcome);
-        job->timer = evtimer_new(p->base, processor_on_backoff, job);
-        if (job->timer == NULL)
-            goto out;
-        job->next = p->free_jobs;
-        p->free_jobs = job;
-        p->nfree++;
-    }
+    p->nfree = p->njobs; /* set up as they are first taken: processor_slot_init */
     p->pump = event_new(p->base, -1, 0, processor_on_pump, p);
     p->grace = evtimer_new(p->base, processor_on_grace, p);
     p->hard_stop = evtimer_new(p->base, processor_on_hard_stop, p);
@@ -557,7 +568,7 @@ void processor_free(struct processor *p)
      * touch the jobs and the pump event. */
     rlink_free(p->rd);
     rlink_free(p->wr);
-    for (size_t i = 0; p->jobs && i < p->njobs; i++) {
+    for (size_t i = 0; p->jobs && i < p->nused; i++) {
         struct job *job = &p->jobs[i];
         upstream_cancel(&job->xfer);
         upstream_xfer_clear(&job->xfer);

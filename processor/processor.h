@@ -93,7 +93,8 @@ struct processor {
     uint64_t rng;
 
     struct job *jobs; /* cfg->concurrency slots */
-    size_t njobs;
+    size_t njobs; /* cfg->concurrency */
+    size_t nused; /* jobs[0..nused) have been set up; the rest never used yet */
     struct job *free_jobs;
     size_t nfree;
     struct event *pump; /* runs processor_on_pump once the current callbacks are done */
