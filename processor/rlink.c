@@ -117,6 +117,16 @@ static void rlink_connect(struct rlink *l)
     evtimer_add(l->retry, &tv);
 }
 
+/* Drops a context that never connected; hiredis frees such a context without
+ * calling any callback. */
+static void rlink_abandon(struct rlink *l)
+{
+    redisAsyncContext *ac = l->ac;
+    l->ac = NULL;
+    ac->data = NULL;
+    redisAsyncFree(ac);
+}
+
 static void rlink_on_retry(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -129,12 +139,8 @@ static void rlink_on_retry(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (!l->connected) {
-        /* The connect timed out. A context that never connected is freed without
-         * any callback. */
-        redisAsyncContext *ac = l->ac;
-        l->ac = NULL;
-        ac->data = NULL;
-        redisAsyncFree(ac);
+        /* The connect timed out. */
+        rlink_abandon(l);
         rlink_schedule(l, "connect timed out");
         if (l->h.down)
             l->h.down(l, l->h.arg);
@@ -184,10 +190,7 @@ void rlink_close(struct rlink *l)
     }
     if (!l->connected) {
         /* Still connecting: there is nothing worth waiting for. */
-        redisAsyncContext *ac = l->ac;
-        l->ac = NULL;
-        ac->data = NULL;
-        redisAsyncFree(ac);
+        rlink_abandon(l);
         if (l->h.down)
             l->h.down(l, l->h.arg);
         return;
