@@ -12,27 +12,37 @@
 #include "record.h"
 #include "stream.h"
 
-/* KEYS: trace hash, results stream. ARGV: group, entry id, ttl, the status a
- * pending record has, then the entry's field/value pairs. Returns
- * {written (0/1), the status found ('' when there was no record)}.
+/* KEYS: trace hash, results stream, dead-letter stream. ARGV: group, entry id,
+ * ttl, the status a pending record has, the dead-letter cap, then the entry's
+ * field/value pairs. Returns {written (0/1), the status found ('' when there
+ * was no record)}. A result for a trace that has no record (an entry written
+ * into the requests stream by hand, or a record that expired) cannot be shown
+ * to anyone: it goes to the dead-letter stream for a human to look at.
  *
  * Sent with EVAL rather than EVALSHA: Redis caches the compiled script by its
  * hash either way, and EVAL cannot fail with NOSCRIPT after a Redis restart,
  * which spares a reload path for a few hundred bytes per result. */
+#define FINALIZE_ORPHAN_REASON                                                           \
+    "no such trace: never accepted by the api, or its record expired"
+
 static const char finalize_script[] =
     "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
     "local wrote = 0\n"
     "if st == ARGV[4] then\n"
-    "  redis.call('HSET', KEYS[1], unpack(ARGV, 5))\n"
+    "  redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
     "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
     "  wrote = 1\n"
+    "elseif not st then\n"
+    "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'source', KEYS[2],\n"
+    "             'id', ARGV[2], 'reason', '" FINALIZE_ORPHAN_REASON "',\n"
+    "             unpack(ARGV, 6))\n"
     "end\n"
     "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
     "redis.call('XDEL', KEYS[2], ARGV[2])\n"
     "return {wrote, st or ''}\n";
 
 /* Fixed arguments before the entry's pairs in the EVAL command. */
-#define FINALIZE_FIXED_ARGS 9
+#define FINALIZE_FIXED_ARGS 11
 
 void finalize_init(struct finalize *f, const struct keys *keys, long long ttl_s,
                    long long dead_max)
@@ -57,13 +67,15 @@ static void finalize_append_script(struct finalize *f, redisContext *c,
     struct cmd cmd;
     cmd_init(&cmd, "EVAL");
     cmd_addz(&cmd, finalize_script);
-    cmd_addz(&cmd, "2");
+    cmd_addz(&cmd, "3");
     cmd_addz(&cmd, tracekey);
     cmd_addz(&cmd, f->keys->results);
+    cmd_addz(&cmd, f->keys->dead);
     cmd_addz(&cmd, KEYS_GROUP_HANDLERS);
     cmd_addz(&cmd, e->id);
     cmd_addll(&cmd, f->ttl_s);
     cmd_addz(&cmd, record_status_name(CHAT_PROCESSING));
+    cmd_addll(&cmd, f->dead_max);
     /* The entry's pairs verbatim: the result record is the hash record. */
     for (size_t i = 0; i < e->fields->elements; i++)
         cmd_add(&cmd, e->fields->element[i]->str, e->fields->element[i]->len);
@@ -118,7 +130,8 @@ static void finalize_log(struct finalize *f, const struct chat_result *res,
         log_info(res->trace, "duplicate result ignored: trace already %s", found);
     } else {
         f->stats.orphan++;
-        log_warn(res->trace, "result for an unknown or expired trace ignored");
+        log_warn(res->trace, "result for an unknown or expired trace moved to %s",
+                 f->keys->dead);
     }
 }
 

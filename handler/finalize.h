@@ -3,7 +3,8 @@
  *
  * Each entry is applied by a Lua script that, atomically, writes the fields
  * into the trace's hash only while its status is still "processing", sets the
- * TTL, and XACKs and XDELs the entry. A result delivered twice (a handler died
+ * TTL, and XACKs and XDELs the entry (a result whose trace has no record goes to
+ * the dead-letter stream instead). A result delivered twice (a handler died
  * after writing, a processor retried a write) therefore changes nothing the
  * second time, and the stream never keeps entries that were handled. */
 #ifndef CHATQ_FINALIZE_H
@@ -19,7 +20,7 @@ struct redisReply;
 struct finalize_stats {
     long long written;   /* became the trace's final record */
     long long duplicate; /* the trace was already final: ignored */
-    long long orphan;    /* no such trace (expired or never accepted): ignored */
+    long long orphan;    /* no such trace (expired or never accepted): dead-lettered */
     long long dead;      /* malformed entries moved to the dead-letter stream */
 };
 
