@@ -25,6 +25,7 @@ struct config {
     const char *default_model;
     long long redis_timeout_ms;
     long long result_ttl;
+    long long grace_ms;
 };
 
 /* Checks what the table's ranges cannot and fills the server's settings. Returns 0,
@@ -60,6 +61,7 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     s->default_model = cfg->default_model;
     s->redis_timeout_ms = (int)cfg->redis_timeout_ms;
     s->result_ttl = cfg->result_ttl;
+    s->grace_ms = cfg->grace_ms;
     return 0;
 }
 
@@ -98,6 +100,9 @@ int main(int argc, char **argv)
         {"REDIS_TIMEOUT_MS", "redis-timeout-ms", CONFIG_INT, "1000",
          "Redis connect and command timeout; past it the request gets 503",
          &cfg.redis_timeout_ms, 1, 60000, 0},
+        {"SHUTDOWN_GRACE_MS", "shutdown-grace-ms", CONFIG_INT, "10000",
+         "on SIGTERM, how long open requests may take to finish before the api stops",
+         &cfg.grace_ms, 0, 3600000, 0},
         CONFIG_TTL_VAR(cfg.result_ttl),
         CONFIG_COMMON_VARS(cfg.common),
     };

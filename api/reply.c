@@ -2,6 +2,7 @@
 #include "reply.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,11 +171,18 @@ void reply_error_body(struct reply *r, const char *code, const char *message)
     reply_lit(r, "}}");
 }
 
+static atomic_int reply_closing;
+
+void reply_close_all(void)
+{
+    atomic_store(&reply_closing, 1);
+}
+
 /* 1 if the connection may stay open after this response, as HTTP says. */
 static int reply_keep_alive(struct reply *r, struct mg_connection *conn)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
-    if (r->close || ri == NULL || ri->http_version == NULL)
+    if (r->close || atomic_load(&reply_closing) || ri == NULL || ri->http_version == NULL)
         return 0;
     const char *c = mg_get_header(conn, "Connection");
     if (strcmp(ri->http_version, "1.1") == 0)

@@ -50,6 +50,10 @@ void reply_error_body(struct reply *r, const char *code, const char *message);
  * status, which civetweb request handlers return (it goes to the access log). */
 int reply_send(struct reply *r, struct mg_connection *conn, int status);
 
+/* From now on every response says "Connection: close" and closes (the server is
+ * draining before it stops). Process-wide; cannot be undone. */
+void reply_close_all(void);
+
 /* Writes the error body from code and the printf-style message into r, then sends it
  * (as reply_send). */
 int reply_error(struct reply *r, struct mg_connection *conn, int status, const char *code,

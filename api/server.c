@@ -9,10 +9,12 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <civetweb.h>
 #include <hiredis/hiredis.h>
 
+#include "clock.h"
 #include "intake.h"
 #include "log.h"
 #include "lookup.h"
@@ -195,6 +197,24 @@ static int server_log_message(const struct mg_connection *conn, const char *mess
     return 1;
 }
 
+/* Every route runs through here, so that server_stop knows what is still open. */
+static int server_route(struct mg_connection *conn, void *cbdata)
+{
+    const struct server_route *rt = cbdata;
+    atomic_fetch_add(&rt->srv->inflight, 1);
+    int status = rt->fn(conn, rt->srv);
+    atomic_fetch_sub(&rt->srv->inflight, 1);
+    return status;
+}
+
+static void server_add_route(struct server *s, size_t i, const char *path,
+                             int (*fn)(struct mg_connection *, void *))
+{
+    s->routes[i].srv = s;
+    s->routes[i].fn = fn;
+    mg_set_request_handler(s->ctx, path, server_route, &s->routes[i]);
+}
+
 int server_start(struct server *s, char *err, size_t errlen)
 {
     char ports[300], threads[16];
@@ -235,6 +255,7 @@ int server_start(struct server *s, char *err, size_t errlen)
     error.text_buffer_size = sizeof(why);
 
     atomic_init(&s->redis_down, 0);
+    atomic_init(&s->inflight, 0);
     mg_init_library(0);
     s->ctx = mg_start2(&init, &error);
     if (s->ctx == NULL) {
@@ -249,10 +270,10 @@ int server_start(struct server *s, char *err, size_t errlen)
 
     /* civetweb tries exact matches, then "uri/..." prefixes, then patterns; each
      * handler checks its path again, so the routes do not depend on that order. */
-    mg_set_request_handler(s->ctx, SERVER_CHAT, server_chat, s);
-    mg_set_request_handler(s->ctx, SERVER_CHAT_DIR, server_chat_response, s);
-    mg_set_request_handler(s->ctx, SERVER_HEALTH, server_health, s);
-    mg_set_request_handler(s->ctx, "/", server_not_found, s);
+    server_add_route(s, 0, SERVER_CHAT, server_chat);
+    server_add_route(s, 1, SERVER_CHAT_DIR, server_chat_response);
+    server_add_route(s, 2, SERVER_HEALTH, server_health);
+    server_add_route(s, 3, "/", server_not_found);
     mg_set_auth_handler(s->ctx, "/", server_authorize, NULL);
     return 0;
 }
@@ -261,6 +282,18 @@ void server_stop(struct server *s)
 {
     if (s->ctx == NULL)
         return;
+    /* civetweb has no way to stop listening alone, and mg_stop cuts off a request
+     * whose body is still arriving: so first let what is open finish, telling every
+     * client to close its connection meanwhile. */
+    reply_close_all();
+    long long deadline = clock_mono_ms() + s->grace_ms;
+    while (atomic_load(&s->inflight) > 0 && clock_mono_ms() < deadline) {
+        struct timespec tick = {0, 10 * 1000 * 1000};
+        nanosleep(&tick, NULL);
+    }
+    if (atomic_load(&s->inflight) > 0)
+        log_warn(NULL, "%d requests still open after %lld ms; stopping anyway",
+                 atomic_load(&s->inflight), s->grace_ms);
     mg_stop(s->ctx);
     s->ctx = NULL;
     mg_exit_library();

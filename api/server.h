@@ -10,6 +10,7 @@
 #include "keys.h"
 #include "rconn.h"
 
+struct mg_connection;
 struct mg_context;
 
 struct server {
@@ -21,6 +22,7 @@ struct server {
     const char *default_model;
     int redis_timeout_ms;
     long long result_ttl; /* seconds, EXPIRE of a trace's hash */
+    long long grace_ms;   /* on stop, longest wait for open requests */
     struct rconn_url redis;
     struct keys keys;
 
@@ -30,14 +32,23 @@ struct server {
     /* 1 while Redis is known to be unreachable, so that an outage is logged once at
      * warn by whichever thread sees it first, not once per request. */
     atomic_int redis_down;
+    /* Requests inside one of our handlers right now: server_stop waits for them. */
+    atomic_int inflight;
+    /* One per route; civetweb hands the route to server_route as its cbdata. */
+    struct server_route {
+        struct server *srv;
+        int (*fn)(struct mg_connection *conn, void *cbdata);
+    } routes[4];
 };
 
 /* Starts listening and serving; returns 0, or -1 with the reason in err (e.g. the
  * port is taken). */
 int server_start(struct server *s, char *err, size_t errlen);
 
-/* Stops accepting, lets the requests being served finish, joins the threads (which
- * closes their Redis connections). Safe if server_start failed. */
+/* Drains, then stops: from now on every response closes its connection; the
+ * requests being served (a body still arriving, a Redis round trip) finish, for
+ * up to grace_ms; then civetweb stops and joins its threads (which closes their
+ * Redis connections). Safe if server_start failed. */
 void server_stop(struct server *s);
 
 #endif
