@@ -26,8 +26,11 @@ static size_t http_collect(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-int http_request(const char *method, const char *url, const char *body, size_t body_len,
-                 int timeout_ms, struct http_response *out)
+/* Sends one request on h (options reset first; its open connections kept). fresh:
+ * forbid reusing a connection for it, and keeping it open after. */
+static int http_perform(CURL *h, int fresh, const char *method, const char *url,
+                        const char *body, size_t body_len, int timeout_ms,
+                        struct http_response *out)
 {
     struct curl_slist *headers = NULL;
     char *ct = NULL;
@@ -35,11 +38,11 @@ int http_request(const char *method, const char *url, const char *body, size_t b
 
     memset(out, 0, sizeof(*out));
     out->body = calloc(1, 1);
-    CURL *h = curl_easy_init();
     if (h == NULL || out->body == NULL) {
         snprintf(out->error, sizeof(out->error), "out of memory");
         goto out;
     }
+    curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -48,7 +51,8 @@ int http_request(const char *method, const char *url, const char *body, size_t b
     curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
     /* A fresh connection per request: the servers under test must not be
      * helped (or hurt) by a connection the previous request left open. */
-    curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+    if (fresh)
+        curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
     if (strcmp(method, "HEAD") == 0)
         curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
     if (body != NULL) {
@@ -72,9 +76,49 @@ int http_request(const char *method, const char *url, const char *body, size_t b
     rc = 0;
 out:
     curl_slist_free_all(headers);
+    return rc;
+}
+
+int http_request(const char *method, const char *url, const char *body, size_t body_len,
+                 int timeout_ms, struct http_response *out)
+{
+    CURL *h = curl_easy_init();
+    int rc = http_perform(h, 1, method, url, body, body_len, timeout_ms, out);
     if (h != NULL)
         curl_easy_cleanup(h);
     return rc;
+}
+
+struct http_client {
+    CURL *h;
+};
+
+struct http_client *http_client_new(void)
+{
+    struct http_client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->h = curl_easy_init();
+    if (c->h == NULL) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void http_client_free(struct http_client *c)
+{
+    if (c == NULL)
+        return;
+    curl_easy_cleanup(c->h);
+    free(c);
+}
+
+int http_client_request(struct http_client *c, const char *method, const char *url,
+                        const char *body, size_t body_len, int timeout_ms,
+                        struct http_response *out)
+{
+    return http_perform(c->h, 0, method, url, body, body_len, timeout_ms, out);
 }
 
 void http_response_free(struct http_response *r)

@@ -24,6 +24,20 @@ int http_request(const char *method, const char *url, const char *body, size_t b
 
 void http_response_free(struct http_response *r);
 
+/* A client that keeps its connection open between requests (HTTP keep-alive),
+ * for tests that send thousands of requests: a fresh connection per request
+ * would fill the ephemeral port range with TIME_WAIT sockets. One per thread
+ * (libcurl handles are not thread-safe). New, or NULL; free with
+ * http_client_free (NULL is fine). */
+struct http_client;
+struct http_client *http_client_new(void);
+void http_client_free(struct http_client *c);
+
+/* Like http_request, on c's connection (opened again if the server closed it). */
+int http_client_request(struct http_client *c, const char *method, const char *url,
+                        const char *body, size_t body_len, int timeout_ms,
+                        struct http_response *out);
+
 /* The body parsed as JSON: new (caller decrefs), or NULL with the reason
  * printed. */
 json_t *http_json(const struct http_response *r);

@@ -231,7 +231,7 @@ static int stack_fake_start(struct stack *s)
     return s->fake != NULL ? 0 : -1;
 }
 
-static int stack_api_start(struct stack *s)
+static int stack_api_spawn(struct stack *s, const char *name, const char *const *extra)
 {
     char bin[PATH_MAX];
     struct stack_env e;
@@ -241,9 +241,30 @@ static int stack_api_start(struct stack *s)
     stack_env_add(&e, "PORT=%d", s->api_port);
     stack_env_add(&e, "HOST=127.0.0.1");
     stack_env_list(&e, s->settings.api);
+    stack_env_list(&e, extra);
     char *argv[] = {bin, NULL};
-    s->api = stack_spawn(s, "api", argv, e.ptr, PROC_WRAP | PROC_CLEAN);
+    s->api = stack_spawn(s, name, argv, e.ptr, PROC_WRAP | PROC_CLEAN);
     return s->api != NULL ? 0 : -1;
+}
+
+static int stack_api_start(struct stack *s)
+{
+    return stack_api_spawn(s, "api", NULL);
+}
+
+int stack_api_restart(struct stack *s, const char *name, const char *const *extra)
+{
+    if (s->api != NULL) {
+        if (proc_alive(s->api)) {
+            fprintf(stderr, "integration: %s is still running\n", s->api->name);
+            return -1;
+        }
+        proc_free(s->api);
+        s->api = NULL;
+    }
+    if (stack_api_spawn(s, name, extra) != 0)
+        return -1;
+    return stack_wait_http(s, s->api, s->api_url);
 }
 
 static struct proc *stack_processor_spawn(struct stack *s, const char *name,
@@ -284,7 +305,8 @@ struct proc *stack_processor_start(struct stack *s, const char *name,
     return p;
 }
 
-static struct proc *stack_handler_spawn(struct stack *s, const char *name)
+static struct proc *stack_handler_spawn(struct stack *s, const char *name,
+                                        const char *const *extra)
 {
     char bin[PATH_MAX];
     struct stack_env e;
@@ -293,13 +315,20 @@ static struct proc *stack_handler_spawn(struct stack *s, const char *name)
     stack_env_common(s, &e);
     stack_env_add(&e, "CLAIM_IDLE_MS=10000");
     stack_env_list(&e, s->settings.handler);
+    stack_env_list(&e, extra);
     char *argv[] = {bin, NULL};
     return stack_spawn(s, name, argv, e.ptr, PROC_WRAP | PROC_CLEAN);
 }
 
 struct proc *stack_handler_start(struct stack *s, const char *name)
 {
-    struct proc *p = stack_handler_spawn(s, name);
+    return stack_handler_start_with(s, name, NULL);
+}
+
+struct proc *stack_handler_start_with(struct stack *s, const char *name,
+                                      const char *const *extra)
+{
+    struct proc *p = stack_handler_spawn(s, name, extra);
     if (p == NULL)
         return NULL;
     if (stack_wait_group(s, p, s->keys.results, KEYS_GROUP_HANDLERS) != 0) {
@@ -336,7 +365,7 @@ int stack_start(struct stack *s, const char *name, const char *prefix,
     /* Started together, waited for together: start-up costs the slowest one. */
     if (stack_redis_start(s) != 0 || stack_fake_start(s) != 0)
         return -1;
-    s->handler = stack_handler_spawn(s, "handler");
+    s->handler = stack_handler_spawn(s, "handler", NULL);
     if (s->handler == NULL)
         return -1;
     s->processor = stack_processor_spawn(s, "processor", NULL);

@@ -69,6 +69,15 @@ struct proc *stack_processor_start(struct stack *s, const char *name,
 /* The same for a chatq-handler. */
 struct proc *stack_handler_start(struct stack *s, const char *name);
 
+/* The same with extra settings (may be NULL) after the stack's. */
+struct proc *stack_handler_start_with(struct stack *s, const char *name,
+                                      const char *const *extra);
+
+/* Starts chatq-api again on s->api_port (log <name>.log) with the stack's
+ * settings plus extra (may be NULL), after the previous one exited (it is
+ * freed), and waits for GET /health. 0 or -1 (reason printed). */
+int stack_api_restart(struct stack *s, const char *name, const char *const *extra);
+
 /* Runs a command on the tests' Redis connection, reconnecting first if the
  * connection was lost. Returns a new reply (freeReplyObject), or NULL. */
 redisReply *stack_redis(struct stack *s, const char *fmt, ...);

@@ -25,6 +25,8 @@ extern const struct suite_group suite_api;
 extern const struct suite_group suite_upstream;
 extern const struct suite_group suite_recovery;
 extern const struct suite_group suite_lifecycle;
+extern const struct suite_group suite_faults;
+extern const struct suite_group suite_config;
 
 /* Fails the running test with a printf-style message unless cond holds. */
 #define CHECK(cond, ...)                                                                 \
