@@ -97,7 +97,7 @@ $(INTEG_BIN): $(call obj,$(INTEG_SRC)) $(LIBCOMMON)
 test-programs: $(PROGRAMS) $(UNIT_BINS) $(INTEG_BIN)
 
 deps:
-	@scripts/deps.sh build test
+	@scripts/deps.sh build test run
 
 test: deps
 	@$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=$(TEST_SAN) WERROR=1 test-programs

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a purpose needs, only those missing.
-#   scripts/deps.sh build test run bench
+#   scripts/deps.sh build test run
 set -euo pipefail
 
 declare -A want=(
     [build]="make gcc pkg-config libcivetweb-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev libevent-dev"
     [test]="libcmocka-dev redis-server redis-tools curl"
     [run]="redis-server redis-tools curl"
-    [bench]="redis-server redis-tools wrk"
 )
 
 missing=()
