@@ -91,14 +91,16 @@ static int handler_claim(struct finalize *fin, redisContext *c, const struct con
     return 0;
 }
 
-/* One XREADGROUP and the writes it brings. Returns 0, or -1 on a lost connection. */
+/* One XREADGROUP and the writes it brings. from is ">" for new results, or "0" for
+ * those this consumer read before but did not finish (a lost connection), which
+ * Redis answers at once. Returns the number of entries, or -1 on a lost connection. */
 static int handler_read(struct finalize *fin, redisContext *c, const struct config *cfg,
-                        const struct keys *keys, const char *consumer)
+                        const struct keys *keys, const char *consumer, const char *from)
 {
     redisReply *r =
-        redisCommand(c, "XREADGROUP GROUP %s %s COUNT %lld BLOCK %lld STREAMS %s >",
+        redisCommand(c, "XREADGROUP GROUP %s %s COUNT %lld BLOCK %lld STREAMS %s %s",
                      KEYS_GROUP_HANDLERS, consumer, cfg->batch, cfg->block_ms,
-                     keys->results);
+                     keys->results, from);
     if (rconn_reply_failed(r)) {
         log_warn(NULL, "XREADGROUP failed: %s",
                  r ? r->str : (c->errstr[0] ? c->errstr : "connection lost"));
@@ -107,6 +109,8 @@ static int handler_read(struct finalize *fin, redisContext *c, const struct conf
     }
     const redisReply *entries = stream_read_entries(r);
     int rc = entries ? finalize_entries(fin, c, entries) : 0;
+    if (rc == 0)
+        rc = entries ? (int)entries->elements : 0;
     freeReplyObject(r);
     return rc;
 }
@@ -164,7 +168,7 @@ int main(int argc, char **argv)
     finalize_init(&fin, &keys, cfg.ttl_s, cfg.dead_max);
     redisContext *c = NULL;
     long long backoff_ms = 100, next_claim = 0;
-    int outage = 0;
+    int outage = 0, own_pending = 0;
 
     while (!handler_stopping) {
         if (c == NULL) {
@@ -182,15 +186,19 @@ int main(int argc, char **argv)
             outage = 0;
             backoff_ms = 100;
             next_claim = 0;
+            own_pending = 1; /* what a lost connection left half done, first */
         }
         int rc = 0;
         if (clock_mono_ms() >= next_claim) {
             rc = handler_claim(&fin, c, &cfg, &keys, consumer);
             next_claim = clock_mono_ms() + cfg.claim_idle_ms / 2;
         }
-        if (rc == 0)
-            rc = handler_read(&fin, c, &cfg, &keys, consumer);
-        if (rc != 0) {
+        if (rc == 0) {
+            /* Once: an entry that keeps failing must not hold the loop here. */
+            rc = handler_read(&fin, c, &cfg, &keys, consumer, own_pending ? "0" : ">");
+            own_pending = 0;
+        }
+        if (rc < 0) {
             redisFree(c);
             c = NULL;
         }
