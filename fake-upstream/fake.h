@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 
@@ -106,6 +107,8 @@ int reply_error_for_status(struct evbuffer *out, int status, int quota, const ch
 int reply_error(struct evbuffer *out, const char *message, const char *type,
                 const char *param, const char *code);
 int reply_models(struct evbuffer *out);
+/* Appends value encoded with jansson's flags; -1 if value is NULL or on failure. */
+int reply_add_json(struct evbuffer *out, const json_t *value, size_t flags);
 /* Whitespace-separated words in s[0..len). */
 long long reply_count_words(const char *s, size_t len);
 /* Longest prefix of s[0..len) of at most max bytes that does not split a UTF-8

@@ -66,23 +66,21 @@ int reply_http_date(char *buf, size_t size, time_t t)
     return 0;
 }
 
+int reply_add_json(struct evbuffer *out, const json_t *value, size_t flags)
+{
+    if (value == NULL)
+        return -1;
+    char *enc = json_dumps(value, flags);
+    int rc = enc != NULL && evbuffer_add(out, enc, strlen(enc)) == 0 ? 0 : -1;
+    free(enc);
+    return rc;
+}
+
 /* Appends s[0..n) as a quoted, escaped JSON string. */
 static int reply_add_json_string(struct evbuffer *out, const char *s, size_t n)
 {
     json_t *str = json_stringn(s, n);
-    char *enc = NULL;
-    int rc = -1;
-
-    if (str == NULL)
-        goto out;
-    enc = json_dumps(str, JSON_ENCODE_ANY);
-    if (enc == NULL)
-        goto out;
-    if (evbuffer_add(out, enc, strlen(enc)) == -1)
-        goto out;
-    rc = 0;
-out:
-    free(enc);
+    int rc = reply_add_json(out, str, JSON_ENCODE_ANY);
     json_decref(str);
     return rc;
 }
@@ -287,7 +285,6 @@ int reply_models(struct evbuffer *out)
                                       "fake-model"};
     json_t *list = json_array();
     json_t *body = NULL;
-    char *enc = NULL;
     int rc = -1;
 
     if (list == NULL)
@@ -302,16 +299,8 @@ int reply_models(struct evbuffer *out)
     /* "o" steals list, so it must not be freed again below. */
     body = json_pack("{s:s, s:o}", "object", "list", "data", list);
     list = NULL;
-    if (body == NULL)
-        goto out;
-    enc = json_dumps(body, JSON_COMPACT);
-    if (enc == NULL)
-        goto out;
-    if (evbuffer_add(out, enc, strlen(enc)) == -1)
-        goto out;
-    rc = 0;
+    rc = reply_add_json(out, body, JSON_COMPACT);
 out:
-    free(enc);
     json_decref(body);
     json_decref(list);
     return rc;

@@ -745,7 +745,6 @@ static void serve_stats(struct server *srv, struct evhttp_request *req)
     struct serve_stats *st = &srv->stats;
     json_t *by = json_object();
     json_t *body = NULL;
-    char *enc = NULL;
     struct evbuffer *out = evbuffer_new();
 
     if (by == NULL || out == NULL)
@@ -765,10 +764,7 @@ static void serve_stats(struct server *srv, struct evhttp_request *req)
                   "in_flight", (json_int_t)st->in_flight, "max_in_flight",
                   (json_int_t)st->max_in_flight, "completed", (json_int_t)st->completed,
                   "aborted", (json_int_t)st->aborted, "by_status", by);
-    if (body == NULL)
-        goto out;
-    enc = json_dumps(body, JSON_COMPACT);
-    if (enc == NULL || evbuffer_add(out, enc, strlen(enc)) == -1)
+    if (reply_add_json(out, body, JSON_COMPACT) != 0)
         goto out;
     serve_send(req, 200, out, SERVE_JSON);
     evbuffer_free(out);
@@ -778,7 +774,6 @@ out:
         evbuffer_free(out);
         evhttp_send_error(req, 500, NULL);
     }
-    free(enc);
     json_decref(body);
     json_decref(by);
 }
