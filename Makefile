@@ -7,7 +7,7 @@
 #   make bench           the performance table
 #   make install         PREFIX=/usr/local DESTDIR=
 #   make SANITIZE=address,undefined   an instrumented build
-#   make valgrind        the integration tests with the binaries under valgrind
+#   make valgrind        the unit and integration tests under valgrind
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -46,7 +46,7 @@ LIBCOMMON := $(OBJDIR)/libchatq.a
 PROGRAMS := $(BINDIR)/chatq-api $(BINDIR)/chatq-processor $(BINDIR)/chatq-handler \
             $(BINDIR)/chatq-fake-upstream
 
-.PHONY: all install uninstall test unit integration run bench format valgrind deps \
+.PHONY: all install uninstall test test-programs unit run bench format valgrind deps \
         clean check-compose
 all: $(PROGRAMS)
 
