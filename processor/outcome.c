@@ -236,8 +236,12 @@ int outcome_classify(const struct outcome_input *in, struct outcome *out)
 
 out:
     json_decref(root);
-    if (rc != 0)
+    if (rc != 0) {
+        /* Never leave the zero value, OUTCOME_COMPLETED, behind: that would write a
+         * completed chat with no answer. Trying again is the safe reading. */
         outcome_clear(out);
+        out->kind = OUTCOME_RETRY;
+    }
     return rc;
 }
 

@@ -47,7 +47,7 @@ struct outcome {
 void outcome_init(struct outcome *o);
 
 /* Fills out (which must be initialised or cleared) from in. Returns 0, or -1 if
- * memory ran out (out is then cleared). */
+ * memory ran out (out is then cleared and marked OUTCOME_RETRY). */
 int outcome_classify(const struct outcome_input *in, struct outcome *out);
 
 /* Turns a retryable outcome into a final failure after the last allowed attempt:

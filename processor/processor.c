@@ -265,10 +265,8 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
                                .body_len = x->resp_len,
                                .retry_after_ms = upstream_xfer_retry_after(x),
                                .request_model = job->model};
-    if (outcome_classify(&in, &job->outcome) != 0) {
+    if (outcome_classify(&in, &job->outcome) != 0)
         log_error(job->trace, "out of memory classifying an upstream answer");
-        job->outcome.kind = OUTCOME_RETRY;
-    }
     /* A response can be megabytes; a job waiting to retry should not hold it. */
     free(x->resp);
     x->resp = NULL;
@@ -285,8 +283,9 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
     }
     struct job *job = processor_take(p);
     if (job == NULL) {
-        /* Cannot happen: reads and claims ask for no more than the free slots. */
-        log_error(NULL, "no free slot for entry %s; it stays pending", id);
+        /* Reads and claims ask for no more than the free slots, so only a slot
+         * that could not be set up (out of memory) gets here. */
+        log_error(NULL, "no slot for entry %s (out of memory?); it stays pending", id);
         return;
     }
     snprintf(job->id, sizeof(job->id), "%s", id);
@@ -391,7 +390,8 @@ static void processor_on_hard_stop(evutil_socket_t fd, short what, void *arg)
  * loop once the outstanding replies are in. */
 static void processor_check_done(struct processor *p)
 {
-    if (!p->stopping || p->closing || !rlink_closed(p->rd))
+    /* A claim in flight may still bring entries, which must be handed back. */
+    if (!p->stopping || p->closing || !rlink_closed(p->rd) || p->claim_busy)
         return;
     if (p->nfree < p->njobs) {
         if (!p->deadline_passed)
