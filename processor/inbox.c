@@ -50,6 +50,8 @@ static int inbox_argv_init(struct inbox_argv *a, size_t cap)
     if (a->argv == NULL || a->lens == NULL) {
         free(a->argv);
         free(a->lens);
+        a->argv = NULL; /* callers free an argv they see set */
+        a->lens = NULL;
         return -1;
     }
     return 0;
@@ -245,7 +247,9 @@ static void inbox_on_claimed(redisAsyncContext *ac, void *reply, void *privdata)
         goto out;
     }
 
-    size_t hint = 0, taken = 0;
+    size_t hint = 0, taken = 0, nback = 0;
+    /* Claimed while a shutdown began: hand them straight back, as a read would. */
+    const char **back = p->stopping ? malloc(r->elements * sizeof(*back) + 1) : NULL;
     for (size_t i = 0; i < r->elements; i++) {
         struct stream_entry e;
         if (stream_entry_at(r, i, &e) != 0)
@@ -257,10 +261,18 @@ static void inbox_on_claimed(redisAsyncContext *ac, void *reply, void *privdata)
             redisAsyncCommandArgv(ac, NULL, NULL, 4, argv, NULL);
             continue;
         }
+        if (p->stopping) {
+            if (back)
+                back[nback++] = e.id;
+            continue;
+        }
         long long before = inbox_claim_deliveries(c, e.id, &hint);
         processor_accept(p, e.id, e.fields, before + 1);
         taken++;
     }
+    if (nback > 0)
+        inbox_hand_back(p, back, nback);
+    free(back);
     if (taken > 0)
         log_info(NULL, "took over %zu entries left idle for %lld ms or more", taken,
                  p->cfg->claim_idle_ms);
@@ -281,6 +293,8 @@ static void inbox_on_pending(redisAsyncContext *ac, void *reply, void *privdata)
             log_warn(NULL, "XPENDING failed: %s", r->str);
         goto out;
     }
+    if (p->stopping)
+        goto out; /* taking more work now would only mean handing it back */
 
     c = calloc(1, sizeof(*c));
     if (c == NULL || r->elements == 0)

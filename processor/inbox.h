@@ -39,11 +39,11 @@ void inbox_stop(struct processor *p);
  * processors take them over at once. ids borrowed. */
 void inbox_hand_back(struct processor *p, const char *const *ids, size_t n);
 
-/* Frees the timers. */
 /* On a clean exit: removes this processor's consumer from the group unless it
  * still holds pending entries (see stream_retire_script). */
 void inbox_retire(struct processor *p);
 
+/* Frees the timers. */
 void inbox_free(struct processor *p);
 
 #endif

@@ -66,6 +66,14 @@ static void outbox_on_exec(redisAsyncContext *ac, void *reply, void *privdata)
         log_error(job->trace[0] ? job->trace : NULL,
                   "writing the outcome of entry %s failed: %s", job->id,
                   r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply to EXEC");
+    } else {
+        /* A command inside the transaction failed on its own (a key of the wrong
+         * type: misconfiguration). The others ran, so say loudly what was lost. */
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_ERROR)
+                log_error(job->trace[0] ? job->trace : NULL,
+                          "writing the outcome of entry %s: step %zu failed: %s", job->id,
+                          i + 1, r->element[i]->str);
     }
     processor_release(p, job);
 }
@@ -159,11 +167,9 @@ static void outbox_fill_result(const struct job *job, struct chat_result *res)
     }
 }
 
-/* Sends one job's write; returns 0, or -1 if the connection would not take it. */
-static int outbox_send(redisAsyncContext *ac, struct processor *p, struct job *job)
+/* Queues the steps of one job's transaction after MULTI; 0 or -1. */
+static int outbox_send_steps(redisAsyncContext *ac, struct processor *p, struct job *job)
 {
-    if (redisAsyncCommand(ac, NULL, NULL, "MULTI") != REDIS_OK)
-        return -1;
     if (job->dead && outbox_send_dead(ac, p, job) != 0)
         return -1;
     /* A dead letter without a well-formed trace has no record to fail. */
@@ -176,9 +182,24 @@ static int outbox_send(redisAsyncContext *ac, struct processor *p, struct job *j
     const char *ack[] = {"XACK", p->keys.requests, KEYS_GROUP_PROCESSORS, job->id};
     const char *del[] = {"XDEL", p->keys.requests, job->id};
     if (redisAsyncCommandArgv(ac, NULL, NULL, 4, ack, NULL) != REDIS_OK ||
-        redisAsyncCommandArgv(ac, NULL, NULL, 3, del, NULL) != REDIS_OK ||
-        redisAsyncCommand(ac, outbox_on_exec, job, "EXEC") != REDIS_OK)
+        redisAsyncCommandArgv(ac, NULL, NULL, 3, del, NULL) != REDIS_OK)
         return -1;
+    return 0;
+}
+
+/* Sends one job's write; returns 0, or -1 if it could not be queued (nothing of it
+ * then runs). */
+static int outbox_send(redisAsyncContext *ac, struct processor *p, struct job *job)
+{
+    if (redisAsyncCommand(ac, NULL, NULL, "MULTI") != REDIS_OK)
+        return -1;
+    if (outbox_send_steps(ac, p, job) != 0 ||
+        redisAsyncCommand(ac, outbox_on_exec, job, "EXEC") != REDIS_OK) {
+        /* Out of memory or a context going down: never leave a transaction open on a
+         * connection that carries on (heartbeats would only be QUEUED). */
+        redisAsyncCommand(ac, NULL, NULL, "DISCARD");
+        return -1;
+    }
     job->write_sent = 1;
     return 0;
 }
@@ -191,8 +212,8 @@ void outbox_flush(struct processor *p)
             return;
         struct job *job = outbox_dequeue(p);
         if (outbox_send(ac, p, job) != 0) {
-            /* Only a context on its way down refuses commands; MULTI without EXEC
-             * dies with it. Try again after the reconnect. */
+            /* A context on its way down (or out of memory): try again after the
+             * reconnect or the next write. */
             job->next = p->wq_head;
             p->wq_head = job;
             if (p->wq_tail == NULL)

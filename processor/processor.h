@@ -1,7 +1,8 @@
 /* processor.h - the processor's settings and its state: the job slots and their
  * life (read or claimed -> upstream attempts and backoff waits -> result written
  * -> slot free), the two Redis links, and shutdown. What is done on Redis lives
- * in inbox.c (the requests stream's read side) and outbox.c (every write). */
+ * in inbox.c (reads, claims, heartbeats, hand-backs: the requests stream's
+ * bookkeeping) and outbox.c (results and dead letters). */
 #ifndef CHATQ_PROCESSOR_H
 #define CHATQ_PROCESSOR_H
 
