@@ -30,6 +30,12 @@ struct redisReply;
 #define REC_TIMESTAMP "timestamp"
 #define REC_ATTEMPTS "attempts"
 
+/* A dead-letter entry: these fields, then the original entry's fields. */
+#define REC_DEAD_SOURCE "source"         /* the stream the entry came from */
+#define REC_DEAD_ID "id"                 /* its id there */
+#define REC_DEAD_REASON "reason"         /* why nobody could use it */
+#define REC_DEAD_DELIVERIES "deliveries" /* how often it was delivered, if known */
+
 #define TEMPERATURE_MIN 0.0
 #define TEMPERATURE_MAX 2.0
 

@@ -33,8 +33,9 @@ static const char finalize_script[] =
     "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
     "  wrote = 1\n"
     "elseif not st then\n"
-    "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'source', KEYS[2],\n"
-    "             'id', ARGV[2], 'reason', '" FINALIZE_ORPHAN_REASON "',\n"
+    "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',\n"
+    "             '" REC_DEAD_SOURCE "', KEYS[2], '" REC_DEAD_ID "', ARGV[2],\n"
+    "             '" REC_DEAD_REASON "', '" FINALIZE_ORPHAN_REASON "',\n"
     "             unpack(ARGV, 6))\n"
     "end\n"
     "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
@@ -93,11 +94,11 @@ static void finalize_append_dead(struct finalize *f, redisContext *c,
     cmd_addz(&cmd, "~");
     cmd_addll(&cmd, f->dead_max);
     cmd_addz(&cmd, "*");
-    cmd_addz(&cmd, "source");
+    cmd_addz(&cmd, REC_DEAD_SOURCE);
     cmd_addz(&cmd, f->keys->results);
-    cmd_addz(&cmd, "id");
+    cmd_addz(&cmd, REC_DEAD_ID);
     cmd_addz(&cmd, e->id);
-    cmd_addz(&cmd, "reason");
+    cmd_addz(&cmd, REC_DEAD_REASON);
     cmd_addz(&cmd, reason);
     const redisReply *fl = e->fields;
     for (size_t i = 0; i + 1 < fl->elements && cmd.argc + 2 <= CMD_MAX_ARGS; i += 2) {

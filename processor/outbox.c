@@ -100,13 +100,14 @@ static int outbox_send_result(redisAsyncContext *ac, struct processor *p,
     return outbox_send_cmd(ac, &c);
 }
 
-/* XADD <dead> MAXLEN ~ <max> * id <id> reason <r> deliveries <n> <original fields>;
+/* XADD <dead> MAXLEN ~ <max> * source <requests> id <id> reason <r> deliveries <n>
+ * <original fields>;
  * the original fields are any number, hence the argv built here. */
 static int outbox_send_dead(redisAsyncContext *ac, struct processor *p,
                             const struct job *job)
 {
     const struct job_dead *d = job->dead;
-    size_t cap = 12 + d->nfields;
+    size_t cap = 14 + d->nfields;
     const char **argv = malloc(cap * sizeof(*argv));
     size_t *lens = malloc(cap * sizeof(*lens));
     int rc = -1;
@@ -116,9 +117,11 @@ static int outbox_send_dead(redisAsyncContext *ac, struct processor *p,
     char max[32], deliveries[32];
     snprintf(max, sizeof(max), "%lld", p->cfg->dead_letter_max);
     snprintf(deliveries, sizeof(deliveries), "%lld", job->deliveries);
-    const char *head[] = {"XADD",   p->keys.dead, "MAXLEN",     "~",
-                          max,      "*",          "id",         job->id,
-                          "reason", d->reason,    "deliveries", deliveries};
+    const char *head[] = {"XADD",           p->keys.dead,     "MAXLEN",
+                          "~",              max,              "*",
+                          REC_DEAD_SOURCE,  p->keys.requests, REC_DEAD_ID,
+                          job->id,          REC_DEAD_REASON,  d->reason,
+                          REC_DEAD_DELIVERIES, deliveries};
     int argc = 0;
     for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++) {
         argv[argc] = head[i];
