@@ -34,6 +34,9 @@ struct inbox_claim {
     long long *deliveries;
 };
 
+/* The argc of a fixed command written as an array literal. */
+#define INBOX_ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
 /* A command with a variable number of ids: fixed words, the ids, then tail
  * words. Borrowed strings; freed with inbox_argv_free after sending. */
 struct inbox_argv {
@@ -90,7 +93,7 @@ static void inbox_group_ensure(struct processor *p, redisAsyncContext *ac)
 {
     const char *argv[] = {"XGROUP", "CREATE",  p->keys.requests, KEYS_GROUP_PROCESSORS,
                           "0",      "MKSTREAM"};
-    redisAsyncCommandArgv(ac, inbox_on_group, NULL, 6, argv, NULL);
+    redisAsyncCommandArgv(ac, inbox_on_group, NULL, INBOX_ARGC(argv), argv, NULL);
 }
 
 static void inbox_on_client_id(redisAsyncContext *ac, void *reply, void *privdata)
@@ -192,7 +195,7 @@ static void inbox_read(struct processor *p, size_t free_slots)
                           p->consumer,      "COUNT", scount,
                           "BLOCK",          sblock,  "STREAMS",
                           p->keys.requests, ">"};
-    if (redisAsyncCommandArgv(ac, inbox_on_read, p, 11, argv, NULL) != REDIS_OK)
+    if (redisAsyncCommandArgv(ac, inbox_on_read, p, INBOX_ARGC(argv), argv, NULL) != REDIS_OK)
         return;
     p->read_busy = 1;
     p->read_reserved = count;
@@ -258,7 +261,7 @@ static void inbox_on_claimed(redisAsyncContext *ac, void *reply, void *privdata)
             /* Deleted from the stream meanwhile (Redis before 7 still returns it):
              * nothing left to do but to stop it being pending. */
             const char *argv[] = {"XACK", p->keys.requests, KEYS_GROUP_PROCESSORS, e.id};
-            redisAsyncCommandArgv(ac, NULL, NULL, 4, argv, NULL);
+            redisAsyncCommandArgv(ac, NULL, NULL, INBOX_ARGC(argv), argv, NULL);
             continue;
         }
         if (p->stopping) {
@@ -365,7 +368,7 @@ static void inbox_claim(struct processor *p, size_t free_slots)
     const char *argv[] = {
         "XPENDING", p->keys.requests, KEYS_GROUP_PROCESSORS, "IDLE", idle, "-", "+",
         scount};
-    if (redisAsyncCommandArgv(ac, inbox_on_pending, p, 8, argv, NULL) != REDIS_OK)
+    if (redisAsyncCommandArgv(ac, inbox_on_pending, p, INBOX_ARGC(argv), argv, NULL) != REDIS_OK)
         return;
     p->claim_due = 0;
     p->claim_busy = 1;
@@ -477,7 +480,7 @@ void inbox_retire(struct processor *p)
         return;
     const char *argv[] = {"EVAL",         stream_retire_script, "1",
                           p->keys.requests, KEYS_GROUP_PROCESSORS, p->consumer};
-    redisAsyncCommandArgv(ac, inbox_on_retired, p, 6, argv, NULL);
+    redisAsyncCommandArgv(ac, inbox_on_retired, p, INBOX_ARGC(argv), argv, NULL);
 }
 
 /* ---- lifecycle ----------------------------------------------------------------- */
@@ -518,7 +521,7 @@ void inbox_stop(struct processor *p)
         char id[32];
         snprintf(id, sizeof(id), "%lld", p->read_client);
         const char *argv[] = {"CLIENT", "UNBLOCK", id};
-        redisAsyncCommandArgv(wac, NULL, NULL, 3, argv, NULL);
+        redisAsyncCommandArgv(wac, NULL, NULL, INBOX_ARGC(argv), argv, NULL);
     }
     rlink_close(p->rd);
 }

@@ -113,17 +113,23 @@ static struct job *processor_take(struct processor *p)
     return job;
 }
 
-void processor_release(struct processor *p, struct job *job)
+/* Drops what a slot holds for its request (not its timer, which the slot keeps). */
+static void processor_slot_clear(struct job *job)
 {
     upstream_cancel(&job->xfer);
     upstream_xfer_clear(&job->xfer);
-    evtimer_del(job->timer);
     outcome_clear(&job->outcome);
     free(job->model);
     free(job->accepted);
     processor_dead_free(job->dead);
     job->model = job->accepted = NULL;
     job->dead = NULL;
+}
+
+void processor_release(struct processor *p, struct job *job)
+{
+    evtimer_del(job->timer);
+    processor_slot_clear(job);
     job->state = JOB_FREE;
     job->next = p->free_jobs;
     p->free_jobs = job;
@@ -570,12 +576,7 @@ void processor_free(struct processor *p)
     rlink_free(p->wr);
     for (size_t i = 0; p->jobs && i < p->nused; i++) {
         struct job *job = &p->jobs[i];
-        upstream_cancel(&job->xfer);
-        upstream_xfer_clear(&job->xfer);
-        outcome_clear(&job->outcome);
-        free(job->model);
-        free(job->accepted);
-        processor_dead_free(job->dead);
+        processor_slot_clear(job);
         if (job->timer)
             event_free(job->timer);
     }
