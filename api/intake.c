@@ -87,7 +87,7 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
 /* Queues one command built in c; its strings must live until the replies are read. */
 static int intake_append(redisContext *rc, struct cmd *c)
 {
-    assert(!c->overflow); /* the record formats have far fewer fields than CMD_MAX_ARGS */
+    assert(!c->overflow); /* only out of memory overflows a cmd */
     return redisAppendCommandArgv(rc, c->argc, c->argv, c->len) == REDIS_OK ? 0 : -1;
 }
 
@@ -153,6 +153,7 @@ static int intake_store(struct worker *w, const struct chat_request *req)
     const struct server *srv = w->srv;
     char key[KEYS_MAX + UUID_LEN + 1];
     struct intake_cmds c;
+    int result = -1;
 
     keys_trace(&srv->keys, req->trace, key, sizeof(key));
     cmd_init(&c.hset, "HSET");
@@ -171,14 +172,19 @@ static int intake_store(struct worker *w, const struct chat_request *req)
     for (int attempt = 0; attempt < 2; attempt++) {
         redisContext *redis = worker_redis(w, req->trace);
         if (redis == NULL)
-            return -1;
+            break;
         enum intake_exec_result rc = intake_exec(redis, &c, req->trace);
-        if (rc != INTAKE_EXEC_LOST)
-            return rc == INTAKE_EXEC_OK ? 0 : -1;
+        if (rc != INTAKE_EXEC_LOST) {
+            result = rc == INTAKE_EXEC_OK ? 0 : -1;
+            break;
+        }
         if (!worker_redis_failed(w, req->trace, "MULTI/EXEC"))
-            return -1;
+            break;
     }
-    return -1;
+    cmd_free(&c.hset);
+    cmd_free(&c.expire);
+    cmd_free(&c.xadd);
+    return result;
 }
 
 int intake_handle(struct mg_connection *conn, struct server *srv, struct worker *w)

@@ -1,20 +1,64 @@
 /* cmd.c - see cmd.h. */
 #include "cmd.h"
 
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void cmd_init(struct cmd *c, const char *name)
 {
     c->argc = 0;
+    c->cap = CMD_INLINE_ARGS;
     c->nnum = 0;
     c->overflow = 0;
+    c->argv = c->inline_argv;
+    c->len = c->inline_len;
     cmd_addz(c, name);
+}
+
+void cmd_free(struct cmd *c)
+{
+    if (c->argv != c->inline_argv) {
+        free(c->argv);
+        free(c->len);
+    }
+    c->argv = c->inline_argv;
+    c->len = c->inline_len;
+    c->argc = 0;
+    c->cap = CMD_INLINE_ARGS;
+}
+
+/* Doubles the room for arguments, moving them to the heap; 0 or -1. */
+static int cmd_grow(struct cmd *c)
+{
+    if (c->cap > INT_MAX / 2)
+        return -1;
+    int ncap = c->cap * 2;
+    const char **argv = malloc((size_t)ncap * sizeof(*argv));
+    size_t *len = malloc((size_t)ncap * sizeof(*len));
+    if (argv == NULL || len == NULL) {
+        free(argv);
+        free(len);
+        return -1;
+    }
+    memcpy(argv, c->argv, (size_t)c->argc * sizeof(*argv));
+    memcpy(len, c->len, (size_t)c->argc * sizeof(*len));
+    if (c->argv != c->inline_argv) {
+        free(c->argv);
+        free(c->len);
+    }
+    c->argv = argv;
+    c->len = len;
+    c->cap = ncap;
+    return 0;
 }
 
 void cmd_add(struct cmd *c, const char *s, size_t len)
 {
-    if (c->argc == CMD_MAX_ARGS) {
+    if (c->overflow)
+        return;
+    if (c->argc == c->cap && cmd_grow(c) != 0) {
         c->overflow = 1;
         return;
     }

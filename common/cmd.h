@@ -1,25 +1,34 @@
-/* cmd.h - a Redis command as an argv array, built without allocating.
+/* cmd.h - a Redis command as an argv array: the one argv builder of the project.
  *
- * Strings added are borrowed and must outlive the send; numbers are formatted
- * into the struct itself, so a struct cmd must not move once numbers are in. */
+ * Up to CMD_INLINE_ARGS arguments live in the struct itself, so the common short
+ * command allocates nothing; longer ones (a claim of a thousand ids, a dead
+ * letter carrying a whole entry) move to the heap. Strings added are borrowed
+ * and must outlive the send; numbers are formatted into the struct itself, so a
+ * struct cmd must not move once anything is in it. Every cmd_init is paired with
+ * a cmd_free. */
 #ifndef CHATQ_CMD_H
 #define CHATQ_CMD_H
 
 #include <stddef.h>
 
-#define CMD_MAX_ARGS 64
+#define CMD_INLINE_ARGS 32
 #define CMD_MAX_NUMS 16
 
 struct cmd {
     int argc;
+    int cap;
     int nnum;
-    int overflow; /* set when an add did not fit; such a command must not be sent */
-    const char *argv[CMD_MAX_ARGS];
-    size_t len[CMD_MAX_ARGS];
+    int overflow; /* an add did not fit (out of memory): the command must not be sent */
+    const char **argv;
+    size_t *len;
+    const char *inline_argv[CMD_INLINE_ARGS];
+    size_t inline_len[CMD_INLINE_ARGS];
     char num[CMD_MAX_NUMS][32];
 };
 
 void cmd_init(struct cmd *c, const char *name);
+/* Frees what longer commands took from the heap; the cmd may be inited again. */
+void cmd_free(struct cmd *c);
 void cmd_add(struct cmd *c, const char *s, size_t len);
 void cmd_addz(struct cmd *c, const char *s);
 void cmd_addll(struct cmd *c, long long v);

@@ -42,9 +42,6 @@ static const char finalize_script[] =
     "redis.call('XDEL', KEYS[2], ARGV[2])\n"
     "return {wrote, st or ''}\n";
 
-/* Fixed arguments before the entry's pairs in the EVAL command. */
-#define FINALIZE_FIXED_ARGS 11
-
 void finalize_init(struct finalize *f, const struct keys *keys, long long ttl_s,
                    long long dead_max)
 {
@@ -81,6 +78,7 @@ static void finalize_append_script(struct finalize *f, redisContext *c,
     for (size_t i = 0; i < e->fields->elements; i++)
         cmd_add(&cmd, e->fields->element[i]->str, e->fields->element[i]->len);
     redisAppendCommandArgv(c, cmd.argc, cmd.argv, cmd.len);
+    cmd_free(&cmd);
 }
 
 /* A result entry nobody can use: keep it for a human in the dead-letter stream. */
@@ -101,12 +99,13 @@ static void finalize_append_dead(struct finalize *f, redisContext *c,
     cmd_addz(&cmd, REC_DEAD_REASON);
     cmd_addz(&cmd, reason);
     const redisReply *fl = e->fields;
-    for (size_t i = 0; i + 1 < fl->elements && cmd.argc + 2 <= CMD_MAX_ARGS; i += 2) {
+    for (size_t i = 0; i + 1 < fl->elements; i += 2) {
         cmd_add(&cmd, fl->element[i]->str, fl->element[i]->len);
         cmd_add(&cmd, fl->element[i + 1]->str, fl->element[i + 1]->len);
     }
     redisAppendCommand(c, "MULTI");
     redisAppendCommandArgv(c, cmd.argc, cmd.argv, cmd.len);
+    cmd_free(&cmd);
     redisAppendCommand(c, "XACK %s %s %s", f->keys->results, KEYS_GROUP_HANDLERS, e->id);
     redisAppendCommand(c, "XDEL %s %s", f->keys->results, e->id);
     redisAppendCommand(c, "EXEC");
@@ -155,10 +154,6 @@ static enum finalize_kind finalize_append(struct finalize *f, redisContext *c,
     int bad = record_result_parse(e.fields, res, err, sizeof(err)) != 0;
     if (!bad && (res->trace == NULL || res->trace[0] == '\0')) {
         snprintf(err, sizeof(err), "missing field '%s'", REC_TRACE);
-        bad = 1;
-    }
-    if (!bad && e.fields->elements + FINALIZE_FIXED_ARGS > CMD_MAX_ARGS) {
-        snprintf(err, sizeof(err), "too many fields (%zu)", e.fields->elements);
         bad = 1;
     }
     if (bad) {

@@ -97,7 +97,9 @@ static int outbox_send_result(redisAsyncContext *ac, struct processor *p,
     cmd_addz(&c, p->keys.results);
     cmd_addz(&c, "*");
     record_result_append(res, &c);
-    return outbox_send_cmd(ac, &c);
+    int rc = outbox_send_cmd(ac, &c);
+    cmd_free(&c);
+    return rc;
 }
 
 /* XADD <dead> MAXLEN ~ <max> * source <requests> id <id> reason <r> deliveries <n>

@@ -67,6 +67,7 @@ static void test_request_roundtrip(void **state)
     assert_true(out.temperature == 0.7);
     assert_string_equal(out.accepted, req.accepted);
     freeReplyObject(fields);
+    cmd_free(&c);
 }
 
 static void test_request_poison(void **state)
@@ -97,6 +98,7 @@ static void test_request_poison(void **state)
         if (k >= 2)
             assert_string_equal(out.trace, TRACE);
         freeReplyObject(fields);
+        cmd_free(&c);
     }
 }
 
@@ -133,6 +135,7 @@ static void test_result_roundtrip(void **state)
     assert_int_equal(out.attempts, 2);
     assert_null(out.error_code);
     freeReplyObject(fields);
+    cmd_free(&c);
 
     /* A failure carries its error and no usage. */
     record_result_init(&r);
@@ -150,6 +153,7 @@ static void test_result_roundtrip(void **state)
     assert_int_equal(out.total_tokens, -1);
     assert_null(out.response);
     freeReplyObject(fields);
+    cmd_free(&c);
 }
 
 static void test_result_bad_status(void **state)
@@ -165,17 +169,34 @@ static void test_result_bad_status(void **state)
     assert_int_equal(record_result_parse(fields, &out, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "done"));
     freeReplyObject(fields);
+    cmd_free(&c);
 }
 
-static void test_cmd_overflow(void **state)
+static void test_cmd_grows(void **state)
 {
     (void)state;
     struct cmd c;
+    char num[16];
     cmd_init(&c, "X");
-    for (int i = 0; i < CMD_MAX_ARGS; i++)
-        cmd_addz(&c, "a");
-    assert_true(c.overflow);
-    assert_int_equal(c.argc, CMD_MAX_ARGS);
+    /* Far past the inline room: the arguments move to the heap, in order. */
+    for (int i = 0; i < 5 * CMD_INLINE_ARGS; i++)
+        cmd_addll(&c, i % CMD_MAX_NUMS == 0 ? 0 : 1);
+    assert_true(c.overflow); /* more numbers than CMD_MAX_NUMS */
+    cmd_free(&c);
+
+    cmd_init(&c, "X");
+    for (int i = 0; i < 5 * CMD_INLINE_ARGS; i++)
+        cmd_addz(&c, i % 2 ? "odd" : "even");
+    cmd_addll(&c, 42);
+    assert_false(c.overflow);
+    assert_int_equal(c.argc, 5 * CMD_INLINE_ARGS + 2);
+    assert_string_equal(c.argv[0], "X");
+    assert_string_equal(c.argv[2], "odd");
+    assert_int_equal(c.len[3], 4);
+    snprintf(num, sizeof(num), "%.*s", (int)c.len[c.argc - 1], c.argv[c.argc - 1]);
+    assert_string_equal(num, "42");
+    cmd_free(&c);
+    cmd_free(&c); /* safe twice */
 }
 
 static void test_uuid(void **state)
@@ -333,7 +354,7 @@ int main(void)
         cmocka_unit_test(test_request_poison),
         cmocka_unit_test(test_result_roundtrip),
         cmocka_unit_test(test_result_bad_status),
-        cmocka_unit_test(test_cmd_overflow),
+        cmocka_unit_test(test_cmd_grows),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_clock_iso),
         cmocka_unit_test(test_redis_url),
