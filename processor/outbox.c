@@ -1,145 +1,149 @@
 /* outbox.c - results, acks and dead letters on the write connection (see
  * outbox.h).
  *
- * Each write is MULTI; XADD ...; XACK; XDEL; EXEC so that a result is never
- * written without its request being acked, nor acked without its result. The
- * XDEL after the ack keeps the requests stream as short as the work in it;
- * entries not yet acked are never trimmed. hiredis sends the commands of all
- * writes made in one loop iteration together, which is the pipelining. */
+ * MULTI/EXEC would not do: it does not roll back a command that fails at run
+ * time, so a result XADD refused for a key of the wrong type would still let the
+ * XACK and XDEL run, and the chat would be lost. The script stops at the first
+ * error, before the ack. The XDEL after the ack keeps the requests stream as
+ * short as the work in it; entries not yet acked are never trimmed. hiredis sends
+ * the commands of all writes made in one loop iteration together, which is the
+ * pipelining.
+ *
+ * Sent with EVAL rather than EVALSHA, as the handler does: Redis caches the
+ * compiled script by its hash either way, and EVAL cannot fail with NOSCRIPT
+ * after a Redis restart. */
 #include "outbox.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "clock.h"
 #include "cmd.h"
+#include "deadletter.h"
 #include "keys.h"
 #include "log.h"
 #include "processor.h"
 #include "record.h"
 #include "rlink.h"
 
-static void outbox_enqueue(struct processor *p, struct job *job)
+struct outbox {
+    struct processor *p;     /* borrowed: the owner */
+    struct job *head, *tail; /* outcomes waiting for the write connection */
+};
+
+/* KEYS: requests, results, dead. ARGV: group, consumer, entry id, dead-letter cap,
+ * dead-letter reason ('' for none), deliveries, n (how many of the entry's own
+ * field strings follow for the dead letter), those n strings, then the result's
+ * field/value pairs (none when there is no trace to finish). Returns 1 when
+ * written and acknowledged, 0 when the entry is no longer this consumer's (taken
+ * over, or finished by someone else): then nothing is written. */
+static const char outbox_script[] =
+    DEADLETTER_LUA
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)\n"
+    "if p[1] == nil or p[1][2] ~= ARGV[2] then return 0 end\n"
+    "local n = tonumber(ARGV[7])\n"
+    "if ARGV[5] ~= '' then\n"
+    "  dead_letter(KEYS[3], ARGV[4], KEYS[1], ARGV[3], ARGV[5], ARGV[6],\n"
+    "              {unpack(ARGV, 8, 7 + n)}, 1)\n"
+    "end\n"
+    "if #ARGV > 7 + n then\n"
+    "  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 8 + n))\n"
+    "end\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[3])\n"
+    "return 1\n";
+
+struct outbox *outbox_new(struct processor *p)
 {
-    job->next = NULL;
-    if (p->wq_tail)
-        p->wq_tail->next = job;
-    else
-        p->wq_head = job;
-    p->wq_tail = job;
+    struct outbox *o = calloc(1, sizeof(*o));
+    if (o != NULL)
+        o->p = p;
+    return o;
 }
 
-static struct job *outbox_dequeue(struct processor *p)
+void outbox_free(struct outbox *o)
 {
-    struct job *job = p->wq_head;
+    free(o);
+}
+
+static void outbox_enqueue(struct outbox *o, struct job *job)
+{
+    job->next = NULL;
+    if (o->tail)
+        o->tail->next = job;
+    else
+        o->head = job;
+    o->tail = job;
+}
+
+static struct job *outbox_dequeue(struct outbox *o)
+{
+    struct job *job = o->head;
     if (job) {
-        p->wq_head = job->next;
-        if (p->wq_head == NULL)
-            p->wq_tail = NULL;
+        o->head = job->next;
+        if (o->head == NULL)
+            o->tail = NULL;
         job->next = NULL;
     }
     return job;
 }
 
-static void outbox_on_exec(redisAsyncContext *ac, void *reply, void *privdata)
+/* Redis refused the write: keep the outcome and the slot, try again later. */
+static void outbox_refused(struct outbox *o, struct job *job, const char *why)
+{
+    long long wait = OUTBOX_RETRY_MIN_MS;
+    for (int i = 0; i < job->write_tries && wait < OUTBOX_RETRY_MAX_MS; i++)
+        wait *= 2;
+    if (wait > OUTBOX_RETRY_MAX_MS)
+        wait = OUTBOX_RETRY_MAX_MS;
+    job->write_tries++;
+    /* Loud once, then quiet: the same refusal usually repeats until mended. */
+    log_msg(job->write_tries == 1 ? LOG_ERROR : LOG_DEBUG,
+            job->trace[0] ? job->trace : NULL,
+            "writing the outcome of entry %s failed: %s; nothing was acknowledged, "
+            "trying again in %lld ms",
+            job->id, why, wait);
+    job->state = JOB_WRITE_WAIT;
+    struct timeval tv = clock_timeval(wait);
+    evtimer_add(job->timer, &tv);
+    (void)o;
+}
+
+static void outbox_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
     struct job *job = privdata;
     struct processor *p = job->p;
+    struct outbox *o = p->out;
     redisReply *r = reply;
 
     job->write_sent = 0;
     if (r == NULL) {
-        /* The connection dropped before EXEC answered; whether it ran is unknown,
-         * so it goes again after the reconnect. */
-        outbox_enqueue(p, job);
+        /* The connection dropped before the script answered; whether it ran is
+         * unknown, so it goes again after the reconnect (run twice, the second
+         * finds the entry acknowledged and writes nothing). */
+        outbox_enqueue(o, job);
         return;
     }
-    if (r->type != REDIS_REPLY_ARRAY) {
-        /* Not a lost connection but a refusal (e.g. Redis out of memory): the
-         * entry stays pending without a heartbeat and is taken over, and run
-         * again, once it is CLAIM_IDLE_MS idle. */
-        log_error(job->trace[0] ? job->trace : NULL,
-                  "writing the outcome of entry %s failed: %s", job->id,
-                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply to EXEC");
-    } else {
-        /* A command inside the transaction failed on its own (a key of the wrong
-         * type: misconfiguration). The others ran, so say loudly what was lost. */
-        for (size_t i = 0; i < r->elements; i++)
-            if (r->element[i]->type == REDIS_REPLY_ERROR)
-                log_error(job->trace[0] ? job->trace : NULL,
-                          "writing the outcome of entry %s: step %zu failed: %s", job->id,
-                          i + 1, r->element[i]->str);
+    if (r->type != REDIS_REPLY_INTEGER) {
+        outbox_refused(o, job,
+                       r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        return;
     }
+    if (job->write_tries > 0)
+        log_info(job->trace[0] ? job->trace : NULL,
+                 "outcome of entry %s written after %d refused tries", job->id,
+                 job->write_tries);
+    if (r->integer == 0)
+        log_info(job->trace[0] ? job->trace : NULL,
+                 "entry %s was taken over by another processor; our outcome is dropped",
+                 job->id);
     processor_release(p, job);
-}
-
-static int outbox_send_cmd(redisAsyncContext *ac, struct cmd *c)
-{
-    if (c->overflow) {
-        log_error(NULL, "internal error: %s with too many arguments", c->argv[0]);
-        return -1;
-    }
-    return redisAsyncCommandArgv(ac, NULL, NULL, c->argc, c->argv, c->len) == REDIS_OK
-               ? 0
-               : -1;
-}
-
-static int outbox_send_result(redisAsyncContext *ac, struct processor *p,
-                              const struct chat_result *res)
-{
-    struct cmd c;
-    cmd_init(&c, "XADD");
-    cmd_addz(&c, p->keys.results);
-    cmd_addz(&c, "*");
-    record_result_append(res, &c);
-    int rc = outbox_send_cmd(ac, &c);
-    cmd_free(&c);
-    return rc;
-}
-
-/* XADD <dead> MAXLEN ~ <max> * source <requests> id <id> reason <r> deliveries <n>
- * <original fields>;
- * the original fields are any number, hence the argv built here. */
-static int outbox_send_dead(redisAsyncContext *ac, struct processor *p,
-                            const struct job *job)
-{
-    const struct job_dead *d = job->dead;
-    size_t cap = 14 + d->nfields;
-    const char **argv = malloc(cap * sizeof(*argv));
-    size_t *lens = malloc(cap * sizeof(*lens));
-    int rc = -1;
-    if (argv == NULL || lens == NULL)
-        goto out;
-
-    char max[32], deliveries[32];
-    snprintf(max, sizeof(max), "%lld", p->cfg->dead_letter_max);
-    snprintf(deliveries, sizeof(deliveries), "%lld", job->deliveries);
-    const char *head[] = {"XADD",           p->keys.dead,     "MAXLEN",
-                          "~",              max,              "*",
-                          REC_DEAD_SOURCE,  p->keys.requests, REC_DEAD_ID,
-                          job->id,          REC_DEAD_REASON,  d->reason,
-                          REC_DEAD_DELIVERIES, deliveries};
-    int argc = 0;
-    for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++) {
-        argv[argc] = head[i];
-        lens[argc] = strlen(head[i]);
-        argc++;
-    }
-    for (size_t i = 0; i < d->nfields; i++) {
-        argv[argc] = d->fields[i];
-        lens[argc] = d->lens[i];
-        argc++;
-    }
-    rc = redisAsyncCommandArgv(ac, NULL, NULL, argc, argv, lens) == REDIS_OK ? 0 : -1;
-out:
-    free(argv);
-    free(lens);
-    return rc;
 }
 
 static void outbox_fill_result(const struct job *job, struct chat_result *res)
@@ -172,74 +176,86 @@ static void outbox_fill_result(const struct job *job, struct chat_result *res)
     }
 }
 
-/* Queues the steps of one job's transaction after MULTI; 0 or -1. */
-static int outbox_send_steps(redisAsyncContext *ac, struct processor *p, struct job *job)
+/* Sends one job's write; returns 0, or -1 if it could not be queued. */
+static int outbox_send(redisAsyncContext *ac, struct outbox *o, struct job *job)
 {
-    if (job->dead && outbox_send_dead(ac, p, job) != 0)
-        return -1;
+    const struct processor *p = o->p;
+    const struct job_dead *d = job->dead;
+    struct cmd c;
+    int rc = -1;
+
+    cmd_init(&c, "EVAL");
+    cmd_addz(&c, outbox_script);
+    cmd_addz(&c, "3");
+    cmd_addz(&c, p->keys.requests);
+    cmd_addz(&c, p->keys.results);
+    cmd_addz(&c, p->keys.dead);
+    cmd_addz(&c, KEYS_GROUP_PROCESSORS);
+    cmd_addz(&c, p->consumer);
+    cmd_addz(&c, job->id);
+    cmd_addll(&c, p->cfg->dead_letter_max);
+    cmd_addz(&c, d ? d->reason : "");
+    cmd_addll(&c, job->deliveries);
+    cmd_addll(&c, d ? (long long)d->nfields : 0);
+    for (size_t i = 0; d && i < d->nfields; i++)
+        cmd_add(&c, d->fields[i], d->lens[i]);
     /* A dead letter without a well-formed trace has no record to fail. */
     if (job->trace[0]) {
         struct chat_result res;
         outbox_fill_result(job, &res);
-        if (outbox_send_result(ac, p, &res) != 0)
-            return -1;
+        record_result_append(&res, &c);
     }
-    const char *ack[] = {"XACK", p->keys.requests, KEYS_GROUP_PROCESSORS, job->id};
-    const char *del[] = {"XDEL", p->keys.requests, job->id};
-    if (redisAsyncCommandArgv(ac, NULL, NULL, 4, ack, NULL) != REDIS_OK ||
-        redisAsyncCommandArgv(ac, NULL, NULL, 3, del, NULL) != REDIS_OK)
-        return -1;
-    return 0;
+    if (c.overflow) {
+        log_error(job->trace[0] ? job->trace : NULL,
+                  "out of memory building the write of entry %s", job->id);
+    } else if (redisAsyncCommandArgv(ac, outbox_on_reply, job, c.argc, c.argv, c.len) ==
+               REDIS_OK) {
+        job->write_sent = 1;
+        rc = 0;
+    }
+    cmd_free(&c);
+    return rc;
 }
 
-/* Sends one job's write; returns 0, or -1 if it could not be queued (nothing of it
- * then runs). */
-static int outbox_send(redisAsyncContext *ac, struct processor *p, struct job *job)
-{
-    if (redisAsyncCommand(ac, NULL, NULL, "MULTI") != REDIS_OK)
-        return -1;
-    if (outbox_send_steps(ac, p, job) != 0 ||
-        redisAsyncCommand(ac, outbox_on_exec, job, "EXEC") != REDIS_OK) {
-        /* Out of memory or a context going down: never leave a transaction open on a
-         * connection that carries on (heartbeats would only be QUEUED). */
-        redisAsyncCommand(ac, NULL, NULL, "DISCARD");
-        return -1;
-    }
-    job->write_sent = 1;
-    return 0;
-}
-
-void outbox_flush(struct processor *p)
+void outbox_flush(struct outbox *o)
 {
     for (;;) {
-        redisAsyncContext *ac = rlink_ctx(p->wr);
-        if (ac == NULL || p->wq_head == NULL)
+        redisAsyncContext *ac = rlink_ctx(o->p->wr);
+        if (ac == NULL || o->head == NULL)
             return;
-        struct job *job = outbox_dequeue(p);
-        if (outbox_send(ac, p, job) != 0) {
+        struct job *job = outbox_dequeue(o);
+        if (outbox_send(ac, o, job) != 0) {
             /* A context on its way down (or out of memory): try again after the
              * reconnect or the next write. */
-            job->next = p->wq_head;
-            p->wq_head = job;
-            if (p->wq_tail == NULL)
-                p->wq_tail = job;
+            job->next = o->head;
+            o->head = job;
+            if (o->tail == NULL)
+                o->tail = job;
             return;
         }
     }
 }
 
-void outbox_push(struct processor *p, struct job *job)
+void outbox_push(struct outbox *o, struct job *job)
 {
     job->state = JOB_WRITING;
     job->write_sent = 0;
+    job->write_tries = 0;
     clock_iso8601(job->finished, clock_now_ms());
-    outbox_enqueue(p, job);
-    outbox_flush(p);
+    outbox_enqueue(o, job);
+    outbox_flush(o);
 }
 
-struct job *outbox_take_unsent(struct processor *p)
+void outbox_retry(struct outbox *o, struct job *job)
 {
-    struct job *head = p->wq_head;
-    p->wq_head = p->wq_tail = NULL;
+    job->state = JOB_WRITING;
+    outbox_enqueue(o, job);
+    outbox_flush(o);
+}
+
+struct job *outbox_take_unsent(struct outbox *o)
+{
+    struct job *head = o->head;
+    o->head = o->tail = NULL;
     return head;
 }

@@ -30,7 +30,7 @@
 
 static void processor_timer(struct event *ev, long long ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    struct timeval tv = clock_timeval(ms);
     evtimer_add(ev, &tv);
 }
 
@@ -45,7 +45,7 @@ double processor_random(struct processor *p)
 
 size_t processor_free_slots(const struct processor *p)
 {
-    size_t promised = p->read_reserved + p->claim_reserved;
+    size_t promised = inbox_reserved(p->in);
     return p->nfree > promised ? p->nfree - promised : 0;
 }
 
@@ -55,6 +55,23 @@ int processor_holds(const struct processor *p, const char *id)
         if (p->jobs[i].state != JOB_FREE && strcmp(p->jobs[i].id, id) == 0)
             return 1;
     return 0;
+}
+
+void processor_drop(struct processor *p, const char *id)
+{
+    for (size_t i = 0; i < p->nused; i++) {
+        struct job *job = &p->jobs[i];
+        if (job->state == JOB_FREE || strcmp(job->id, id) != 0)
+            continue;
+        if (job->state == JOB_RUNNING || job->state == JOB_WAITING) {
+            log_warn(job->trace[0] ? job->trace : NULL,
+                     "entry %s was taken over by another processor while Redis was "
+                     "away; dropping our copy",
+                     id);
+            processor_release(p, job);
+        }
+        return;
+    }
 }
 
 void processor_pump(struct processor *p)
@@ -76,7 +93,7 @@ static void processor_dead_free(struct job_dead *d)
     free(d);
 }
 
-static void processor_on_backoff(evutil_socket_t fd, short what, void *arg);
+static void processor_on_timer(evutil_socket_t fd, short what, void *arg);
 
 /* Slots are set up on first use: an idle processor with room for thousands of
  * requests touches none of that memory (a slot is about 0.75 KiB). */
@@ -88,7 +105,7 @@ static struct job *processor_slot_init(struct processor *p)
     job->p = p;
     upstream_xfer_init(&job->xfer);
     outcome_init(&job->outcome);
-    job->timer = evtimer_new(p->base, processor_on_backoff, job);
+    job->timer = evtimer_new(p->base, processor_on_timer, job);
     if (job->timer == NULL)
         return NULL;
     p->nused++;
@@ -108,6 +125,7 @@ static struct job *processor_take(struct processor *p)
     job->next = NULL;
     job->attempts = 0;
     job->write_sent = 0;
+    job->write_tries = 0;
     job->deliveries = 0;
     job->id[0] = job->trace[0] = job->finished[0] = '\0';
     return job;
@@ -195,7 +213,7 @@ static void processor_dead(struct processor *p, struct job *job, const redisRepl
     job->dead = d;
     log_warn(job->trace[0] ? job->trace : NULL, "dead-lettering entry %s (%s): %s",
              job->id, code, reason);
-    outbox_push(p, job);
+    outbox_push(p->out, job);
 }
 
 /* ---- attempts ------------------------------------------------------------------ */
@@ -219,12 +237,16 @@ static void processor_attempt(struct processor *p, struct job *job)
     processor_outcome(p, job);
 }
 
-static void processor_on_backoff(evutil_socket_t fd, short what, void *arg)
+/* The slot's one timer: the end of a backoff wait, or of a refused write's. */
+static void processor_on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct job *job = arg;
-    processor_attempt(job->p, job);
+    if (job->state == JOB_WRITE_WAIT)
+        outbox_retry(job->p->out, job);
+    else
+        processor_attempt(job->p, job);
 }
 
 /* Acts on job->outcome: write it, or wait and try again. */
@@ -239,12 +261,12 @@ static void processor_outcome(struct processor *p, struct job *job)
     switch (o->kind) {
     case OUTCOME_COMPLETED:
         log_debug(trace, "completed: attempts=%d model=%s", job->attempts, o->model);
-        outbox_push(p, job);
+        outbox_push(p->out, job);
         return;
     case OUTCOME_FAILED:
         log_warn(trace, "failed: code=%s attempts=%d: %s", o->code ? o->code : "?",
                  job->attempts, o->message ? o->message : "");
-        outbox_push(p, job);
+        outbox_push(p->out, job);
         return;
     case OUTCOME_RETRY:
         break;
@@ -348,26 +370,35 @@ static void processor_deadline(struct processor *p)
     evtimer_del(p->grace);
     processor_timer(p->hard_stop, PROCESSOR_HARD_STOP_MS);
 
+    /* Calls not finished, and outcomes Redis keeps refusing: someone else
+     * runs them again. */
     const char **ids = malloc((p->nused + 1) * sizeof(*ids));
+    long long *deliveries = malloc((p->nused + 1) * sizeof(*deliveries));
     size_t n = 0;
     for (size_t i = 0; i < p->nused; i++) {
         struct job *job = &p->jobs[i];
-        if (job->state == JOB_RUNNING || job->state == JOB_WAITING) {
+        if (job->state == JOB_RUNNING || job->state == JOB_WAITING ||
+            job->state == JOB_WRITE_WAIT) {
             upstream_cancel(&job->xfer);
             evtimer_del(job->timer);
-            if (ids)
-                ids[n++] = job->id;
+            if (ids && deliveries) {
+                ids[n] = job->id;
+                deliveries[n] = job->deliveries;
+                n++;
+            }
         }
     }
     if (n > 0)
-        inbox_hand_back(p, ids, n);
+        inbox_hand_back(p->in, ids, deliveries, n);
     /* The ids were copied into the commands; the slots can go now. */
     for (size_t i = 0; i < p->nused; i++) {
         struct job *job = &p->jobs[i];
-        if (job->state == JOB_RUNNING || job->state == JOB_WAITING)
+        if (job->state == JOB_RUNNING || job->state == JOB_WAITING ||
+            job->state == JOB_WRITE_WAIT)
             processor_release(p, job);
     }
     free(ids);
+    free(deliveries);
     processor_pump(p);
 }
 
@@ -397,7 +428,7 @@ static void processor_on_hard_stop(evutil_socket_t fd, short what, void *arg)
 static void processor_check_done(struct processor *p)
 {
     /* A claim in flight may still bring entries, which must be handed back. */
-    if (!p->stopping || p->closing || !rlink_closed(p->rd) || p->claim_busy)
+    if (!p->stopping || p->closing || !rlink_closed(p->rd) || inbox_claiming(p->in))
         return;
     if (p->nfree < p->njobs) {
         if (!p->deadline_passed)
@@ -406,7 +437,7 @@ static void processor_check_done(struct processor *p)
             if (p->jobs[i].state == JOB_WRITING && p->jobs[i].write_sent)
                 return;
         size_t lost = 0;
-        struct job *job = outbox_take_unsent(p);
+        struct job *job = outbox_take_unsent(p->out);
         while (job) {
             struct job *next = job->next;
             processor_release(p, job);
@@ -424,7 +455,7 @@ static void processor_check_done(struct processor *p)
     if (!evtimer_pending(p->hard_stop, NULL))
         processor_timer(p->hard_stop, PROCESSOR_HARD_STOP_MS);
     log_info(NULL, "all work finished or handed back; closing");
-    inbox_retire(p);
+    inbox_retire(p->in);
     rlink_close(p->wr);
 }
 
@@ -439,7 +470,7 @@ void processor_stop(struct processor *p)
     log_info(NULL, "stopping: %zu jobs unfinished, waiting up to %lld ms",
              p->njobs - p->nfree, p->cfg->shutdown_grace_ms);
     processor_timer(p->grace, p->cfg->shutdown_grace_ms);
-    inbox_stop(p);
+    inbox_stop(p->in);
     processor_pump(p);
 }
 
@@ -450,27 +481,30 @@ static void processor_on_pump(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct processor *p = arg;
-    inbox_pump(p);
+    inbox_pump(p->in);
     processor_check_done(p);
 }
 
 static void processor_on_read_up(struct rlink *l, void *arg)
 {
     (void)l;
-    inbox_on_read_up(arg);
+    struct processor *p = arg;
+    inbox_on_read_up(p->in);
 }
 
 static void processor_on_read_down(struct rlink *l, void *arg)
 {
     (void)l;
-    inbox_on_read_down(arg);
+    struct processor *p = arg;
+    inbox_on_read_down(p->in);
 }
 
 static void processor_on_write_up(struct rlink *l, void *arg)
 {
     (void)l;
     struct processor *p = arg;
-    outbox_flush(p);
+    inbox_on_write_up(p->in);
+    outbox_flush(p->out);
     processor_pump(p);
 }
 
@@ -481,7 +515,7 @@ static void processor_on_write_down(struct rlink *l, void *arg)
         event_base_loopbreak(p->base);
         return;
     }
-    /* Unconfirmed writes are back in the queue (outbox_on_exec); a claim in
+    /* Unconfirmed writes are back in the queue (outbox_on_reply); a claim in
      * progress is dropped and the next tick tries again. */
     processor_pump(p);
 }
@@ -523,8 +557,10 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
     p->pump = event_new(p->base, -1, 0, processor_on_pump, p);
     p->grace = evtimer_new(p->base, processor_on_grace, p);
     p->hard_stop = evtimer_new(p->base, processor_on_hard_stop, p);
-    if (p->pump == NULL || p->grace == NULL || p->hard_stop == NULL ||
-        inbox_start(p) != 0)
+    p->in = inbox_new(p);
+    p->out = outbox_new(p);
+    if (p->pump == NULL || p->grace == NULL || p->hard_stop == NULL || p->in == NULL ||
+        p->out == NULL)
         goto out;
 
     struct upstream_settings us = {.base_url = cfg->base_url,
@@ -557,8 +593,12 @@ int processor_run(struct processor *p)
      * first without the links logging an outage meanwhile. */
     struct rlink_handlers rh = {processor_on_read_up, processor_on_read_down, p};
     struct rlink_handlers wh = {processor_on_write_up, processor_on_write_down, p};
-    p->rd = rlink_new(p->base, "read", &p->url, &rh);
-    p->wr = rlink_new(p->base, "write", &p->url, &wh);
+    /* Reconnects at most CLAIM_IDLE_MS / 4 apart: after an outage every live
+     * processor is back, and has renewed its entries, well before any of them
+     * takes over idle ones (see inbox.c). */
+    long long max_backoff = p->cfg->claim_idle_ms / 4;
+    p->rd = rlink_new(p->base, "read", &p->url, max_backoff, &rh);
+    p->wr = rlink_new(p->base, "write", &p->url, max_backoff, &wh);
     if (p->rd == NULL || p->wr == NULL) {
         log_error(NULL, "cannot set up the Redis connections: out of memory");
         return -1;
@@ -582,7 +622,8 @@ void processor_free(struct processor *p)
     }
     free(p->jobs);
     upstream_free(p->up);
-    inbox_free(p);
+    inbox_free(p->in);
+    outbox_free(p->out);
     if (p->pump)
         event_free(p->pump);
     if (p->grace)

@@ -2,7 +2,8 @@
  * life (read or claimed -> upstream attempts and backoff waits -> result written
  * -> slot free), the two Redis links, and shutdown. What is done on Redis lives
  * in inbox.c (reads, claims, heartbeats, hand-backs: the requests stream's
- * bookkeeping) and outbox.c (results and dead letters). */
+ * bookkeeping; struct inbox) and outbox.c (results and dead letters; struct
+ * outbox). */
 #ifndef CHATQ_PROCESSOR_H
 #define CHATQ_PROCESSOR_H
 
@@ -20,6 +21,8 @@
 
 struct event;
 struct event_base;
+struct inbox;
+struct outbox;
 struct redisReply;
 struct rlink;
 
@@ -49,7 +52,8 @@ enum job_state {
     JOB_FREE,
     JOB_RUNNING, /* an upstream attempt is in flight */
     JOB_WAITING, /* backing off before the next attempt */
-    JOB_WRITING  /* the outcome (or dead letter) is queued or sent to Redis */
+    JOB_WRITING,   /* the outcome (or dead letter) is queued or sent to Redis */
+    JOB_WRITE_WAIT /* Redis refused the write; trying again after a wait */
 };
 
 /* What a dead letter carries instead of a chat: the original entry, copied. */
@@ -67,8 +71,9 @@ struct job {
     struct processor *p;
     enum job_state state;
     int attempts;
-    int write_sent; /* JOB_WRITING: on the wire, EXEC's reply pending */
-    long long deliveries;
+    int write_sent;  /* JOB_WRITING: on the wire, the script's reply pending */
+    int write_tries; /* writes Redis refused so far */
+    long long deliveries; /* of the entry, this one included, hand-backs not */
     char id[JOB_ID_MAX];
     char trace[UUID_LEN + 1]; /* "" if the entry had no well-formed trace */
     char *model;              /* owned */
@@ -77,7 +82,7 @@ struct job {
     struct upstream_xfer xfer;
     struct outcome outcome; /* the final one, once known */
     struct job_dead *dead;  /* owned; set when this slot carries a dead letter */
-    struct event *timer;    /* the backoff wait; made once per slot */
+    struct event *timer;    /* the backoff or write-retry wait; made once per slot */
     struct job *next;       /* free list or write queue */
 };
 
@@ -99,18 +104,8 @@ struct processor {
     struct job *free_jobs;
     size_t nfree;
     struct event *pump; /* runs processor_on_pump once the current callbacks are done */
-
-    /* inbox.c */
-    int read_busy;         /* an XREADGROUP is outstanding */
-    int read_paused;       /* after an error, until read_retry fires */
-    size_t read_reserved;  /* slots promised to the outstanding XREADGROUP */
-    long long read_client; /* CLIENT ID of the read connection, -1: unknown */
-    int claim_due, claim_busy;
-    size_t claim_reserved; /* slots promised to the claim in progress */
-    struct event *read_retry, *claim_tick, *heartbeat_tick;
-
-    /* outbox.c */
-    struct job *wq_head, *wq_tail; /* outcomes waiting for the write connection */
+    struct inbox *in;   /* reads, claims, heartbeats, hand-backs */
+    struct outbox *out; /* outcome writes */
 
     /* shutdown */
     int stopping;
@@ -146,6 +141,11 @@ void processor_accept(struct processor *p, const char *id,
 
 /* 1 if one of this process's jobs holds the entry. */
 int processor_holds(const struct processor *p, const char *id);
+
+/* The entry now belongs to another consumer (taken over while Redis was away):
+ * stop our copy of it, without writing anything. Nothing if no job holds it or
+ * its write is already under way (the write script drops it then). */
+void processor_drop(struct processor *p, const char *id);
 
 /* The write of job's outcome is confirmed (or failed for good): frees the slot. */
 void processor_release(struct processor *p, struct job *job);

@@ -26,6 +26,7 @@ struct rlink {
     int closing;           /* rlink_close: no more reconnects */
     int in_outage;         /* an outage was logged; log the recovery */
     long long backoff_ms;
+    long long max_backoff_ms;
     struct event *retry; /* the reconnect timer */
 };
 
@@ -41,6 +42,8 @@ static void rlink_schedule(struct rlink *l, const char *why)
         l->in_outage = 1;
     }
     l->backoff_ms = retry_reconnect_ms(l->backoff_ms);
+    if (l->backoff_ms > l->max_backoff_ms)
+        l->backoff_ms = l->max_backoff_ms;
     struct timeval tv = {.tv_sec = l->backoff_ms / 1000,
                          .tv_usec = (l->backoff_ms % 1000) * 1000};
     evtimer_add(l->retry, &tv);
@@ -148,7 +151,8 @@ static void rlink_on_retry(evutil_socket_t fd, short what, void *arg)
 }
 
 struct rlink *rlink_new(struct event_base *base, const char *name,
-                        const struct rconn_url *url, const struct rlink_handlers *h)
+                        const struct rconn_url *url, long long max_backoff_ms,
+                        const struct rlink_handlers *h)
 {
     struct rlink *l = calloc(1, sizeof(*l));
     if (l == NULL)
@@ -156,6 +160,7 @@ struct rlink *rlink_new(struct event_base *base, const char *name,
     l->base = base;
     l->name = name;
     l->url = url;
+    l->max_backoff_ms = max_backoff_ms > 0 ? max_backoff_ms : RETRY_RECONNECT_MAX_MS;
     l->h = *h;
     l->retry = evtimer_new(base, rlink_on_retry, l);
     if (l->retry == NULL) {

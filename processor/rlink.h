@@ -21,9 +21,11 @@ struct rlink_handlers {
 };
 
 /* Returns a new link (free with rlink_free) that starts connecting at once, or
- * NULL. name ("read", "write") is for logs; name and url are borrowed. */
+ * NULL. name ("read", "write") is for logs; name and url are borrowed. Waits
+ * between reconnects never exceed max_backoff_ms (nor the usual 5 s). */
 struct rlink *rlink_new(struct event_base *base, const char *name,
-                        const struct rconn_url *url, const struct rlink_handlers *h);
+                        const struct rconn_url *url, long long max_backoff_ms,
+                        const struct rlink_handlers *h);
 
 /* The context to send on if the link is up and accepting commands, else NULL.
  * Borrowed: valid until the next return to the event loop. */

@@ -1050,12 +1050,16 @@ static void test_fault_sigkill_handler(void **state)
     fault_begin("sigkill handler mid-batch");
     fault_stats_get(s, &before);
     long long added = stack_xadded(s, s->keys.results);
-    fault_post_all(s, "sigkill handler", kinds, 4, FAULT_LOAD);
-    CHECK(fault_accepted() == FAULT_LOAD, "only %zu of %d POSTs accepted (%s)",
-          fault_accepted(), FAULT_LOAD, fault_l.unexpected_sample);
-    struct fault_results r = {.s = s, .want = added + FAULT_LOAD / 5};
-    CHECK(harness_poll(harness_timeout(10000), 10, fault_check_results, &r) == 0,
-          "results never started flowing (%lld of %lld)", r.seen, r.want);
+    /* Paced, so that results keep coming for a few seconds whatever the
+     * machine's speed: a stop that catches the handler between batches gets
+     * another try while there is still work. */
+    struct fault_load ld;
+    fault_load_start(&ld, s, "sigkill handler", kinds, 4, FAULT_LOAD, 0,
+                     2 * FAULT_PACE_MS, FAULT_THREADS, FAULT_SETTLE_MS);
+    struct fault_results r = {.s = s, .want = added + FAULT_LOAD / 10};
+    int flowing = harness_poll(harness_timeout(10000), 10, fault_check_results, &r) == 0;
+    if (!flowing)
+        atomic_store(&ld.stop, 1);
 
     /* Stopped, the handler still takes results: Redis serves its blocked
      * XREADGROUP and marks them pending on it. Killed then, it dies mid-batch. */
@@ -1070,6 +1074,10 @@ static void test_fault_sigkill_handler(void **state)
     int killed = fault_kill(&s->handler) == 0;
     print_message("sigkill handler: killed holding %lld unfinished results\n", pending);
     s->handler = stack_handler_start(s, "handler-b");
+    fault_load_join(&ld);
+    CHECK(flowing, "results never started flowing (%lld of %lld)", r.seen, r.want);
+    CHECK(fault_accepted() == FAULT_LOAD, "only %zu of %d POSTs accepted (%s)",
+          fault_accepted(), FAULT_LOAD, fault_l.unexpected_sample);
     CHECK(s->handler != NULL, "handler-b did not start");
     CHECK(killed, "the handler did not die on SIGKILL");
     CHECK(pending > 0, "the handler never held an unfinished result: not mid-batch");
@@ -2133,6 +2141,313 @@ join:
           fault_l.n);
 }
 
+struct fault_consumer_wait {
+    struct stack *s;
+    struct proc *p;
+};
+
+/* 1 once p is blocked in XREADGROUP (its connections carry its consumer name):
+ * its event loop, and with it its SIGTERM handling, is running. */
+static int fault_check_reading(void *arg)
+{
+    struct fault_consumer_wait *w = arg;
+    char suffix[32];
+    int found = 0;
+    snprintf(suffix, sizeof(suffix), "-%ld ", (long)w->p->pid);
+    redisReply *r = stack_redis(w->s, "CLIENT LIST");
+    if (r != NULL && r->type == REDIS_REPLY_STRING) {
+        for (char *line = strtok(r->str, "\n"); line != NULL && !found;
+             line = strtok(NULL, "\n"))
+            found = strstr(line, " name=processor-") != NULL &&
+                    strstr(line, suffix) != NULL && strstr(line, "cmd=xreadgroup") != NULL;
+    }
+    freeReplyObject(r);
+    return found;
+}
+
+/* A processor that has started reading; 0 or -1. */
+static int fault_wait_reading(struct stack *s, struct proc *p)
+{
+    struct fault_consumer_wait w = {s, p};
+    return p != NULL && harness_poll(harness_timeout(5000), 10, fault_check_reading, &w) == 0
+               ? 0
+               : -1;
+}
+
+/* Processors whose calls may outlast FAULT_TIMEOUT_MS: their chats take seconds. */
+static const char *const fault_patient[] = {"UPSTREAM_TIMEOUT_MS=20000", NULL};
+
+/* ---- a key of the wrong type
+ * ----------------------------------------------------------------- */
+
+struct fault_wait_log {
+    struct proc *p;
+    const char *needle;
+};
+
+static int fault_check_proc_log(void *arg)
+{
+    const struct fault_wait_log *w = arg;
+    return harness_file_contains(w->p->log, w->needle) == 1;
+}
+
+/* Someone made the results stream a string (a misconfigured prefix, a stray
+ * SET). The processor's write must fail as a whole: the request stays pending
+ * with its outcome, nothing is acknowledged, and once the key is mended every
+ * chat completes without calling the upstream again. */
+static void test_fault_wrong_type(void **state)
+{
+    (void)state;
+    struct stack *s = &fault_stack;
+    enum { N = 50 };
+    static const struct fault_kind k = {
+        .status = "completed", .attempts = 1, .requests = 1, .ok = 1};
+    const struct fault_kind *kinds[] = {&k};
+    struct fault_stats before;
+    char why[256];
+
+    fault_begin("a key of the wrong type");
+    fault_stats_get(s, &before);
+    redisReply *r = stack_redis(s, "SET %s not-a-stream", s->keys.results);
+    CHECK(r != NULL && r->type == REDIS_REPLY_STATUS, "SET %s failed", s->keys.results);
+    freeReplyObject(r);
+    fault_post_all(s, "wrong type", kinds, 1, N);
+    CHECK(fault_accepted() == N, "only %zu of %d POSTs accepted (%s)", fault_accepted(),
+          N, fault_l.unexpected_sample);
+    struct fault_wait_log w = {s->processor, "WRONGTYPE"};
+    CHECK(harness_poll(harness_timeout(10000), 20, fault_check_proc_log, &w) == 0,
+          "the processor never said its write was refused; see %s", s->processor->log);
+    /* Every chat has been to the upstream; none may be acknowledged yet. */
+    long long len = stack_xlen(s, s->keys.requests);
+    long long pending = stack_xpending(s, s->keys.requests, KEYS_GROUP_PROCESSORS);
+    print_message("wrong type: writes refused; XLEN %s = %lld, %lld pending\n",
+                  s->keys.requests, len, pending);
+    CHECK(len == N && pending == N,
+          "with the results key a string, XLEN %s = %lld and %lld pending, want %d and "
+          "%d: requests were acknowledged although their outcome was never written",
+          s->keys.requests, len, pending, N, N);
+
+    r = stack_redis(s, "DEL %s", s->keys.results);
+    freeReplyObject(r);
+    fault_settle(s, FAULT_SETTLE_MS);
+    fault_check_ledger();
+    fault_check_kinds(s);
+    CHECK(fault_l.completed == N, "%zu of %d completed after the key was mended",
+          fault_l.completed, N);
+    fault_check_stats(s, &before);
+    CHECK(stack_drained(s, 10000, why, sizeof(why)) == 0, "%s", why);
+}
+
+/* ---- Redis away longer than the claim interval, two processors
+ * ------------------------------------------------------------------ */
+
+/* Both processors hold calls at the upstream when Redis goes away for longer
+ * than CLAIM_IDLE_MS: their heartbeats stop, so on the way back every entry
+ * looks abandoned. Neither may take the other's: upstream calls = chats. */
+static void test_fault_redis_away_two_processors(void **state)
+{
+    (void)state;
+    struct stack *s = &fault_stack;
+    enum { N = 20, AWAY_MS = 2500 };
+    static const struct fault_kind k = {.directive = "latency=4000",
+                                        .status = "completed",
+                                        .attempts = 1,
+                                        .requests = 1,
+                                        .ok = 1};
+    const struct fault_kind *kinds[] = {&k};
+    struct fault_stats before;
+    char why[512];
+
+    fault_begin("Redis away > claim interval, 2 procs");
+    CHECK(fault_wait_reading(s, s->processor) == 0, "the processor never read");
+    CHECK(fault_term(&s->processor, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why,
+                     sizeof(why)) >= 0,
+          "%s", why);
+    fault_special |= FAULT_SPECIAL_PROCESSOR;
+    s->processor = stack_processor_start(s, "processor-away", fault_patient);
+    struct proc *twin = stack_processor_start(s, "processor-twin", fault_patient);
+    CHECK(s->processor != NULL && twin != NULL, "the processors did not start");
+    fault_stats_get(s, &before);
+    fault_post_all(s, "redis away", kinds, 1, N);
+    CHECK(fault_accepted() == N, "only %zu of %d POSTs accepted (%s)", fault_accepted(),
+          N, fault_l.unexpected_sample);
+    struct fault_fake_flight f = {.s = s, .want = N};
+    CHECK(harness_poll(harness_timeout(5000), 10, fault_check_in_flight, &f) == 0,
+          "only %lld of %d chats reached the upstream", f.seen, N);
+    CHECK(stack_redis_stop(s) == 0, "redis-server did not exit 0 on SIGTERM");
+    harness_sleep_ms(AWAY_MS); /* the fault itself: longer than CLAIM_IDLE_MS */
+    CHECK(stack_redis_start(s) == 0, "redis-server did not come back");
+
+    fault_settle(s, FAULT_SETTLE_MS);
+    fault_check_ledger();
+    fault_check_kinds(s);
+    CHECK(fault_l.completed == N, "%zu of %d completed", fault_l.completed, N);
+    struct fault_stats after;
+    fault_stats_get(s, &after);
+    print_message("redis away: %d chats, %lld upstream calls\n", N,
+                  after.requests - before.requests);
+    fault_check_stats(s, &before);
+    CHECK(fault_term(&twin, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why, sizeof(why)) >= 0,
+          "%s", why);
+    CHECK(stack_drained(s, 10000, why, sizeof(why)) == 0, "%s", why);
+}
+
+/* ---- three rolling restarts under load
+ * ---------------------------------------------------------------------- */
+
+#define FAULT_CONSUMERS_MAX 64
+
+struct fault_consumers {
+    size_t n;
+    char name[FAULT_CONSUMERS_MAX][160];
+};
+
+/* The consumers of the processors group (XINFO CONSUMERS); 0 or -1. */
+static int fault_consumers(struct stack *s, struct fault_consumers *out)
+{
+    out->n = 0;
+    redisReply *r =
+        stack_redis(s, "XINFO CONSUMERS %s %s", s->keys.requests, KEYS_GROUP_PROCESSORS);
+    int rc = r != NULL && r->type == REDIS_REPLY_ARRAY ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < r->elements && out->n < FAULT_CONSUMERS_MAX; i++) {
+        const redisReply *c = r->element[i];
+        for (size_t k = 0; c->type == REDIS_REPLY_ARRAY && k + 1 < c->elements; k += 2)
+            if (strcmp(c->element[k]->str, "name") == 0)
+                snprintf(out->name[out->n++], sizeof(out->name[0]), "%s",
+                         c->element[k + 1]->str);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Consumers in after that were not in before and belong to none of the live
+ * processors (pids): left behind by a process that exited. Counted into *n, the
+ * first named in example. */
+static size_t fault_new_stale(const struct fault_consumers *before,
+                              const struct fault_consumers *after, const pid_t *live,
+                              size_t nlive, char *example, size_t len)
+{
+    size_t stale = 0;
+    for (size_t i = 0; i < after->n; i++) {
+        int known = 0;
+        for (size_t k = 0; k < before->n && !known; k++)
+            known = strcmp(after->name[i], before->name[k]) == 0;
+        for (size_t k = 0; k < nlive && !known; k++) {
+            char suffix[32];
+            snprintf(suffix, sizeof(suffix), "-%ld", (long)live[k]);
+            size_t nl = strlen(after->name[i]), sl = strlen(suffix);
+            known = nl > sl && strcmp(after->name[i] + nl - sl, suffix) == 0;
+        }
+        if (!known && stale++ == 0)
+            snprintf(example, len, "%s", after->name[i]);
+    }
+    return stale;
+}
+
+struct fault_holders {
+    struct stack *s;
+    pid_t pid;    /* the one live processor expected to hold everything */
+    long long n;  /* entries pending */
+    long long on; /* ... of which on that processor */
+};
+
+/* 1 once every pending entry is held by the processor with pid h->pid. */
+static int fault_check_holders(void *arg)
+{
+    struct fault_holders *h = arg;
+    char suffix[32];
+    snprintf(suffix, sizeof(suffix), "-%ld", (long)h->pid);
+    redisReply *r = stack_redis(h->s, "XPENDING %s %s", h->s->keys.requests,
+                                KEYS_GROUP_PROCESSORS);
+    h->n = h->on = 0;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 4) {
+        freeReplyObject(r);
+        return 0;
+    }
+    h->n = r->element[0]->integer;
+    const redisReply *per = r->element[3];
+    for (size_t i = 0; per->type == REDIS_REPLY_ARRAY && i < per->elements; i++) {
+        const redisReply *c = per->element[i];
+        if (c->type != REDIS_REPLY_ARRAY || c->elements != 2)
+            continue;
+        size_t nl = strlen(c->element[0]->str), sl = strlen(suffix);
+        if (nl > sl && strcmp(c->element[0]->str + nl - sl, suffix) == 0)
+            h->on += atoll(c->element[1]->str);
+    }
+    freeReplyObject(r);
+    return h->n > 0 && h->on == h->n;
+}
+
+/* A deploy: each processor in turn gets SIGTERM while it holds calls that take
+ * longer than SHUTDOWN_GRACE_MS, hands them back, and a new one starts. Three
+ * rounds take every chat through more hand-backs than MAX_DELIVERIES (3): no
+ * chat may fail for it, and the group must not keep a consumer per exit. */
+static void test_fault_rolling_restarts(void **state)
+{
+    (void)state;
+    struct stack *s = &fault_stack;
+    enum { N = 40, ROUNDS = 3 };
+    static const struct fault_kind k = {
+        .directive = "latency=6000", .status = "completed", .requests = -1, .ok = -1};
+    const struct fault_kind *kinds[] = {&k};
+    char why[512], name[32];
+
+    fault_begin("three rolling restarts under load");
+    CHECK(fault_wait_reading(s, s->processor) == 0, "the processor never read");
+    CHECK(fault_term(&s->processor, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why,
+                     sizeof(why)) >= 0,
+          "%s", why);
+    fault_special |= FAULT_SPECIAL_PROCESSOR;
+    struct fault_consumers before, after;
+    CHECK(fault_consumers(s, &before) == 0, "XINFO CONSUMERS failed");
+    s->processor = stack_processor_start(s, "processor-roll", fault_patient);
+    struct proc *other = stack_processor_start(s, "processor-roll0", fault_patient);
+    CHECK(fault_wait_reading(s, s->processor) == 0 && fault_wait_reading(s, other) == 0,
+          "the processors did not start reading");
+    fault_post_all(s, "rolling", kinds, 1, N);
+    CHECK(fault_accepted() == N, "only %zu of %d POSTs accepted (%s)", fault_accepted(),
+          N, fault_l.unexpected_sample);
+    struct fault_fake_flight f = {.s = s, .want = N};
+    CHECK(harness_poll(harness_timeout(5000), 10, fault_check_in_flight, &f) == 0,
+          "only %lld of %d chats reached the upstream", f.seen, N);
+
+    for (int round = 1; round <= ROUNDS; round++) {
+        /* The older of the two goes; what it held must end up on the other. */
+        CHECK(fault_term(&s->processor, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why,
+                         sizeof(why)) >= 0,
+              "round %d: %s", round, why);
+        s->processor = other;
+        struct fault_holders h = {.s = s, .pid = other->pid};
+        CHECK(harness_poll(harness_timeout(10000), 20, fault_check_holders, &h) == 0,
+              "round %d: %lld of %lld pending entries on the live processor", round, h.on,
+              h.n);
+        snprintf(name, sizeof(name), "processor-roll%d", round);
+        other = stack_processor_start(s, name, fault_patient);
+        CHECK(fault_wait_reading(s, other) == 0, "%s did not start reading", name);
+        print_message("rolling restarts: round %d, %lld entries handed over\n", round,
+                      h.n);
+    }
+
+    fault_settle(s, FAULT_SETTLE_MS);
+    fault_check_ledger();
+    fault_check_kinds(s);
+    CHECK(fault_l.completed == N, "%zu of %d completed", fault_l.completed, N);
+    CHECK(stack_drained(s, 10000, why, sizeof(why)) == 0, "%s", why);
+    CHECK(fault_consumers(s, &after) == 0, "XINFO CONSUMERS failed");
+    pid_t live[] = {s->processor->pid, other->pid};
+    char stale_name[160] = "";
+    size_t stale = fault_new_stale(&before, &after, live, 2, stale_name, sizeof(stale_name));
+    print_message("rolling restarts: %zu consumers before, %zu after %d restarts, %zu "
+                  "left behind\n",
+                  before.n, after.n, ROUNDS, stale);
+    CHECK(stale == 0,
+          "%zu consumers of exited processors stay in the group after %d restarts, "
+          "e.g. %s",
+          stale, ROUNDS, stale_name);
+    CHECK(fault_term(&other, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why, sizeof(why)) >= 0,
+          "%s", why);
+}
+
 /* ---- bounded memory
  * ------------------------------------------------------------------------ */
 
@@ -2297,6 +2612,9 @@ static const struct CMUnitTest fault_tests[] = {
     cmocka_unit_test(test_fault_sigterm_processor),
     cmocka_unit_test(test_fault_sigterm_handler),
     cmocka_unit_test(test_fault_sigterm_api),
+    cmocka_unit_test(test_fault_wrong_type),
+    cmocka_unit_test(test_fault_redis_away_two_processors),
+    cmocka_unit_test(test_fault_rolling_restarts),
     cmocka_unit_test(test_fault_bounded_memory),
 };
 
