@@ -69,7 +69,9 @@ $(BINDIR)/chatq-handler: $(call obj,$(HANDLER_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lhiredis -ljansson -lm
 
-$(BINDIR)/chatq-fake-upstream: $(call obj,$(FAKE_SRC))
+# The fake links the common archive only for what it shares with chatq (utf8.o);
+# the linker takes no other member from it.
+$(BINDIR)/chatq-fake-upstream: $(call obj,$(FAKE_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -levent -ljansson -lm
 

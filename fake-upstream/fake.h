@@ -111,9 +111,6 @@ int reply_models(struct evbuffer *out);
 int reply_add_json(struct evbuffer *out, const json_t *value, size_t flags);
 /* Whitespace-separated words in s[0..len). */
 long long reply_count_words(const char *s, size_t len);
-/* Longest prefix of s[0..len) of at most max bytes that does not split a UTF-8
- * sequence. */
-size_t reply_utf8_prefix(const char *s, size_t len, size_t max);
 /* RFC 7231 IMF-fixdate of t into buf; returns 0 or -1. */
 int reply_http_date(char *buf, size_t size, time_t t);
 

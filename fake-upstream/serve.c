@@ -34,6 +34,7 @@
 #include <jansson.h>
 
 #include "fake.h"
+#include "utf8.h"
 
 /* evhttp_bind_socket() listens with a backlog of 128 (libevent 2.1), which drops
  * connections when a benchmark opens thousands at once; we bind our own listener.
@@ -653,7 +654,7 @@ static int serve_parse_chat(struct pending *p)
         if (attempt > (unsigned long)p->script.times)
             script_parse("", 0, &p->script); /* back to defaults: a plain answer */
     }
-    p->echo_len = text != NULL ? reply_utf8_prefix(text, text_len, FAKE_ECHO_MAX) : 0;
+    p->echo_len = text != NULL ? utf8_cut(text, text_len, FAKE_ECHO_MAX) : 0;
     p->echo = malloc(p->echo_len + 1);
     if (p->echo == NULL)
         goto out;
