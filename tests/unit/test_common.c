@@ -1,5 +1,5 @@
 /* test_common.c - unit tests of common/: record encoding and parsing, config
- * loading, Redis URLs, trace ids, the log escape. */
+ * loading, Redis URLs, trace ids (the log line: test_log.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
