@@ -18,6 +18,15 @@ long long clock_mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+struct timeval clock_timeval(long long ms)
+{
+    if (ms < 0)
+        ms = 0;
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+                         .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
 void clock_iso8601(char out[CLOCK_ISO_LEN], long long ms)
 {
     time_t secs = (time_t)(ms / 1000);

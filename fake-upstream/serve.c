@@ -33,6 +33,7 @@
 #include <event2/listener.h>
 #include <jansson.h>
 
+#include "clock.h"
 #include "fake.h"
 #include "utf8.h"
 
@@ -384,7 +385,7 @@ static void serve_on_timer(evutil_socket_t fd, short what, void *arg);
 static void serve_drip_tick(struct pending *p)
 {
     struct evbuffer *chunk = evbuffer_new();
-    struct timeval tv = {p->script.drip_ms / 1000, (p->script.drip_ms % 1000) * 1000};
+    struct timeval tv = clock_timeval(p->script.drip_ms);
 
     if (chunk == NULL) {
         serve_drop(p, "out of memory");
@@ -735,7 +736,7 @@ static void serve_chat(struct server *srv, struct evhttp_request *req)
         return; /* only the watch (or shutdown) ends it */
     /* Always through the loop, even with no delay: close and reset free the
      * connection, which must not happen inside evhttp's own request callback. */
-    struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+    struct timeval tv = clock_timeval(delay_ms);
     evtimer_add(p->timer, &tv);
 }
 
@@ -905,7 +906,7 @@ static void serve_on_accept_pause(evutil_socket_t fd, short what, void *arg)
  * runs again after serve_free(), and event_base_free() frees unfired one-shots. */
 static void serve_on_accept_error(struct evconnlistener *lev, void *arg)
 {
-    struct timeval tv = {0, SERVE_ACCEPT_PAUSE_MS * 1000};
+    struct timeval tv = clock_timeval(SERVE_ACCEPT_PAUSE_MS);
     int err = EVUTIL_SOCKET_ERROR();
 
     (void)arg;
