@@ -71,8 +71,8 @@ $(BINDIR)/chatq-handler: $(call obj,$(HANDLER_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lhiredis -ljansson -lm
 
-# The fake links the common archive only for what it shares with chatq (utf8.o);
-# the linker takes no other member from it.
+# The fake takes from the common archive only what it shares with chatq: the log
+# line, clock and UTF-8 helpers (it needs no Redis, so no other member is linked).
 $(BINDIR)/chatq-fake-upstream: $(call obj,$(FAKE_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -levent -ljansson -lm

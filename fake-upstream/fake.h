@@ -7,7 +7,8 @@
  *   serve.c   HTTP routes, the life of one chat request, /stats
  *   script.c  [[fake ...]] directives and the per-message attempt counters
  *   reply.c   OpenAI-shaped bodies (success, errors, model list)
- *   log.c     one-line logs on stderr
+ *
+ * From common/ it takes the log line (log.h), clock_timeval and utf8_cut.
  */
 #ifndef CHATQ_FAKE_H
 #define CHATQ_FAKE_H
@@ -34,12 +35,6 @@ struct config {
     const char *require_key; /* NULL: accept any key */
     int quiet;
 };
-
-/* ---- log.c ---- */
-void log_set_quiet(int quiet);
-void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- script.c ---- */
 enum script_action {
