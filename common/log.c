@@ -224,9 +224,38 @@ static int log_convert(char val[LOG_ARG_MAX], const char **fmtp, va_list *ap)
 #pragma GCC diagnostic pop
 #undef LOG_CONVERT
 
+/* 1 if s[0..len) cannot stand unquoted after "key=": it holds a space, a quote,
+ * a backslash or anything log_escape would escape. */
+static int log_needs_quotes(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = 1;
+        if (c <= 0x20 || c == '"' || c == '\\' || c == 0x7f)
+            return 1;
+        if (c >= 0x80) {
+            n = utf8_seq_len(&s[i], len - i);
+            if (n == 0)
+                return 1;
+        }
+        i += n;
+    }
+    return 0;
+}
+
+/* Appends src[0..len), escaped, to out at *o; 0 when out is full. */
+static int log_put(char *out, size_t outlen, size_t *o, const char *src, size_t len,
+                   int quotes)
+{
+    size_t used;
+    *o += log_escape_as(out + *o, outlen - *o, src, len, quotes, &used);
+    return used == len;
+}
+
 /* vsnprintf into out, except that what each conversion produces is escaped with
- * log_escape, and the format's own text only for control characters. A message too
- * long for out is cut after the last piece that fits whole. */
+ * log_escape (and quoted if it follows "=" and is not a plain word), and the
+ * format's own text only for control characters. A message too long for out is
+ * cut after the last piece that fits whole. */
 static void log_format(char *out, size_t outlen, const char *fmt, va_list ap)
 {
     char val[LOG_ARG_MAX];
@@ -236,9 +265,9 @@ static void log_format(char *out, size_t outlen, const char *fmt, va_list ap)
     va_copy(args, ap);
     out[0] = '\0';
     while (*fmt) {
-        size_t len = strcspn(fmt, "%"), used;
+        size_t len = strcspn(fmt, "%");
         const char *text = fmt;
-        int quotes = 0;
+        int quotes = 0, wrap = 0;
 
         if (fmt[0] == '%' && fmt[1] == '%') {
             text = "%";
@@ -255,13 +284,19 @@ static void log_format(char *out, size_t outlen, const char *fmt, va_list ap)
                 text = val;
                 len = (size_t)n;
                 quotes = 1;
+                /* model=%s with an upstream's "gpt level=ERROR" would otherwise
+                 * still make a field of its own. */
+                wrap = o > 0 && out[o - 1] == '=' && log_needs_quotes(val, len);
             }
         } else {
             fmt += len;
         }
-        o += log_escape_as(out + o, outlen - o, text, len, quotes, &used);
-        if (used < len)
+        if (wrap && !log_put(out, outlen, &o, "\"", 1, 0))
+            break;
+        if (!log_put(out, outlen, &o, text, len, quotes))
             break; /* out is full */
+        if (wrap && !log_put(out, outlen, &o, "\"", 1, 0))
+            break;
     }
     va_end(args);
 }

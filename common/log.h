@@ -3,7 +3,9 @@
  * The message is printf-formatted, and what each conversion (%s, %d, ...) writes
  * is escaped with log_escape, so that user or upstream text can neither split a
  * log line nor close the quotes of a field (message="%s") and forge another. The
- * format's own text is trusted: only its control characters are escaped. A trace
+ * format's own text is trusted: only its control characters are escaped. A
+ * conversion right after "=" (model=%s) whose text holds a space, a quote, a
+ * backslash or anything escaped is also put in double quotes. A trace
  * id that is not a plain token (letters, digits, "-_.:") is written quoted and
  * escaped the same way. The API key is never passed here. */
 #ifndef CHATQ_LOG_H

@@ -184,6 +184,28 @@ static int escapes_whole(const char *s)
     return 1;
 }
 
+/* An unquoted key=%s field gets quotes when the text needs them, and only then. */
+static void test_log_unquoted_field_cannot_forge(void **state)
+{
+    (void)state;
+    const char *model = "gpt level=ERROR trace=evil";
+    capture_begin();
+    log_info(TRACE, "completed model=%s total_tokens=%d", model, 5);
+    char *line = capture_end();
+    struct field f[16];
+    size_t n = parse_fields(line, f, 16);
+    assert_int_equal(count_key(f, n, "trace"), 1);
+    assert_string_equal(value_of(f, n, "trace"), TRACE);
+    assert_int_equal(count_key(f, n, "level"), 0);
+    assert_string_equal(value_of(f, n, "model"), model);
+    assert_string_equal(value_of(f, n, "total_tokens"), "5");
+
+    capture_begin();
+    log_info(TRACE, "completed model=%s code=%s x=%s", "gpt-4o-mini", "", "a\"b");
+    line = capture_end();
+    assert_non_null(strstr(line, " completed model=gpt-4o-mini code= x=\"a\\\"b\""));
+}
+
 /* A trace id read back from Redis is whatever was written there: one that is not
  * a plain token is quoted and escaped like any other text. */
 static void test_log_trace_cannot_forge_fields(void **state)
@@ -293,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_log_quote_cannot_forge_fields),
         cmocka_unit_test(test_log_backslash_escaped),
         cmocka_unit_test(test_log_control_characters),
+        cmocka_unit_test(test_log_unquoted_field_cannot_forge),
         cmocka_unit_test(test_log_trace_cannot_forge_fields),
         cmocka_unit_test(test_log_conversions_as_printf),
         cmocka_unit_test(test_log_utf8),
