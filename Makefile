@@ -5,6 +5,7 @@
 #   make run             the whole system on this machine (see README.md)
 #   make test            unit + integration tests, built with ASan/UBSan
 #   make bench           the performance table
+#   make format-check    fails where `make format` would change a file
 #   make install         PREFIX=/usr/local DESTDIR=
 #   make SANITIZE=address,undefined   an instrumented build
 #   make valgrind        the unit and integration tests under valgrind
@@ -46,7 +47,8 @@ LIBCOMMON := $(OBJDIR)/libchatq.a
 PROGRAMS := $(BINDIR)/chatq-api $(BINDIR)/chatq-processor $(BINDIR)/chatq-handler \
             $(BINDIR)/chatq-fake-upstream
 
-.PHONY: all install uninstall test test-programs unit run bench format valgrind deps \
+.PHONY: all install uninstall test test-programs unit run bench format format-check \
+        valgrind deps \
         clean check-compose
 all: $(PROGRAMS)
 
@@ -69,7 +71,9 @@ $(BINDIR)/chatq-handler: $(call obj,$(HANDLER_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lhiredis -ljansson -lm
 
-$(BINDIR)/chatq-fake-upstream: $(call obj,$(FAKE_SRC))
+# The fake takes from the common archive only what it shares with chatq: the log
+# line, clock and UTF-8 helpers (it needs no Redis, so no other member is linked).
+$(BINDIR)/chatq-fake-upstream: $(call obj,$(FAKE_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -levent -ljansson -lm
 
@@ -127,9 +131,15 @@ install: all
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS)))
 
+FORMAT_SRC = $(wildcard common/*.[ch] api/*.[ch] processor/*.[ch] handler/*.[ch] \
+                fake-upstream/*.[ch] tests/*/*.[ch] bench/*.[ch])
+
 format:
-	clang-format -i $(wildcard common/*.[ch] api/*.[ch] processor/*.[ch] handler/*.[ch] \
-	    fake-upstream/*.[ch] tests/*/*.[ch] bench/*.[ch])
+	clang-format -i $(FORMAT_SRC)
+
+# Fails, naming each file and line, where `make format` would change something.
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_SRC)
 
 check-compose:
 	docker-compose -f docker-compose.yml config -q

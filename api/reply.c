@@ -10,6 +10,8 @@
 
 #include <civetweb.h>
 
+#include "utf8.h"
+
 void reply_init(struct reply *r)
 {
     r->buf = r->inline_buf;
@@ -64,37 +66,6 @@ void reply_raw(struct reply *r, const char *s, size_t n)
     r->len += n;
 }
 
-/* Length (2-4) of the well-formed UTF-8 multi-byte sequence at p, or 0. Overlong
- * forms, surrogates and code points past U+10FFFF are not well-formed (RFC 3629). */
-static size_t reply_utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned char lo = 0x80, hi = 0xbf;
-    size_t need;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-        need = 2;
-    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-        need = 3;
-        if (p[0] == 0xe0)
-            lo = 0xa0;
-        else if (p[0] == 0xed)
-            hi = 0x9f;
-    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-        need = 4;
-        if (p[0] == 0xf0)
-            lo = 0x90;
-        else if (p[0] == 0xf4)
-            hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (n < need || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < need; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    return need;
-}
-
 void reply_str(struct reply *r, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -113,7 +84,7 @@ void reply_str(struct reply *r, const char *s, size_t n)
         if (p == end)
             break;
         if (*p >= 0x80) {
-            size_t len = reply_utf8_len(p, (size_t)(end - p));
+            size_t len = utf8_seq_len((const char *)p, (size_t)(end - p));
             if (len == 0) {
                 reply_lit(r, "\\ufffd");
                 p++;

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "utf8.h"
+
 /* A field name echoed back in a message is cut to this many bytes. */
 #define VALIDATE_NAME_ECHO 64
 
@@ -21,18 +23,6 @@ static void validate_fail(struct validate_error *err, const char *code, const ch
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
-}
-
-/* Length of s cut to at most max bytes without splitting a UTF-8 sequence, so the
- * echoed name stays valid UTF-8 (jansson guarantees the whole key is). */
-static int validate_echo_len(const char *s, size_t len, size_t max)
-{
-    if (len <= max)
-        return (int)len;
-    size_t n = max;
-    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-        n--;
-    return (int)n;
 }
 
 static const char *validate_type_name(const json_t *v)
@@ -228,7 +218,7 @@ json_t *validate_chat(const char *body, size_t len, const char *default_model,
             validate_fail(err, "unknown_field",
                           "unknown field '%.*s%s'; the supported fields are 'message', "
                           "'model' and 'temperature'",
-                          validate_echo_len(key, klen, VALIDATE_NAME_ECHO), key,
+                          (int)utf8_cut(key, klen, VALIDATE_NAME_ECHO), key,
                           klen > VALIDATE_NAME_ECHO ? "..." : "");
             goto out;
         }

@@ -1,10 +1,17 @@
 /* log.h - one line per event: time, level, component, trace id, message.
  *
- * The message is printf-formatted and then escaped (control characters and
- * quotes become \n, \", \xNN) so that user or upstream text can never split a
- * log line or forge another. The API key is never passed here. */
+ * The message is printf-formatted, and what each conversion (%s, %d, ...) writes
+ * is escaped with log_escape, so that user or upstream text can neither split a
+ * log line nor close the quotes of a field (message="%s") and forge another. The
+ * format's own text is trusted: only its control characters are escaped. A
+ * conversion right after "=" (model=%s) whose text holds a space, a quote, a
+ * backslash or anything escaped is also put in double quotes. A trace
+ * id that is not a plain token (letters, digits, "-_.:") is written quoted and
+ * escaped the same way. The API key is never passed here. */
 #ifndef CHATQ_LOG_H
 #define CHATQ_LOG_H
+
+#include <stddef.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
@@ -15,6 +22,16 @@ void log_init(const char *component, enum log_level level);
 int log_level_parse(const char *s, enum log_level *out);
 
 int log_enabled(enum log_level level);
+
+/* Copies src[0..srclen) into dst (dstlen bytes, always NUL-terminated) with
+ *   "  ->  \"      \  ->  \\      newline, CR, tab  ->  \n, \r, \t
+ *   other bytes below 0x20, 0x7f, and bytes that start no well-formed UTF-8
+ *   sequence  ->  \xNN (two lower-case hex digits)
+ * and everything else (printable ASCII, whole UTF-8 characters) as it is. When dst
+ * is too small the copy stops before the first escape or character that does not
+ * fit whole: never half an escape, a lone trailing backslash or part of a
+ * character. Returns the length written (without the NUL). */
+size_t log_escape(char *dst, size_t dstlen, const char *src, size_t srclen);
 
 /* trace may be NULL when the event belongs to no request. */
 void log_msg(enum log_level level, const char *trace, const char *fmt, ...)

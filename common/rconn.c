@@ -8,6 +8,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "clock.h"
 #include "log.h"
 
 int rconn_url_parse(const char *url, struct rconn_url *out, char *err, size_t errlen)
@@ -100,11 +101,8 @@ static int rconn_simple(redisContext *c, const char *what, char *err, size_t err
 redisContext *rconn_connect(const struct rconn_url *u, int timeout_ms, char *err,
                             size_t errlen)
 {
-    struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
-    if (timeout_ms > 0 && timeout_ms < 2000) {
-        tv.tv_sec = timeout_ms / 1000;
-        tv.tv_usec = (timeout_ms % 1000) * 1000;
-    }
+    struct timeval tv =
+        clock_timeval(timeout_ms > 0 && timeout_ms < 2000 ? timeout_ms : 2000);
     redisContext *c = redisConnectWithTimeout(u->host, u->port, tv);
     if (c == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -115,14 +113,8 @@ redisContext *rconn_connect(const struct rconn_url *u, int timeout_ms, char *err
                  c->errstr);
         goto fail;
     }
-    if (timeout_ms > 0) {
-        struct timeval ct = {.tv_sec = timeout_ms / 1000,
-                             .tv_usec = (timeout_ms % 1000) * 1000};
-        redisSetTimeout(c, ct);
-    } else {
-        struct timeval none = {0, 0};
-        redisSetTimeout(c, none);
-    }
+    /* 0 (what a timeout_ms <= 0 gives) means no timeout to hiredis. */
+    redisSetTimeout(c, clock_timeval(timeout_ms));
     redisEnableKeepAlive(c);
 
     if (u->pass[0]) {

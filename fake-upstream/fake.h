@@ -7,7 +7,8 @@
  *   serve.c   HTTP routes, the life of one chat request, /stats
  *   script.c  [[fake ...]] directives and the per-message attempt counters
  *   reply.c   OpenAI-shaped bodies (success, errors, model list)
- *   log.c     one-line logs on stderr
+ *
+ * From common/ it takes the log line (log.h), clock_timeval and utf8_cut.
  */
 #ifndef CHATQ_FAKE_H
 #define CHATQ_FAKE_H
@@ -34,12 +35,6 @@ struct config {
     const char *require_key; /* NULL: accept any key */
     int quiet;
 };
-
-/* ---- log.c ---- */
-void log_set_quiet(int quiet);
-void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- script.c ---- */
 enum script_action {
@@ -111,9 +106,6 @@ int reply_models(struct evbuffer *out);
 int reply_add_json(struct evbuffer *out, const json_t *value, size_t flags);
 /* Whitespace-separated words in s[0..len). */
 long long reply_count_words(const char *s, size_t len);
-/* Longest prefix of s[0..len) of at most max bytes that does not split a UTF-8
- * sequence. */
-size_t reply_utf8_prefix(const char *s, size_t len, size_t max);
 /* RFC 7231 IMF-fixdate of t into buf; returns 0 or -1. */
 int reply_http_date(char *buf, size_t size, time_t t);
 

@@ -40,20 +40,6 @@ long long reply_count_words(const char *s, size_t len)
     return words;
 }
 
-size_t reply_utf8_prefix(const char *s, size_t len, size_t max)
-{
-    size_t n;
-
-    if (len <= max)
-        return len;
-    n = max;
-    /* s[n] is the first byte cut off; if it continues a sequence, cut before the
-     * sequence's lead byte too. */
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--;
-    return n;
-}
-
 int reply_http_date(char *buf, size_t size, time_t t)
 {
     struct tm tm;

@@ -33,7 +33,10 @@
 #include <event2/listener.h>
 #include <jansson.h>
 
+#include "clock.h"
 #include "fake.h"
+#include "log.h"
+#include "utf8.h"
 
 /* evhttp_bind_socket() listens with a backlog of 128 (libevent 2.1), which drops
  * connections when a benchmark opens thousands at once; we bind our own listener.
@@ -183,11 +186,11 @@ static void serve_finish(struct pending *p, int completed)
         st->completed++;
         if (p->status > 0 && p->status < SERVE_STATUS_MAX)
             st->by_status[p->status]++;
-        log_info("chat id=%llu status=%d ms=%ld%s", p->id, p->status,
+        log_info(NULL, "chat id=%llu status=%d ms=%ld%s", p->id, p->status,
                  serve_elapsed_ms(&p->start), p->script.found ? " scripted" : "");
     } else {
         st->aborted++;
-        log_info("chat id=%llu aborted (%s) ms=%ld%s", p->id,
+        log_info(NULL, "chat id=%llu aborted (%s) ms=%ld%s", p->id,
                  srv->stopping             ? "shutdown"
                  : p->abort_reason != NULL ? p->abort_reason
                                            : "connection lost",
@@ -368,10 +371,10 @@ static void serve_reset(struct pending *p, struct evbuffer *body, int status,
      * hundred bytes go out in one non-blocking send; a short write only means less
      * of the body, which is still a broken transfer. */
     if (data != NULL && send(fd, data, evbuffer_get_length(msg), MSG_NOSIGNAL) < 0)
-        log_warn("chat id=%llu: reset: send: %s", p->id, strerror(errno));
+        log_warn(NULL, "chat id=%llu: reset: send: %s", p->id, strerror(errno));
     if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == -1 ||
         dup2(p->srv->devnull, fd) == -1)
-        log_warn("chat id=%llu: reset: could not force RST: %s", p->id, strerror(errno));
+        log_warn(NULL, "chat id=%llu: reset: could not force RST: %s", p->id, strerror(errno));
 out:
     if (msg != NULL)
         evbuffer_free(msg);
@@ -383,7 +386,7 @@ static void serve_on_timer(evutil_socket_t fd, short what, void *arg);
 static void serve_drip_tick(struct pending *p)
 {
     struct evbuffer *chunk = evbuffer_new();
-    struct timeval tv = {p->script.drip_ms / 1000, (p->script.drip_ms % 1000) * 1000};
+    struct timeval tv = clock_timeval(p->script.drip_ms);
 
     if (chunk == NULL) {
         serve_drop(p, "out of memory");
@@ -653,7 +656,7 @@ static int serve_parse_chat(struct pending *p)
         if (attempt > (unsigned long)p->script.times)
             script_parse("", 0, &p->script); /* back to defaults: a plain answer */
     }
-    p->echo_len = text != NULL ? reply_utf8_prefix(text, text_len, FAKE_ECHO_MAX) : 0;
+    p->echo_len = text != NULL ? utf8_cut(text, text_len, FAKE_ECHO_MAX) : 0;
     p->echo = malloc(p->echo_len + 1);
     if (p->echo == NULL)
         goto out;
@@ -683,7 +686,7 @@ static void serve_chat(struct server *srv, struct evhttp_request *req)
     evutil_socket_t fd;
 
     if (p == NULL) {
-        log_error("chat: out of memory");
+        log_error(NULL, "chat: out of memory");
         evhttp_send_error(req, 500, NULL);
         return;
     }
@@ -725,7 +728,7 @@ static void serve_chat(struct server *srv, struct evhttp_request *req)
     p->timer = evtimer_new(srv->base, serve_on_timer, p);
     p->watch = event_new(srv->base, fd, EV_READ, serve_on_watch, p);
     if (p->timer == NULL || p->watch == NULL || event_add(p->watch, NULL) == -1) {
-        log_error("chat id=%llu: cannot create events", p->id);
+        log_error(NULL, "chat id=%llu: cannot create events", p->id);
         p->status = 500;
         serve_send(req, 500, NULL, SERVE_JSON);
         return;
@@ -734,7 +737,7 @@ static void serve_chat(struct server *srv, struct evhttp_request *req)
         return; /* only the watch (or shutdown) ends it */
     /* Always through the loop, even with no delay: close and reset free the
      * connection, which must not happen inside evhttp's own request callback. */
-    struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+    struct timeval tv = clock_timeval(delay_ms);
     evtimer_add(p->timer, &tv);
 }
 
@@ -904,11 +907,11 @@ static void serve_on_accept_pause(evutil_socket_t fd, short what, void *arg)
  * runs again after serve_free(), and event_base_free() frees unfired one-shots. */
 static void serve_on_accept_error(struct evconnlistener *lev, void *arg)
 {
-    struct timeval tv = {0, SERVE_ACCEPT_PAUSE_MS * 1000};
+    struct timeval tv = clock_timeval(SERVE_ACCEPT_PAUSE_MS);
     int err = EVUTIL_SOCKET_ERROR();
 
     (void)arg;
-    log_warn("accept: %s; pausing accept for %d ms", evutil_socket_error_to_string(err),
+    log_warn(NULL, "accept: %s; pausing accept for %d ms", evutil_socket_error_to_string(err),
              SERVE_ACCEPT_PAUSE_MS);
     evconnlistener_disable(lev);
     if (event_base_once(evconnlistener_get_base(lev), -1, EV_TIMEOUT,
@@ -940,7 +943,7 @@ struct server *serve_new(struct event_base *base, const struct config *cfg)
     evhttp_set_gencb(srv->http, serve_route, srv);
     return srv;
 fail:
-    log_error("cannot set up the HTTP server: out of memory or no /dev/null");
+    log_error(NULL, "cannot set up the HTTP server: out of memory or no /dev/null");
     serve_free(srv);
     return NULL;
 }
@@ -961,7 +964,7 @@ int serve_listen(struct server *srv, int *port_out)
     snprintf(port, sizeof(port), "%d", srv->cfg->port);
     err = getaddrinfo(srv->cfg->host, port, &hints, &ai);
     if (err != 0) {
-        log_error("cannot resolve --host %s: %s", srv->cfg->host, gai_strerror(err));
+        log_error(NULL, "cannot resolve --host %s: %s", srv->cfg->host, gai_strerror(err));
         return -1;
     }
     for (a = ai; a != NULL && lev == NULL; a = a->ai_next) {
@@ -974,18 +977,18 @@ int serve_listen(struct server *srv, int *port_out)
     }
     freeaddrinfo(ai);
     if (lev == NULL) {
-        log_error("cannot listen on %s:%s: %s", srv->cfg->host, port, strerror(saved));
+        log_error(NULL, "cannot listen on %s:%s: %s", srv->cfg->host, port, strerror(saved));
         return -1;
     }
     if (evhttp_bind_listener(srv->http, lev) == NULL) {
         evconnlistener_free(lev);
-        log_error("cannot attach the listener to evhttp");
+        log_error(NULL, "cannot attach the listener to evhttp");
         return -1;
     }
     /* evhttp owns lev now and frees it in evhttp_free(). */
     evconnlistener_set_error_cb(lev, serve_on_accept_error);
     if (getsockname(evconnlistener_get_fd(lev), (struct sockaddr *)&ss, &sslen) == -1) {
-        log_error("getsockname: %s", strerror(errno));
+        log_error(NULL, "getsockname: %s", strerror(errno));
         return -1;
     }
     *port_out = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port

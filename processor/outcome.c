@@ -9,6 +9,8 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "utf8.h"
+
 void outcome_init(struct outcome *o)
 {
     memset(o, 0, sizeof(*o));
@@ -23,18 +25,6 @@ void outcome_clear(struct outcome *o)
     free(o->code);
     free(o->message);
     outcome_init(o);
-}
-
-/* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
-static size_t outcome_utf8_cut(const char *s, size_t len, size_t max)
-{
-    if (len <= max)
-        return len;
-    size_t n = max;
-    /* Step back over continuation bytes (10xxxxxx) to the start of a character. */
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--;
-    return n;
 }
 
 static char *outcome_strndup(const char *s, size_t len)
@@ -52,8 +42,8 @@ static int outcome_set(struct outcome *o, enum outcome_kind kind, const char *co
 {
     o->kind = kind;
     o->code = strdup(code);
-    o->message = outcome_strndup(
-        message, outcome_utf8_cut(message, message_len, OUTCOME_MESSAGE_MAX));
+    o->message =
+        outcome_strndup(message, utf8_cut(message, message_len, OUTCOME_MESSAGE_MAX));
     return o->code && o->message ? 0 : -1;
 }
 

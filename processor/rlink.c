@@ -8,6 +8,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "clock.h"
 #include "log.h"
 #include "rconn.h"
 #include "retry.h"
@@ -44,8 +45,7 @@ static void rlink_schedule(struct rlink *l, const char *why)
     l->backoff_ms = retry_reconnect_ms(l->backoff_ms);
     if (l->backoff_ms > l->max_backoff_ms)
         l->backoff_ms = l->max_backoff_ms;
-    struct timeval tv = {.tv_sec = l->backoff_ms / 1000,
-                         .tv_usec = (l->backoff_ms % 1000) * 1000};
+    struct timeval tv = clock_timeval(l->backoff_ms);
     evtimer_add(l->retry, &tv);
 }
 
@@ -115,8 +115,7 @@ static void rlink_connect(struct rlink *l)
         return;
     }
     l->ac = ac;
-    struct timeval tv = {.tv_sec = RLINK_CONNECT_TIMEOUT_MS / 1000,
-                         .tv_usec = (RLINK_CONNECT_TIMEOUT_MS % 1000) * 1000};
+    struct timeval tv = clock_timeval(RLINK_CONNECT_TIMEOUT_MS);
     evtimer_add(l->retry, &tv);
 }
 

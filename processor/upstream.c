@@ -271,8 +271,7 @@ static int upstream_on_timer(CURLM *multi, long timeout_ms, void *userp)
         evtimer_del(up->timer);
         return 0;
     }
-    struct timeval tv = {.tv_sec = timeout_ms / 1000,
-                         .tv_usec = (timeout_ms % 1000) * 1000};
+    struct timeval tv = clock_timeval(timeout_ms);
     return evtimer_add(up->timer, &tv) == 0 ? 0 : -1;
 }
 

@@ -1,5 +1,5 @@
 /* test_common.c - unit tests of common/: record encoding and parsing, config
- * loading, Redis URLs, trace ids, the log escape. */
+ * loading, Redis URLs, trace ids (the log line: test_log.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -225,6 +225,29 @@ static void test_clock_iso(void **state)
     assert_string_equal(ts, "2025-08-19T17:45:00.123Z");
 }
 
+static void test_clock_timeval(void **state)
+{
+    (void)state;
+    const struct {
+        long long ms;
+        long sec, usec;
+    } cases[] = {{0, 0, 0},
+                 {1, 0, 1000},
+                 {999, 0, 999000},
+                 {1000, 1, 0},
+                 {1001, 1, 1000},
+                 {2500, 2, 500000},
+                 {-1, 0, 0},
+                 {-1500, 0, 0},
+                 {86400123LL, 86400, 123000},
+                 {4102444800999LL, 4102444800L, 999000}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct timeval tv = clock_timeval(cases[i].ms);
+        assert_int_equal(tv.tv_sec, cases[i].sec);
+        assert_int_equal(tv.tv_usec, cases[i].usec);
+    }
+}
+
 static void test_redis_url(void **state)
 {
     (void)state;
@@ -357,6 +380,7 @@ int main(void)
         cmocka_unit_test(test_cmd_grows),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_clock_iso),
+        cmocka_unit_test(test_clock_timeval),
         cmocka_unit_test(test_redis_url),
         cmocka_unit_test(test_config_layers),
         cmocka_unit_test(test_config_usage_hides_secrets),
