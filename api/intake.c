@@ -2,7 +2,6 @@
  * intake.h). */
 #include "intake.h"
 
-#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,106 +83,160 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
     return INTAKE_READ_OK;
 }
 
-/* Queues one command built in c; its strings must live until the replies are read. */
-static int intake_append(redisContext *rc, struct cmd *c)
-{
-    assert(!c->overflow); /* only out of memory overflows a cmd */
-    return redisAppendCommandArgv(rc, c->argc, c->argv, c->len) == REDIS_OK ? 0 : -1;
-}
+/* The write of an accepted request, one script so that it is all or nothing.
+ * KEYS: requests stream, trace hash, then the Idempotency-Key's key when the
+ * request has one. ARGV: ttl, trace id, n, then n request-stream arguments
+ * (field/value pairs), then the pending record's pairs.
+ * Returns {outcome, traceId}: INTAKE_LUA_WRITTEN (traceId: ARGV[2]), or, the key
+ * being taken, INTAKE_LUA_REPLAY (same request: the traceId of its chat) or
+ * INTAKE_LUA_CONFLICT (another request).
+ *
+ * A request's fingerprint is the SHA-1 of its validated fields (message, model,
+ * temperature as they travel on the stream), not of the body's text: a retry that
+ * spells the same JSON differently is the same request.
+ *
+ * XADD comes first: Redis does not undo what a script wrote before an error, but a
+ * script stops at its first failing command, so a failing XADD (the key holds
+ * another type, Redis is out of memory) leaves nothing behind; the writes after
+ * it cannot fail on a fresh trace key. Sent with EVAL (see handler/finalize.c). */
+#define INTAKE_LUA_WRITTEN 1
+#define INTAKE_LUA_REPLAY 2
+#define INTAKE_LUA_CONFLICT 3
 
-/* The three writes of an accepted request, built once, sent in one MULTI/EXEC. */
-struct intake_cmds {
-    struct cmd hset, expire, xadd;
+/* clang-format off */
+static const char intake_script[] =
+    "local n = tonumber(ARGV[3])\n"
+    "local fp\n"
+    "if KEYS[3] then\n"
+    "  local parts = {}\n"
+    "  for i = 4, 3 + n, 2 do\n"
+    "    local f = ARGV[i]\n"
+    "    if f == '" REC_MESSAGE "' or f == '" REC_MODEL "' or\n"
+    "       f == '" REC_TEMPERATURE "' then\n"
+    "      parts[#parts + 1] = f .. '=' .. ARGV[i + 1]\n"
+    "    end\n"
+    "  end\n"
+    "  fp = redis.sha1hex(table.concat(parts, '\\0'))\n"
+    "  local prev = redis.call('GET', KEYS[3])\n"
+    "  if prev then\n"
+    "    local t, old = string.match(prev, '^([^:]*):(.*)$')\n"
+    "    if old == fp then return {2, t} end\n" /* INTAKE_LUA_REPLAY */
+    "    return {3, t or ''}\n"                  /* INTAKE_LUA_CONFLICT */
+    "  end\n"
+    "end\n"
+    "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4, 3 + n))\n"
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 4 + n))\n"
+    "redis.call('EXPIRE', KEYS[2], ARGV[1])\n"
+    "if KEYS[3] then\n"
+    "  redis.call('SET', KEYS[3], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
+    "end\n"
+    "return {1, ARGV[2]}\n"; /* INTAKE_LUA_WRITTEN */
+/* clang-format on */
+
+enum intake_store_result {
+    INTAKE_STORED,      /* written now, under req->trace */
+    INTAKE_REPLAYED,    /* the key's earlier, same request: its trace id returned */
+    INTAKE_CONFLICT,    /* the key was used for another request: nothing written */
+    INTAKE_NOT_WRITTEN, /* Redis not reached, or it refused the write: nothing written */
+    INTAKE_UNKNOWN,     /* sent, not confirmed: written, or to be written, or not */
 };
 
-enum intake_exec_result { INTAKE_EXEC_OK, INTAKE_EXEC_REFUSED, INTAKE_EXEC_LOST };
-
-/* Sends MULTI, the three commands and EXEC in one round trip and reads the five
- * replies. INTAKE_EXEC_LOST: the connection failed (the caller drops it);
- * INTAKE_EXEC_REFUSED: Redis answered with an error (logged), nothing was written. */
-static enum intake_exec_result intake_exec(redisContext *redis, struct intake_cmds *c,
-                                           const char *trace)
+/* Appends the arguments of src after its command name to dst. */
+static void intake_add_args(struct cmd *dst, const struct cmd *src)
 {
-    const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
-    redisReply *replies[5] = {NULL};
-    enum intake_exec_result rc = INTAKE_EXEC_LOST;
+    for (int i = 1; i < src->argc; i++)
+        cmd_add(dst, src->argv[i], src->len[i]);
+}
 
-    if (redisAppendCommandArgv(redis, 1, multi, NULL) != REDIS_OK ||
-        intake_append(redis, &c->hset) != 0 || intake_append(redis, &c->expire) != 0 ||
-        intake_append(redis, &c->xadd) != 0 ||
-        redisAppendCommandArgv(redis, 1, exec, NULL) != REDIS_OK)
+/* Reads the script's answer; the trace id of a replay goes into trace. */
+static enum intake_store_result intake_answer(const redisReply *r, const char *trace_in,
+                                              char trace[UUID_LEN + 1])
+{
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_warn(trace_in, "Redis refused the request, nothing was written: %s", r->str);
+        return INTAKE_NOT_WRITTEN;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER ||
+        r->element[1]->type != REDIS_REPLY_STRING) {
+        log_error(trace_in, "the intake script answered something unexpected");
+        return INTAKE_NOT_WRITTEN;
+    }
+    long long outcome = r->element[0]->integer;
+    const redisReply *id = r->element[1];
+    if (outcome == INTAKE_LUA_WRITTEN)
+        return INTAKE_STORED;
+    if (outcome == INTAKE_LUA_CONFLICT)
+        return INTAKE_CONFLICT;
+    if (outcome == INTAKE_LUA_REPLAY && id->len == UUID_LEN) {
+        memcpy(trace, id->str, UUID_LEN);
+        trace[UUID_LEN] = '\0';
+        if (uuid_valid(trace))
+            return INTAKE_REPLAYED;
+    }
+    /* Only a hand-written value of the key gets here. */
+    log_error(trace_in, "an Idempotency-Key record holds no trace id; refusing");
+    return INTAKE_CONFLICT;
+}
+
+/* Writes the requests-stream entry, the pending hash (with its TTL) and, if idem
+ * (the Idempotency-Key, or NULL) is given, the key's record, with one script: all
+ * or nothing, so no trace is ever pending without work queued for it, nor queued
+ * without a record to answer GETs. trace receives the trace id to answer with. */
+static enum intake_store_result intake_store(struct worker *w,
+                                             const struct chat_request *req,
+                                             const char *idem, char trace[UUID_LEN + 1])
+{
+    const struct server *srv = w->srv;
+    char key[KEYS_MAX + UUID_LEN + 1], idem_key[KEYS_MAX + VALIDATE_IDEM_KEY_MAX + 1];
+    struct cmd eval, fields, pending;
+    redisReply *reply = NULL;
+    enum intake_store_result result = INTAKE_NOT_WRITTEN;
+
+    memcpy(trace, req->trace, UUID_LEN + 1);
+    keys_trace(&srv->keys, req->trace, key, sizeof(key));
+    /* No MAXLEN on the XADD: trimming could drop work nobody has processed yet. */
+    cmd_init(&fields, "XADD");
+    record_request_append(req, &fields);
+    cmd_init(&pending, "HSET");
+    record_pending_append(req, &pending);
+    cmd_init(&eval, "EVAL");
+    cmd_addz(&eval, intake_script);
+    cmd_addz(&eval, idem != NULL ? "3" : "2");
+    cmd_addz(&eval, srv->keys.requests);
+    cmd_addz(&eval, key);
+    if (idem != NULL) {
+        keys_idem(&srv->keys, idem, idem_key, sizeof(idem_key));
+        cmd_addz(&eval, idem_key);
+    }
+    cmd_addll(&eval, srv->result_ttl);
+    cmd_addz(&eval, req->trace);
+    cmd_addll(&eval, fields.argc - 1);
+    intake_add_args(&eval, &fields);
+    intake_add_args(&eval, &pending);
+    if (eval.overflow || fields.overflow || pending.overflow) {
+        log_error(req->trace, "out of memory building the intake write");
         goto out;
-    for (size_t i = 0; i < 5; i++) {
-        void *reply = NULL;
-        if (redisGetReply(redis, &reply) != REDIS_OK)
-            goto out;
-        replies[i] = reply;
     }
 
-    /* A refused command inside MULTI shows as its own error reply and makes EXEC
-     * fail with EXECABORT; an error while executing shows inside EXEC's array. */
-    const redisReply *ex = replies[4];
-    const char *why = NULL;
-    for (size_t i = 0; i < 5 && why == NULL; i++)
-        if (replies[i]->type == REDIS_REPLY_ERROR)
-            why = replies[i]->str;
-    if (why == NULL && (ex->type != REDIS_REPLY_ARRAY || ex->elements != 3))
-        why = "EXEC did not return 3 replies";
-    for (size_t i = 0; why == NULL && i < ex->elements; i++)
-        if (ex->element[i]->type == REDIS_REPLY_ERROR)
-            why = ex->element[i]->str;
-    rc = INTAKE_EXEC_OK;
-    if (why != NULL) {
-        log_warn(trace, "Redis refused the request: %s", why);
-        rc = INTAKE_EXEC_REFUSED;
+    switch (worker_command_once(w, req->trace, eval.argc, eval.argv, eval.len, &reply)) {
+    case WORKER_ANSWERED:
+        result = intake_answer(reply, req->trace, trace);
+        break;
+    case WORKER_NOT_SENT:
+        break;
+    case WORKER_UNKNOWN:
+        log_warn(req->trace, "Redis did not confirm the write; it may have happened "
+                             "(answering 504)");
+        result = INTAKE_UNKNOWN;
+        break;
     }
 
 out:
-    for (size_t i = 0; i < 5; i++)
-        freeReplyObject(replies[i]);
-    return rc;
-}
-
-/* Writes the pending hash (with its TTL) and the requests-stream entry in one
- * MULTI/EXEC, pipelined into one round trip: both or neither, so no trace is ever
- * pending without work queued for it, nor queued without a record to answer GETs.
- * Returns 0 once Redis confirmed, or -1 (logged). */
-static int intake_store(struct worker *w, const struct chat_request *req)
-{
-    const struct server *srv = w->srv;
-    char key[KEYS_MAX + UUID_LEN + 1];
-    struct intake_cmds c;
-    int result = -1;
-
-    keys_trace(&srv->keys, req->trace, key, sizeof(key));
-    cmd_init(&c.hset, "HSET");
-    cmd_addz(&c.hset, key);
-    record_pending_append(req, &c.hset);
-    cmd_init(&c.expire, "EXPIRE");
-    cmd_addz(&c.expire, key);
-    cmd_addll(&c.expire, srv->result_ttl);
-    /* No MAXLEN: trimming could drop work nobody has processed yet. */
-    cmd_init(&c.xadd, "XADD");
-    cmd_addz(&c.xadd, srv->keys.requests);
-    cmd_addz(&c.xadd, "*");
-    record_request_append(req, &c.xadd);
-
-    /* A second try only on a connection found closed (see worker_redis_failed). */
-    for (int attempt = 0; attempt < 2; attempt++) {
-        redisContext *redis = worker_redis(w, req->trace);
-        if (redis == NULL)
-            break;
-        enum intake_exec_result rc = intake_exec(redis, &c, req->trace);
-        if (rc != INTAKE_EXEC_LOST) {
-            result = rc == INTAKE_EXEC_OK ? 0 : -1;
-            break;
-        }
-        if (!worker_redis_failed(w, req->trace, "MULTI/EXEC"))
-            break;
-    }
-    cmd_free(&c.hset);
-    cmd_free(&c.expire);
-    cmd_free(&c.xadd);
+    freeReplyObject(reply);
+    cmd_free(&eval);
+    cmd_free(&fields);
+    cmd_free(&pending);
     return result;
 }
 
@@ -219,6 +272,11 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
 
     struct chat_request req;
     struct validate_error verr;
+    const char *idem = mg_get_header(conn, VALIDATE_IDEM_HEADER);
+    if (idem != NULL && validate_idempotency_key(idem, &verr) != 0) {
+        status = reply_error(&r, conn, verr.status, verr.code, "%s", verr.message);
+        goto out;
+    }
     doc = validate_chat(body, len, srv->default_model, &req, &verr);
     if (doc == NULL) {
         log_debug(NULL, "POST /chat refused: %s", verr.code);
@@ -226,7 +284,7 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
         goto out;
     }
 
-    char trace[UUID_LEN + 1], accepted[CLOCK_ISO_LEN];
+    char trace[UUID_LEN + 1], accepted[CLOCK_ISO_LEN], answer[UUID_LEN + 1];
     if (uuid_v4(trace) != 0) {
         log_error(NULL, "cannot make a trace id: the random source failed");
         status =
@@ -242,17 +300,38 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
                              "the server could not set up this thread");
         goto out;
     }
-    if (intake_store(w, &req) != 0) {
+    switch (intake_store(w, &req, idem, answer)) {
+    case INTAKE_STORED:
+        log_debug(trace, "accepted: model=%s, %zu bytes of message", req.model,
+                  req.message_len);
+        break;
+    case INTAKE_REPLAYED:
+        log_debug(answer, "Idempotency-Key seen before for this request: answered with "
+                          "its trace again");
+        break;
+    case INTAKE_CONFLICT:
+        status = reply_error(&r, conn, 422, "idempotency_key_reused",
+                             "this " VALIDATE_IDEM_HEADER " was already used for a "
+                             "different request (message, model or temperature "
+                             "differ); use a new key for a new request");
+        goto out;
+    case INTAKE_NOT_WRITTEN:
         status = reply_error(&r, conn, 503, "redis_unavailable",
                              "the request could not be queued because the store is "
-                             "unavailable; retry later");
+                             "unavailable; nothing was written, retry later");
+        goto out;
+    case INTAKE_UNKNOWN:
+        status = reply_error(
+            &r, conn, 504, "redis_timeout",
+            "the store did not confirm the request in time: the chat may have been "
+            "accepted. Retry with the same " VALIDATE_IDEM_HEADER " header to get its "
+            "traceId without running it twice%s",
+            idem != NULL ? "" : " (this request had none: a retry may run it twice)");
         goto out;
     }
-    log_debug(trace, "accepted: model=%s, %zu bytes of message", req.model,
-              req.message_len);
 
     reply_lit(&r, "{\"traceId\":\"");
-    reply_raw(&r, trace, UUID_LEN);
+    reply_raw(&r, answer, UUID_LEN);
     reply_lit(&r, "\",\"message\":\"Chat request received and is being processed\","
                   "\"status\":\"processing\"}");
     status = reply_send(&r, conn, 202);

@@ -236,3 +236,32 @@ out:
         memset(req, 0, sizeof(*req));
     return result;
 }
+
+int validate_idempotency_key(const char *key, struct validate_error *err)
+{
+    size_t len = strlen(key);
+    if (len == 0) {
+        validate_fail(err, "invalid_header",
+                      "the " VALIDATE_IDEM_HEADER " header must not be empty");
+        return -1;
+    }
+    if (len > VALIDATE_IDEM_KEY_MAX) {
+        validate_fail(err, "invalid_header",
+                      "the " VALIDATE_IDEM_HEADER " header must be at most %d characters "
+                      "long, not %zu",
+                      VALIDATE_IDEM_KEY_MAX, len);
+        return -1;
+    }
+    /* Printable ASCII only: the key goes into a Redis key name and into logs. */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (c < 0x20 || c > 0x7e) {
+            validate_fail(err, "invalid_header",
+                          "the " VALIDATE_IDEM_HEADER " header must be printable ASCII; "
+                          "byte %zu is 0x%02x",
+                          i + 1, c);
+            return -1;
+        }
+    }
+    return 0;
+}

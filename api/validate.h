@@ -16,7 +16,9 @@
  *   - arrays and objects nested more than VALIDATE_DEPTH_MAX deep are refused
  *     (invalid_body) before parsing, to bound the parser's stack use;
  *   - "\u0000" inside message or model is refused (invalid_field): the other hops
- *     handle C strings, and no model needs a NUL. */
+ *     handle C strings, and no model needs a NUL.
+ * And of the Idempotency-Key header (validate_idempotency_key): 1 to
+ * VALIDATE_IDEM_KEY_MAX printable ASCII characters (0x20-0x7e), else invalid_header. */
 #ifndef CHATQ_API_VALIDATE_H
 #define CHATQ_API_VALIDATE_H
 
@@ -29,6 +31,8 @@
 #define VALIDATE_DEFAULT_TEMPERATURE 0.7
 #define VALIDATE_MODEL_MAX 256
 #define VALIDATE_DEPTH_MAX 32
+#define VALIDATE_IDEM_HEADER "Idempotency-Key"
+#define VALIDATE_IDEM_KEY_MAX 255
 
 struct validate_error {
     int status;       /* HTTP status, 400 */
@@ -43,5 +47,9 @@ struct validate_error {
  * the caller to fill. On failure returns NULL and fills err. */
 json_t *validate_chat(const char *body, size_t len, const char *default_model,
                       struct chat_request *req, struct validate_error *err);
+
+/* Checks the value of an Idempotency-Key header (NUL-terminated, as civetweb hands
+ * it: leading and trailing blanks already gone). Returns 0, or -1 with err filled. */
+int validate_idempotency_key(const char *key, struct validate_error *err);
 
 #endif

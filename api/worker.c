@@ -1,6 +1,7 @@
 /* worker.c - a civetweb worker thread's Redis connection (see worker.h). */
 #include "worker.h"
 
+#include <poll.h>
 #include <stdlib.h>
 
 #include <hiredis/hiredis.h>
@@ -35,7 +36,8 @@ static void worker_log_down(struct worker *w, const char *trace, const char *wha
     char where[300];
     rconn_url_describe(&w->srv->redis, where, sizeof(where));
     if (atomic_exchange(&w->srv->redis_down, 1) == 0)
-        log_warn(trace, "Redis %s unavailable (%s: %s); answering 503 until it is back",
+        log_warn(trace,
+                 "Redis %s unavailable (%s: %s); failing requests until it is back",
                  where, what, why);
     else
         log_debug(trace, "Redis still unavailable (%s: %s)", what, why);
@@ -95,4 +97,53 @@ struct redisReply *worker_command(struct worker *w, const char *trace, int argc,
             return NULL;
     }
     return NULL;
+}
+
+/* 1 if Redis closed this idle connection (it restarted, or dropped it as idle): with
+ * no request outstanding, a readable socket can only hold an end of file or an
+ * error. Seen before sending, that failure costs a reconnect, not a fate unknown. */
+static int worker_idle_closed(const redisContext *c)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    return poll(&p, 1, 0) != 0;
+}
+
+enum worker_fate worker_command_once(struct worker *w, const char *trace, int argc,
+                                     const char **argv, const size_t *argvlen,
+                                     redisReply **reply)
+{
+    *reply = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        redisContext *redis = worker_redis(w, trace);
+        if (redis != NULL && w->reused && worker_idle_closed(redis)) {
+            log_debug(trace, "Redis closed this thread's idle connection; reconnecting");
+            redisFree(w->redis);
+            w->redis = NULL;
+            redis = worker_redis(w, trace);
+        }
+        if (redis == NULL)
+            return WORKER_NOT_SENT;
+        if (redisAppendCommandArgv(redis, argc, argv, argvlen) != REDIS_OK) {
+            worker_redis_failed(w, trace, argv[0]);
+            return WORKER_NOT_SENT;
+        }
+        int done = 0;
+        while (!done && redisBufferWrite(redis, &done) == REDIS_OK)
+            ;
+        if (!done) {
+            /* Not (all) written: Redis never runs a command it did not get whole.
+             * The one retry is for a connection that died while idle. */
+            if (worker_redis_failed(w, trace, argv[0]))
+                continue;
+            return WORKER_NOT_SENT;
+        }
+        void *r = NULL;
+        if (redisGetReply(redis, &r) != REDIS_OK) {
+            worker_redis_failed(w, trace, argv[0]);
+            return WORKER_UNKNOWN;
+        }
+        *reply = r;
+        return WORKER_ANSWERED;
+    }
+    return WORKER_NOT_SENT;
 }

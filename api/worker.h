@@ -6,6 +6,8 @@
 #ifndef CHATQ_API_WORKER_H
 #define CHATQ_API_WORKER_H
 
+#include <stddef.h>
+
 struct server;
 struct redisContext;
 struct redisReply;
@@ -35,6 +37,23 @@ struct redisContext *worker_redis(struct worker *w, const char *trace);
  * reached it and the caller may try once more, on a new connection. Otherwise 0
  * (the failure is logged). */
 int worker_redis_failed(struct worker *w, const char *trace, const char *what);
+
+/* What became of a command that must not run twice (worker_command_once). */
+enum worker_fate {
+    WORKER_ANSWERED, /* Redis answered (maybe with an error reply) */
+    WORKER_NOT_SENT, /* Redis not reached, or the command did not leave whole: not run */
+    WORKER_UNKNOWN,  /* sent whole, then no answer in time or the connection lost: it
+                        may have run, or may still run (a slow Redis runs it later) */
+};
+
+/* Runs one command (argc arguments of argvlen bytes) that must not run twice: no
+ * retry once it has left. "Sent" is well defined for one command: Redis runs none
+ * that did not arrive whole, so a failure to connect or to write it means it did not
+ * run; only after it left whole is a missing answer a fate unknown. On
+ * WORKER_ANSWERED *reply is the answer (new: caller frees), else NULL (logged). */
+enum worker_fate worker_command_once(struct worker *w, const char *trace, int argc,
+                                     const char **argv, const size_t *argvlen,
+                                     struct redisReply **reply);
 
 /* Runs one command (argv, NUL-terminated strings) on the thread's connection, with
  * the one retry worker_redis_failed allows. Returns the reply (new: caller frees

@@ -12,10 +12,16 @@ int keys_init(struct keys *k, const char *prefix)
     snprintf(k->results, sizeof(k->results), "%sresults", prefix);
     snprintf(k->dead, sizeof(k->dead), "%sdead", prefix);
     snprintf(k->trace_prefix, sizeof(k->trace_prefix), "%strace:", prefix);
+    snprintf(k->idem_prefix, sizeof(k->idem_prefix), "%sidem:", prefix);
     return 0;
 }
 
 void keys_trace(const struct keys *k, const char *trace, char *out, size_t outlen)
 {
     snprintf(out, outlen, "%s%s", k->trace_prefix, trace);
+}
+
+void keys_idem(const struct keys *k, const char *key, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s%s", k->idem_prefix, key);
 }

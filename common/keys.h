@@ -3,7 +3,9 @@
  *   {prefix}requests     stream: accepted chats, read by group "processors"
  *   {prefix}results      stream: outcomes, read by group "handlers"
  *   {prefix}dead         stream: entries that could not be processed (capped)
- *   {prefix}trace:{id}   hash:   a trace's record (fields in record.h), with a TTL */
+ *   {prefix}trace:{id}   hash:   a trace's record (fields in record.h), with a TTL
+ *   {prefix}idem:{key}   string: "{traceId}:{fingerprint}" of a POST's Idempotency-Key,
+ *                                with the record's TTL (written by the api's intake) */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -20,6 +22,7 @@ struct keys {
     char results[KEYS_MAX];
     char dead[KEYS_MAX];
     char trace_prefix[KEYS_MAX];
+    char idem_prefix[KEYS_MAX];
 };
 
 /* Returns 0, or -1 if the prefix is longer than KEYS_PREFIX_MAX. */
@@ -27,5 +30,8 @@ int keys_init(struct keys *k, const char *prefix);
 
 /* Writes the hash key of a trace; out must hold KEYS_MAX + the id's length. */
 void keys_trace(const struct keys *k, const char *trace, char *out, size_t outlen);
+
+/* Writes the key of an Idempotency-Key's value; out must hold KEYS_MAX + its length. */
+void keys_idem(const struct keys *k, const char *key, char *out, size_t outlen);
 
 #endif

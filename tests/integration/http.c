@@ -27,10 +27,11 @@ static size_t http_collect(char *data, size_t size, size_t nmemb, void *arg)
 }
 
 /* Sends one request on h (options reset first; its open connections kept). fresh:
- * forbid reusing a connection for it, and keeping it open after. */
+ * forbid reusing a connection for it, and keeping it open after. extra: more
+ * "Name: value" header lines (NULL-terminated, may be NULL). */
 static int http_perform(CURL *h, int fresh, const char *method, const char *url,
-                        const char *body, size_t body_len, int timeout_ms,
-                        struct http_response *out)
+                        const char *const *extra, const char *body, size_t body_len,
+                        int timeout_ms, struct http_response *out)
 {
     struct curl_slist *headers = NULL;
     char *ct = NULL;
@@ -55,9 +56,13 @@ static int http_perform(CURL *h, int fresh, const char *method, const char *url,
         curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
     if (strcmp(method, "HEAD") == 0)
         curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    if (body != NULL) {
+    if (body != NULL)
         headers = curl_slist_append(headers, "Content-Type: application/json");
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++)
+        headers = curl_slist_append(headers, extra[i]);
+    if (headers != NULL)
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    if (body != NULL) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     }
@@ -82,8 +87,15 @@ out:
 int http_request(const char *method, const char *url, const char *body, size_t body_len,
                  int timeout_ms, struct http_response *out)
 {
+    return http_request_with(method, url, NULL, body, body_len, timeout_ms, out);
+}
+
+int http_request_with(const char *method, const char *url, const char *const *headers,
+                      const char *body, size_t body_len, int timeout_ms,
+                      struct http_response *out)
+{
     CURL *h = curl_easy_init();
-    int rc = http_perform(h, 1, method, url, body, body_len, timeout_ms, out);
+    int rc = http_perform(h, 1, method, url, headers, body, body_len, timeout_ms, out);
     if (h != NULL)
         curl_easy_cleanup(h);
     return rc;
@@ -118,7 +130,14 @@ int http_client_request(struct http_client *c, const char *method, const char *u
                         const char *body, size_t body_len, int timeout_ms,
                         struct http_response *out)
 {
-    return http_perform(c->h, 0, method, url, body, body_len, timeout_ms, out);
+    return http_perform(c->h, 0, method, url, NULL, body, body_len, timeout_ms, out);
+}
+
+int http_client_request_with(struct http_client *c, const char *method, const char *url,
+                             const char *const *headers, const char *body,
+                             size_t body_len, int timeout_ms, struct http_response *out)
+{
+    return http_perform(c->h, 0, method, url, headers, body, body_len, timeout_ms, out);
 }
 
 void http_response_free(struct http_response *r)

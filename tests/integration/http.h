@@ -22,6 +22,12 @@ struct http_response {
 int http_request(const char *method, const char *url, const char *body, size_t body_len,
                  int timeout_ms, struct http_response *out);
 
+/* The same with extra header lines ("Name: value", NULL-terminated, may be NULL;
+ * "Name;" sends the header with an empty value, as curl spells it). */
+int http_request_with(const char *method, const char *url, const char *const *headers,
+                      const char *body, size_t body_len, int timeout_ms,
+                      struct http_response *out);
+
 void http_response_free(struct http_response *r);
 
 /* A client that keeps its connection open between requests (HTTP keep-alive),
@@ -37,6 +43,11 @@ void http_client_free(struct http_client *c);
 int http_client_request(struct http_client *c, const char *method, const char *url,
                         const char *body, size_t body_len, int timeout_ms,
                         struct http_response *out);
+
+/* The same with extra header lines, as http_request_with. */
+int http_client_request_with(struct http_client *c, const char *method, const char *url,
+                             const char *const *headers, const char *body,
+                             size_t body_len, int timeout_ms, struct http_response *out);
 
 /* The body parsed as JSON: new (caller decrefs), or NULL with the reason
  * printed. */

@@ -187,10 +187,12 @@ int stack_redis_start(struct stack *s)
     char port[16], data[PATH_MAX + 8];
     snprintf(port, sizeof(port), "%d", s->redis_port);
     snprintf(data, sizeof(data), "%s/redis", s->dir);
-    char *argv[] = {
-        "redis-server", "--port", port, "--bind",       "127.0.0.1", "--dir",
-        data,           "--save", "",   "--appendonly", "yes",       "--appendfsync",
-        "everysec",     NULL};
+    /* DEBUG is on for local clients: DEBUG SLEEP makes Redis slow rather than down. */
+    /* clang-format off */
+    char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", data,
+                    "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                    "--enable-debug-command", "local", NULL};
+    /* clang-format on */
     if (s->redis != NULL) {
         proc_free(s->redis);
         s->redis = NULL;
@@ -474,6 +476,47 @@ redisReply *stack_redis(struct stack *s, const char *fmt, ...)
         }
     }
     return r;
+}
+
+/* 1 once Redis does not answer a PING within 50 ms: it is asleep. */
+static int stack_check_asleep(void *arg)
+{
+    struct stack *s = arg;
+    struct timeval tv = {1, 0}, quick = {0, 50 * 1000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", s->redis_port, tv);
+    int asleep = 0;
+    if (c != NULL && c->err == 0) {
+        redisSetTimeout(c, quick);
+        redisReply *pong = redisCommand(c, "PING");
+        asleep = pong == NULL;
+        if (pong != NULL)
+            freeReplyObject(pong);
+    }
+    if (c != NULL)
+        redisFree(c);
+    return asleep;
+}
+
+redisContext *stack_redis_sleep(struct stack *s, const char *seconds)
+{
+    struct timeval tv = {30, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", s->redis_port, tv);
+    int done = 0;
+    if (c == NULL || c->err != 0 ||
+        redisAppendCommand(c, "DEBUG SLEEP %s", seconds) != REDIS_OK)
+        goto fail;
+    while (!done)
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            goto fail;
+    if (harness_poll(harness_timeout(1000), 5, stack_check_asleep, s) != 0)
+        goto fail;
+    return c;
+fail:
+    fprintf(stderr, "integration: could not put Redis to sleep (DEBUG SLEEP %s)%s%s\n",
+            seconds, c != NULL && c->err ? ": " : "", c != NULL && c->err ? c->errstr : "");
+    if (c != NULL)
+        redisFree(c);
+    return NULL;
 }
 
 long long stack_xlen(struct stack *s, const char *key)

@@ -82,6 +82,12 @@ int stack_api_restart(struct stack *s, const char *name, const char *const *extr
  * connection was lost. Returns a new reply (freeReplyObject), or NULL. */
 redisReply *stack_redis(struct stack *s, const char *fmt, ...);
 
+/* Makes Redis slow rather than down: sends DEBUG SLEEP seconds (e.g. "1.5") on a
+ * connection of its own without waiting, and returns once Redis has stopped
+ * answering. Returns that connection (new: read the reply, which comes when Redis
+ * wakes, with redisGetReply, then redisFree), or NULL (reason printed). */
+redisContext *stack_redis_sleep(struct stack *s, const char *seconds);
+
 /* XLEN of key (0 when it does not exist), or -1. */
 long long stack_xlen(struct stack *s, const char *key);
 

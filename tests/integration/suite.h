@@ -22,6 +22,7 @@ struct suite_group {
 };
 
 extern const struct suite_group suite_api;
+extern const struct suite_group suite_intake;
 extern const struct suite_group suite_upstream;
 extern const struct suite_group suite_recovery;
 extern const struct suite_group suite_lifecycle;

@@ -145,6 +145,7 @@ struct fault_ledger {
     size_t n, cap;
     /* POSTs not accepted */
     long refused_503, bad_503, conn_errors, unexpected;
+    long fate_unknown; /* 504 redis_timeout answers, each retried with its key */
     char unexpected_sample[300];
     /* after fault_settle */
     size_t completed, failed, lost, changed, dup;
@@ -173,6 +174,7 @@ static void fault_ledger_reset(const char *name)
     l->t = NULL;
     l->n = l->cap = 0;
     l->refused_503 = l->bad_503 = l->conn_errors = l->unexpected = 0;
+    l->fate_unknown = 0;
     l->unexpected_sample[0] = l->changed_sample[0] = '\0';
     l->completed = l->failed = l->lost = l->changed = l->dup = 0;
     snprintf(l->name, sizeof(l->name), "%s", name != NULL ? name : "");
@@ -285,10 +287,24 @@ static void fault_note_unexpected(const char *what)
     pthread_mutex_unlock(&fault_l.mu);
 }
 
-/* One POST; what came back goes into the ledger. 1 if accepted. */
+/* 1 if r is the api's "fate unknown" answer: Redis did not confirm the write. */
+static int fault_is_fate_unknown(const struct http_response *r)
+{
+    if (r->status != 504)
+        return 0;
+    json_t *j = json_loadb(r->body, r->body_len, 0, NULL);
+    int yes = strcmp(STR(http_error_code(j)), "redis_timeout") == 0;
+    json_decref(j);
+    return yes;
+}
+
+/* One POST, as a careful client sends it: with an Idempotency-Key (the message's
+ * name, unique in the group), and again with the same key for as long as the
+ * answer is "fate unknown". What came back goes into the ledger. 1 if accepted. */
 static int fault_post_one(struct fault_load *ld, struct http_client *c, size_t i)
 {
-    char msg[256], url[128], what[300];
+    char msg[256], url[128], what[300], key[300];
+    const char *headers[] = {key, NULL};
     const struct fault_kind *kind;
     struct http_response r;
     int accepted = 0;
@@ -301,9 +317,21 @@ static int fault_post_one(struct fault_load *ld, struct http_client *c, size_t i
         fault_note_unexpected("out of memory building a POST");
         return 0;
     }
+    snprintf(key, sizeof(key), "Idempotency-Key: %s #%05zu", ld->fault, i);
     long long t0 = harness_now_ms();
-    int rc = http_client_request(c, "POST", stack_url(ld->s, "/chat", url, sizeof(url)),
-                                 body, strlen(body), FAULT_HTTP_MS, &r);
+    stack_url(ld->s, "/chat", url, sizeof(url));
+    int rc;
+    for (;;) {
+        rc = http_client_request_with(c, "POST", url, headers, body, strlen(body),
+                                      FAULT_HTTP_MS, &r);
+        if (rc != 0 || !fault_is_fate_unknown(&r) || harness_now_ms() >= ld->deadline)
+            break;
+        pthread_mutex_lock(&fault_l.mu);
+        fault_l.fate_unknown++;
+        pthread_mutex_unlock(&fault_l.mu);
+        http_response_free(&r);
+        harness_sleep_ms(FAULT_ERROR_PAUSE_MS);
+    }
     free(body);
     if (rc != 0) {
         pthread_mutex_lock(&fault_l.mu);
@@ -2448,6 +2476,84 @@ static void test_fault_rolling_restarts(void **state)
           "%s", why);
 }
 
+/* ---- Redis slow (not down) under load ----------------------------------------------
+ */
+
+#define FAULT_SLOW_LOAD 100
+#define FAULT_SLOW_SLEEP "1.5" /* past the api's REDIS_TIMEOUT_MS (1000) */
+
+/* Redis stops answering for a moment (DEBUG SLEEP) while chats come in: POSTs
+ * whose write it holds get 504 "fate unknown" and are retried with the same key.
+ * Each chat is accepted once, runs once, and reaches the upstream once. */
+static void test_fault_redis_slow(void **state)
+{
+    (void)state;
+    struct stack *s = &fault_stack;
+    static const struct fault_kind k = {
+        .status = "completed", .attempts = 1, .requests = 1, .ok = 1};
+    const struct fault_kind *kinds[] = {&k};
+    struct fault_stats before;
+    struct fault_load ld;
+    redisContext *sleeper = NULL;
+    char why[512] = "";
+    int ok = 0;
+
+    fault_begin("redis slow (DEBUG SLEEP " FAULT_SLOW_SLEEP ")");
+    fault_stats_get(s, &before);
+    long long added = stack_xadded(s, s->keys.requests);
+    fault_load_start(&ld, s, "redis slow", kinds, 1, FAULT_SLOW_LOAD, 0, FAULT_PACE_MS,
+                     FAULT_THREADS, FAULT_SETTLE_MS);
+    struct fault_until u = {FAULT_SLOW_LOAD / 4};
+    if (harness_poll(harness_timeout(10000), 5, fault_check_accepted, &u) != 0) {
+        snprintf(why, sizeof(why), "only %zu POSTs accepted before the sleep",
+                 fault_accepted());
+        goto join;
+    }
+    size_t at_sleep = fault_accepted();
+    sleeper = stack_redis_sleep(s, FAULT_SLOW_SLEEP);
+    if (sleeper == NULL) {
+        snprintf(why, sizeof(why), "could not put Redis to sleep");
+        goto join;
+    }
+    void *woke = NULL;
+    if (redisGetReply(sleeper, &woke) != REDIS_OK) {
+        snprintf(why, sizeof(why), "DEBUG SLEEP never answered");
+        goto join;
+    }
+    freeReplyObject(woke);
+    print_message("redis slow: asleep after %zu accepted\n", at_sleep);
+    ok = 1;
+join:
+    if (!ok)
+        atomic_store(&ld.stop, 1);
+    fault_load_join(&ld);
+    if (sleeper != NULL)
+        redisFree(sleeper);
+    CHECK(ok, "%s", why);
+    print_message("redis slow: %ld answers 504 redis_timeout (retried), %ld 503\n",
+                  fault_l.fate_unknown, fault_l.refused_503);
+    CHECK(fault_l.unexpected == 0 && fault_l.conn_errors == 0 && fault_l.bad_503 == 0,
+          "%ld POSTs got an unexpected answer and %ld none, e.g. %s", fault_l.unexpected,
+          fault_l.conn_errors, fault_l.unexpected_sample);
+    CHECK(fault_accepted() + (size_t)fault_l.refused_503 == FAULT_SLOW_LOAD,
+          "%zu accepted and %ld refused of %d posted", fault_accepted(),
+          fault_l.refused_503, FAULT_SLOW_LOAD);
+
+    fault_settle(s, FAULT_SETTLE_MS);
+    fault_check_ledger();
+    fault_check_kinds(s);
+    CHECK(fault_l.completed == fault_l.n, "%zu of %zu completed", fault_l.completed,
+          fault_l.n);
+    /* A chat written although its POST was told otherwise would show here. */
+    CHECK(stack_xadded(s, s->keys.requests) - added == (long long)fault_l.n,
+          "%lld request-stream entries for %zu accepted chats",
+          stack_xadded(s, s->keys.requests) - added, fault_l.n);
+    fault_check_stats(s, &before);
+    CHECK(fault_l.fate_unknown > 0, "no POST met the sleeping Redis");
+    char w[256];
+    CHECK(stack_drained(s, 10000, w, sizeof(w)) == 0, "%s", w);
+}
+
 /* ---- bounded memory
  * ------------------------------------------------------------------------ */
 
@@ -2615,6 +2721,7 @@ static const struct CMUnitTest fault_tests[] = {
     cmocka_unit_test(test_fault_wrong_type),
     cmocka_unit_test(test_fault_redis_away_two_processors),
     cmocka_unit_test(test_fault_rolling_restarts),
+    cmocka_unit_test(test_fault_redis_slow),
     cmocka_unit_test(test_fault_bounded_memory),
 };
 

@@ -364,6 +364,8 @@ static void test_keys(void **state)
     char t[KEYS_MAX + 64];
     keys_trace(&k, TRACE, t, sizeof(t));
     assert_string_equal(t, "chatq:trace:" TRACE);
+    keys_idem(&k, "order-42", t, sizeof(t));
+    assert_string_equal(t, "chatq:idem:order-42");
     char long_prefix[KEYS_PREFIX_MAX + 2];
     memset(long_prefix, 'p', sizeof(long_prefix) - 1);
     long_prefix[sizeof(long_prefix) - 1] = '\0';

@@ -363,6 +363,32 @@ static void test_big_message(void **state)
     free(body);
 }
 
+static void test_idempotency_key(void **state)
+{
+    (void)state;
+    struct validate_error err;
+    char key[VALIDATE_IDEM_KEY_MAX + 2];
+
+    assert_int_equal(validate_idempotency_key("a", &err), 0);
+    assert_int_equal(validate_idempotency_key("order 42 / retry ~!", &err), 0);
+    memset(key, 'k', sizeof(key) - 1);
+    key[VALIDATE_IDEM_KEY_MAX] = '\0';
+    assert_int_equal(validate_idempotency_key(key, &err), 0);
+
+    static const char *const bad_keys[] = {"", "caf\xc3\xa9", "tab\there", "del\x7f"};
+    key[VALIDATE_IDEM_KEY_MAX] = 'k';
+    key[VALIDATE_IDEM_KEY_MAX + 1] = '\0';
+    for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]) + 1; i++) {
+        const char *k = i < sizeof(bad_keys) / sizeof(bad_keys[0]) ? bad_keys[i] : key;
+        memset(&err, 0, sizeof(err));
+        if (validate_idempotency_key(k, &err) == 0)
+            fail_msg("accepted Idempotency-Key \"%.40s\"", k);
+        assert_int_equal(err.status, 400);
+        assert_string_equal(err.code, "invalid_header");
+        assert_non_null(strstr(err.message, "Idempotency-Key"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -381,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_not_an_object),
         cmocka_unit_test(test_utf8_preserved),
         cmocka_unit_test(test_big_message),
+        cmocka_unit_test(test_idempotency_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
