@@ -15,7 +15,6 @@
 #include "log.h"
 #include "processor.h"
 #include "rconn.h"
-#include "retry.h"
 #include "stream.h"
 
 #define MAIN_PROG "chatq-processor"
@@ -117,7 +116,7 @@ static int main_group_ensure(const struct processor *p)
             redisFree(c);
         if (rc == 0)
             break;
-        wait = retry_reconnect_ms(wait);
+        wait = rconn_backoff_ms(wait);
         if (!warned) {
             log_warn(NULL, "Redis is not ready (%s); retrying", err);
             warned = 1;

@@ -10,7 +10,6 @@
 
 #include "log.h"
 #include "rconn.h"
-#include "retry.h"
 
 /* hiredis 0.14 has no connect timeout on async contexts: a host that drops SYNs
  * would leave the link connecting for minutes. */
@@ -40,7 +39,7 @@ static void rlink_schedule(struct rlink *l, const char *why)
                  l->url->host, l->url->port, why);
         l->in_outage = 1;
     }
-    l->backoff_ms = retry_reconnect_ms(l->backoff_ms);
+    l->backoff_ms = rconn_backoff_ms(l->backoff_ms);
     struct timeval tv = {.tv_sec = l->backoff_ms / 1000,
                          .tv_usec = (l->backoff_ms % 1000) * 1000};
     evtimer_add(l->retry, &tv);
