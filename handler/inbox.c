@@ -1,4 +1,11 @@
-/* inbox.c - reading and taking over results (see inbox.h). */
+/* inbox.c - reading and taking over results (see inbox.h).
+ *
+ * Takeover uses XPENDING + XCLAIM rather than XAUTOCLAIM because XAUTOCLAIM does
+ * not return the delivery counts, and the count is how a result that fails on
+ * every delivery (its trace key holds the wrong type, say) is recognised and
+ * dead-lettered instead of being taken over every claim interval for ever.
+ * XCLAIM with a min-idle-time is atomic, so two handlers that both saw an entry
+ * in XPENDING cannot both get it. */
 #include "inbox.h"
 
 #include <errno.h>
@@ -11,6 +18,7 @@
 #include <hiredis/hiredis.h>
 
 #include "clock.h"
+#include "cmd.h"
 #include "finalize.h"
 #include "log.h"
 #include "stream.h"
@@ -78,33 +86,139 @@ int inbox_connect(struct inbox *in)
 
 /* ---- taking over abandoned results -------------------------------------------- */
 
-/* Takes over results another handler read but never finished. Returns 0 or -1. */
+/* The ids XPENDING listed and how often each was delivered so far. */
+struct inbox_pending {
+    size_t n;
+    const char **ids; /* borrowed from the XPENDING reply */
+    long long *deliveries;
+};
+
+/* Deliveries before the XCLAIM of id, searching from *hint: XCLAIM answers in the
+ * order of the ids it was given, so the search is usually one step. */
+static long long inbox_pending_deliveries(const struct inbox_pending *p, const char *id,
+                                          size_t *hint)
+{
+    for (size_t k = 0; k < p->n; k++) {
+        size_t i = (*hint + k) % p->n;
+        if (strcmp(p->ids[i], id) == 0) {
+            *hint = i + 1;
+            return p->deliveries[i];
+        }
+    }
+    return 0;
+}
+
+/* XCLAIMs what XPENDING listed and finalizes it; an entry whose delivery now
+ * goes past MAX_DELIVERIES is dead-lettered instead. Returns 0 or -1. */
+static int inbox_claim_pending(struct inbox *in, const struct inbox_pending *p)
+{
+    int rc = -1;
+    long long *over = NULL;
+    redisReply *r = NULL;
+    struct cmd cmd;
+    cmd_init(&cmd, "XCLAIM");
+    cmd_addz(&cmd, in->keys->results);
+    cmd_addz(&cmd, KEYS_GROUP_HANDLERS);
+    cmd_addz(&cmd, in->consumer);
+    cmd_addll(&cmd, in->set.claim_idle_ms);
+    for (size_t i = 0; i < p->n; i++)
+        cmd_addz(&cmd, p->ids[i]);
+    if (cmd.overflow) {
+        log_error(NULL, "out of memory for a claim of %zu results", p->n);
+        goto out;
+    }
+    r = redisCommandArgv(in->c, cmd.argc, cmd.argv, cmd.len);
+    if (rconn_reply_failed(r) || r->type != REDIS_REPLY_ARRAY) {
+        log_warn(NULL, "XCLAIM failed: %s",
+                 r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply")
+                   : in->c->errstr);
+        goto out;
+    }
+    over = calloc(r->elements + 1, sizeof(*over));
+    if (over == NULL) {
+        log_error(NULL, "out of memory for a claim of %zu results", r->elements);
+        goto out; /* claimed and not finalized: taken over again later */
+    }
+    size_t hint = 0, nover = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        struct stream_entry e;
+        if (stream_entry_at(r, i, &e) != 0)
+            continue;
+        long long delivery = inbox_pending_deliveries(p, e.id, &hint) + 1;
+        if (delivery > in->set.max_deliveries) {
+            over[i] = delivery;
+            nover++;
+        }
+    }
+    if (r->elements > 0)
+        log_info(NULL, "claimed %zu results left idle for %lld ms or more", r->elements,
+                 in->set.claim_idle_ms);
+    if (nover > 0)
+        log_warn(NULL, "%zu of them delivered more than MAX_DELIVERIES (%lld) times",
+                 nover, in->set.max_deliveries);
+    rc = finalize_entries(in->fin, in->c, r, over);
+out:
+    free(over);
+    freeReplyObject(r);
+    cmd_free(&cmd);
+    return rc;
+}
+
+/* Lists up to a batch of results idle for CLAIM_IDLE_MS with their delivery
+ * counts. Returns a new reply (freeReplyObject) with p filled from it, or NULL
+ * (logged) when the connection failed. */
+static redisReply *inbox_list_pending(struct inbox *in, struct inbox_pending *p)
+{
+    redisReply *r =
+        redisCommand(in->c, "XPENDING %s %s IDLE %lld - + %lld", in->keys->results,
+                     KEYS_GROUP_HANDLERS, in->set.claim_idle_ms, in->set.batch);
+    if (rconn_reply_failed(r) || r->type != REDIS_REPLY_ARRAY) {
+        log_warn(NULL, "XPENDING failed: %s",
+                 r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply")
+                   : in->c->errstr);
+        freeReplyObject(r);
+        return NULL;
+    }
+    p->n = 0;
+    p->ids = malloc((r->elements + 1) * sizeof(*p->ids));
+    p->deliveries = malloc((r->elements + 1) * sizeof(*p->deliveries));
+    if (p->ids == NULL || p->deliveries == NULL) {
+        log_error(NULL, "out of memory for %zu pending results", r->elements);
+        return r; /* p->n == 0: nothing claimed this time */
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
+            e->element[0]->type != REDIS_REPLY_STRING ||
+            e->element[3]->type != REDIS_REPLY_INTEGER)
+            continue;
+        p->ids[p->n] = e->element[0]->str;
+        p->deliveries[p->n] = e->element[3]->integer;
+        p->n++;
+    }
+    return r;
+}
+
+/* Takes over results another handler (or this one, before a lost connection)
+ * read but never finished, page by page: what is claimed is no longer idle, so
+ * the next XPENDING lists the next ones. Returns 0 or -1. */
 static int inbox_claim(struct inbox *in)
 {
-    char cursor[64] = "0-0";
-    do {
-        redisReply *r = redisCommand(in->c, "XAUTOCLAIM %s %s %s %lld %s COUNT %lld",
-                                     in->keys->results, KEYS_GROUP_HANDLERS, in->consumer,
-                                     in->set.claim_idle_ms, cursor, in->set.batch);
-        if (rconn_reply_failed(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING ||
-            r->element[1]->type != REDIS_REPLY_ARRAY) {
-            log_warn(NULL, "XAUTOCLAIM failed: %s",
-                     r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply")
-                       : in->c->errstr);
-            freeReplyObject(r);
+    for (;;) {
+        struct inbox_pending p = {0};
+        redisReply *r = inbox_list_pending(in, &p);
+        if (r == NULL)
             return -1;
-        }
-        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-        if (r->element[1]->elements > 0)
-            log_info(NULL, "claimed %zu results left by another handler",
-                     r->element[1]->elements);
-        int rc = finalize_entries(in->fin, in->c, r->element[1]);
+        int rc = p.n > 0 ? inbox_claim_pending(in, &p) : 0;
+        int more = p.n > 0 && r->elements == (size_t)in->set.batch;
+        free(p.ids);
+        free(p.deliveries);
         freeReplyObject(r);
         if (rc != 0)
             return -1;
-    } while (strcmp(cursor, "0-0") != 0 && !*in->stop);
-    return 0;
+        if (!more || *in->stop)
+            return 0;
+    }
 }
 
 /* ---- reading new results ------------------------------------------------------ */
@@ -190,7 +304,7 @@ static int inbox_read(struct inbox *in, const char *from)
         return -1;
     }
     const redisReply *entries = stream_read_entries(r);
-    int rc = entries ? finalize_entries(in->fin, c, entries) : 0;
+    int rc = entries ? finalize_entries(in->fin, c, entries, NULL) : 0;
     if (rc == 0)
         rc = entries ? (int)entries->elements : 0;
     freeReplyObject(r);

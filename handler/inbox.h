@@ -1,7 +1,8 @@
 /* inbox.h - the handler's hop off the results stream: its Redis connection, the
- * "handlers" consumer group, reading new results, and taking over results that
- * a handler which died left pending. What becomes of each entry is
- * finalize.c's.
+ * "handlers" consumer group, reading new results, taking over results that a
+ * handler which died left pending, and the delivery limit that moves a result
+ * no handler can write to the dead-letter stream instead of taking it over for
+ * ever. What becomes of each entry is finalize.c's.
  *
  * The blocking read waits in ppoll with the stop signals open, so SIGTERM ends
  * it at once: Redis is told to CLIENT UNBLOCK the read (from a second, short
@@ -23,6 +24,7 @@ struct inbox_settings {
     long long batch;          /* HANDLER_BATCH: entries per read or claim */
     long long block_ms;       /* HANDLER_BLOCK_MS: longest wait of one read */
     long long claim_idle_ms;  /* CLAIM_IDLE_MS: idle time before a takeover */
+    long long max_deliveries; /* MAX_DELIVERIES: more, and it is dead-lettered */
 };
 
 struct inbox {

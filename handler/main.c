@@ -23,6 +23,7 @@ struct config {
     long long batch;
     long long block_ms;
     long long claim_idle_ms;
+    long long max_deliveries;
     long long dead_max;
 };
 
@@ -54,6 +55,10 @@ int main(int argc, char **argv)
          "longest wait for new results before checking for orphans", &cfg.block_ms, 10,
          60000, 0},
         CONFIG_CLAIM_IDLE_VAR(cfg.claim_idle_ms),
+        {"MAX_DELIVERIES", "max-deliveries", CONFIG_INT, "5",
+         "a result delivered more often than this (its first read included) is "
+         "dead-lettered when next taken over",
+         &cfg.max_deliveries, 1, 1000, 0},
         CONFIG_DEAD_MAX_VAR(cfg.dead_max),
     };
     size_t nvars = sizeof(vars) / sizeof(vars[0]);
@@ -100,7 +105,8 @@ int main(int argc, char **argv)
     struct inbox in;
     const struct inbox_settings set = {.batch = cfg.batch,
                                        .block_ms = cfg.block_ms,
-                                       .claim_idle_ms = cfg.claim_idle_ms};
+                                       .claim_idle_ms = cfg.claim_idle_ms,
+                                       .max_deliveries = cfg.max_deliveries};
     finalize_init(&fin, &keys, cfg.ttl_s, cfg.dead_max);
     inbox_init(&in, &set, &url, &keys, &fin, &handler_stopping, &waitmask);
 
@@ -128,7 +134,10 @@ int main(int argc, char **argv)
     }
 
     inbox_close(&in);
-    log_info(NULL, "stopping: %lld written, %lld duplicates, %lld orphans, %lld dead",
-             fin.stats.written, fin.stats.duplicate, fin.stats.orphan, fin.stats.dead);
+    log_info(NULL,
+             "stopping: %lld written, %lld duplicates, %lld orphans, %lld dead, "
+             "%lld over MAX_DELIVERIES",
+             fin.stats.written, fin.stats.duplicate, fin.stats.orphan, fin.stats.dead,
+             fin.stats.gave_up);
     return 0;
 }
