@@ -169,3 +169,10 @@ int rconn_reply_failed(const redisReply *r)
 {
     return r == NULL || r->type == REDIS_REPLY_ERROR;
 }
+
+long long rconn_backoff_ms(long long prev)
+{
+    if (prev < RCONN_BACKOFF_MIN_MS)
+        return RCONN_BACKOFF_MIN_MS;
+    return prev * 2 < RCONN_BACKOFF_MAX_MS ? prev * 2 : RCONN_BACKOFF_MAX_MS;
+}

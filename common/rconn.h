@@ -33,6 +33,13 @@ struct redisContext *rconn_connect(const struct rconn_url *u, int timeout_ms, ch
  * failure disconnects. Returns 0, or -1 if they could not be queued. */
 int rconn_async_prepare(struct redisAsyncContext *ac, const struct rconn_url *u);
 
+/* The wait before the next attempt to reach Redis: 100 ms after the first
+ * failure (prev <= 0), then doubling up to 5 s. Every reconnect loop uses it, so
+ * they all back off alike. */
+#define RCONN_BACKOFF_MIN_MS 100
+#define RCONN_BACKOFF_MAX_MS 5000
+long long rconn_backoff_ms(long long prev);
+
 /* 1 if the reply is NULL (connection lost) or a Redis error. */
 struct redisReply;
 int rconn_reply_failed(const struct redisReply *r);

@@ -8,6 +8,7 @@
 #include <hiredis/hiredis.h>
 
 #include "cmd.h"
+#include "deadletter.h"
 #include "log.h"
 #include "record.h"
 #include "stream.h"
@@ -17,7 +18,9 @@
  * field/value pairs. Returns {written (0/1), the status found ('' when there
  * was no record)}. A result for a trace that has no record (an entry written
  * into the requests stream by hand, or a record that expired) cannot be shown
- * to anyone: it goes to the dead-letter stream for a human to look at.
+ * to anyone: it goes to the dead-letter stream for a human to look at. A
+ * script that fails (the trace key holds another type: WRONGTYPE) stops before
+ * the XACK, so the entry stays pending; the delivery limit ends that.
  *
  * Sent with EVAL rather than EVALSHA: Redis caches the compiled script by its
  * hash either way, and EVAL cannot fail with NOSCRIPT after a Redis restart,
@@ -26,6 +29,7 @@
     "no such trace: never accepted by the api, or its record expired"
 
 static const char finalize_script[] =
+    DEADLETTER_LUA
     "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
     "local wrote = 0\n"
     "if st == ARGV[4] then\n"
@@ -33,14 +37,23 @@ static const char finalize_script[] =
     "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
     "  wrote = 1\n"
     "elseif not st then\n"
-    "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',\n"
-    "             '" REC_DEAD_SOURCE "', KEYS[2], '" REC_DEAD_ID "', ARGV[2],\n"
-    "             '" REC_DEAD_REASON "', '" FINALIZE_ORPHAN_REASON "',\n"
-    "             unpack(ARGV, 6))\n"
+    "  dead_letter(KEYS[3], ARGV[5], KEYS[2], ARGV[2],\n"
+    "              '" FINALIZE_ORPHAN_REASON "', '', ARGV, 6)\n"
     "end\n"
     "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
     "redis.call('XDEL', KEYS[2], ARGV[2])\n"
     "return {wrote, st or ''}\n";
+
+/* KEYS: results stream, dead-letter stream. ARGV: group, entry id, the
+ * dead-letter cap, reason, deliveries ('' when not counted), then the entry's
+ * field/value pairs. The dead letter and the acknowledgement in one step: the
+ * entry is acknowledged only once its dead letter is written. */
+static const char finalize_dead_script[] =
+    DEADLETTER_LUA
+    "dead_letter(KEYS[2], ARGV[3], KEYS[1], ARGV[2], ARGV[4], ARGV[5], ARGV, 6)\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[2])\n"
+    "return 1\n";
 
 void finalize_init(struct finalize *f, const struct keys *keys, long long ttl_s,
                    long long dead_max)
@@ -56,7 +69,14 @@ enum finalize_kind {
     FINALIZE_SKIP,   /* nothing sent */
     FINALIZE_ACK,    /* XACK: 1 reply */
     FINALIZE_SCRIPT, /* EVAL: 1 reply */
-    FINALIZE_DEAD,   /* MULTI XADD XACK XDEL EXEC: 5 replies */
+    FINALIZE_DEAD,   /* EVAL of the dead-letter script: 1 reply */
+};
+
+/* One entry of a batch: what was sent for it, and what its reply is logged with. */
+struct finalize_item {
+    enum finalize_kind kind;
+    const char *id; /* borrowed from the entries reply */
+    struct chat_result res;
 };
 
 static void finalize_append_script(struct finalize *f, redisContext *c,
@@ -81,34 +101,58 @@ static void finalize_append_script(struct finalize *f, redisContext *c,
     cmd_free(&cmd);
 }
 
-/* A result entry nobody can use: keep it for a human in the dead-letter stream. */
+/* A result entry nobody can use: keep it for a human in the dead-letter stream.
+ * deliveries is the count to record, or 0 when it was not counted. */
 static void finalize_append_dead(struct finalize *f, redisContext *c,
-                                 const struct stream_entry *e, const char *reason)
+                                 const struct stream_entry *e, const char *reason,
+                                 long long deliveries)
 {
     struct cmd cmd;
-    cmd_init(&cmd, "XADD");
-    cmd_addz(&cmd, f->keys->dead);
-    cmd_addz(&cmd, "MAXLEN");
-    cmd_addz(&cmd, "~");
-    cmd_addll(&cmd, f->dead_max);
-    cmd_addz(&cmd, "*");
-    cmd_addz(&cmd, REC_DEAD_SOURCE);
+    cmd_init(&cmd, "EVAL");
+    cmd_addz(&cmd, finalize_dead_script);
+    cmd_addz(&cmd, "2");
     cmd_addz(&cmd, f->keys->results);
-    cmd_addz(&cmd, REC_DEAD_ID);
+    cmd_addz(&cmd, f->keys->dead);
+    cmd_addz(&cmd, KEYS_GROUP_HANDLERS);
     cmd_addz(&cmd, e->id);
-    cmd_addz(&cmd, REC_DEAD_REASON);
+    cmd_addll(&cmd, f->dead_max);
     cmd_addz(&cmd, reason);
+    if (deliveries > 0)
+        cmd_addll(&cmd, deliveries);
+    else
+        cmd_addz(&cmd, "");
     const redisReply *fl = e->fields;
     for (size_t i = 0; i + 1 < fl->elements; i += 2) {
         cmd_add(&cmd, fl->element[i]->str, fl->element[i]->len);
         cmd_add(&cmd, fl->element[i + 1]->str, fl->element[i + 1]->len);
     }
-    redisAppendCommand(c, "MULTI");
     redisAppendCommandArgv(c, cmd.argc, cmd.argv, cmd.len);
     cmd_free(&cmd);
-    redisAppendCommand(c, "XACK %s %s %s", f->keys->results, KEYS_GROUP_HANDLERS, e->id);
-    redisAppendCommand(c, "XDEL %s %s", f->keys->results, e->id);
-    redisAppendCommand(c, "EXEC");
+}
+
+/* The last error a finalize of entry id met, or NULL. */
+static const char *finalize_failure_find(const struct finalize *f, const char *id)
+{
+    for (size_t i = 0; i < FINALIZE_FAILURES; i++)
+        if (strcmp(f->failures[i].id, id) == 0)
+            return f->failures[i].error;
+    return NULL;
+}
+
+/* Remembers why a finalize of entry id failed, for its dead letter should it
+ * come to that; the oldest memory makes room. */
+static void finalize_failure_note(struct finalize *f, const char *id, const char *error)
+{
+    struct finalize_failure *slot = NULL;
+    for (size_t i = 0; i < FINALIZE_FAILURES && slot == NULL; i++)
+        if (strcmp(f->failures[i].id, id) == 0)
+            slot = &f->failures[i];
+    if (slot == NULL) {
+        slot = &f->failures[f->next_failure];
+        f->next_failure = (f->next_failure + 1) % FINALIZE_FAILURES;
+    }
+    snprintf(slot->id, sizeof(slot->id), "%s", id);
+    snprintf(slot->error, sizeof(slot->error), "%s", error);
 }
 
 static void finalize_log(struct finalize *f, const struct chat_result *res,
@@ -135,21 +179,51 @@ static void finalize_log(struct finalize *f, const struct chat_result *res,
     }
 }
 
-/* Decides what one entry needs and appends it to the pipeline. */
+/* A result delivered more than MAX_DELIVERIES times without being written: the
+ * trace cannot be written (that is why), so the result goes to the dead-letter
+ * stream with the count and the last error this handler saw. */
+static void finalize_append_over(struct finalize *f, redisContext *c,
+                                 const struct stream_entry *e, struct chat_result *res,
+                                 long long deliveries)
+{
+    char err[128], reason[FINALIZE_ERROR_MAX + 96];
+    record_result_parse(e->fields, res, err, sizeof(err)); /* for the trace id only */
+    const char *last = finalize_failure_find(f, e->id);
+    if (last != NULL)
+        snprintf(reason, sizeof(reason),
+                 "delivered %lld times without being written; last error: %s", deliveries,
+                 last);
+    else
+        snprintf(reason, sizeof(reason), "delivered %lld times without being written",
+                 deliveries);
+    log_error(res->trace, "result %s moved to %s, its trace never written: %s", e->id,
+              f->keys->dead, reason);
+    f->stats.gave_up++;
+    finalize_append_dead(f, c, e, reason, deliveries);
+}
+
+/* Decides what entry i needs and appends it to the pipeline; over is its
+ * delivery count if it went past the limit, else 0. */
 static enum finalize_kind finalize_append(struct finalize *f, redisContext *c,
                                           const redisReply *entries, size_t i,
-                                          struct chat_result *res, char *tracekey,
-                                          size_t tracekeylen)
+                                          long long over, struct finalize_item *item,
+                                          char *tracekey, size_t tracekeylen)
 {
     struct stream_entry e;
     char err[128];
+    struct chat_result *res = &item->res;
     if (stream_entry_at(entries, i, &e) != 0)
         return FINALIZE_SKIP;
+    item->id = e.id;
     if (e.fields == NULL) {
         /* Deleted after it was delivered: nothing to write, just stop owning it. */
         redisAppendCommand(c, "XACK %s %s %s", f->keys->results, KEYS_GROUP_HANDLERS,
                            e.id);
         return FINALIZE_ACK;
+    }
+    if (over > 0) {
+        finalize_append_over(f, c, &e, res, over);
+        return FINALIZE_DEAD;
     }
     int bad = record_result_parse(e.fields, res, err, sizeof(err)) != 0;
     if (!bad && (res->trace == NULL || res->trace[0] == '\0')) {
@@ -160,7 +234,7 @@ static enum finalize_kind finalize_append(struct finalize *f, redisContext *c,
         log_warn(res->trace, "malformed result %s moved to %s: %s", e.id, f->keys->dead,
                  err);
         f->stats.dead++;
-        finalize_append_dead(f, c, &e, err);
+        finalize_append_dead(f, c, &e, err, 0);
         return FINALIZE_DEAD;
     }
     keys_trace(f->keys, res->trace, tracekey, tracekeylen);
@@ -168,44 +242,48 @@ static enum finalize_kind finalize_append(struct finalize *f, redisContext *c,
     return FINALIZE_SCRIPT;
 }
 
-int finalize_entries(struct finalize *f, redisContext *c, const redisReply *entries)
+int finalize_entries(struct finalize *f, redisContext *c, const redisReply *entries,
+                     const long long *over)
 {
     size_t n = entries->elements;
     if (n == 0)
         return 0;
 
     int rc = -1;
-    enum finalize_kind *kinds = calloc(n, sizeof(*kinds));
-    struct chat_result *results = calloc(n, sizeof(*results));
+    struct finalize_item *items = calloc(n, sizeof(*items));
     char tracekey[KEYS_MAX + 128];
-    if (kinds == NULL || results == NULL) {
+    if (items == NULL) {
         log_error(NULL, "out of memory for a batch of %zu results", n);
         goto out;
     }
 
     for (size_t i = 0; i < n; i++)
-        kinds[i] = finalize_append(f, c, entries, i, &results[i], tracekey, sizeof(tracekey));
+        items[i].kind = finalize_append(f, c, entries, i, over ? over[i] : 0, &items[i],
+                                        tracekey, sizeof(tracekey));
 
     for (size_t i = 0; i < n; i++) {
-        int replies = kinds[i] == FINALIZE_DEAD ? 5 : kinds[i] == FINALIZE_SKIP ? 0 : 1;
-        for (int k = 0; k < replies; k++) {
-            redisReply *r = NULL;
-            if (redisGetReply(c, (void **)&r) != REDIS_OK) {
-                log_warn(NULL, "Redis connection lost while finalizing: %s", c->errstr);
-                goto out;
-            }
-            if (kinds[i] == FINALIZE_SCRIPT && r->type == REDIS_REPLY_ARRAY &&
-                r->elements == 2)
-                finalize_log(f, &results[i], r);
-            else if (r->type == REDIS_REPLY_ERROR || kinds[i] == FINALIZE_SCRIPT)
-                log_error(results[i].trace, "Redis refused a finalize step: %s",
-                          r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-            freeReplyObject(r);
+        struct finalize_item *it = &items[i];
+        if (it->kind == FINALIZE_SKIP)
+            continue;
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK) {
+            log_warn(NULL, "Redis connection lost while finalizing: %s", c->errstr);
+            goto out;
         }
+        if (it->kind == FINALIZE_SCRIPT && r->type == REDIS_REPLY_ARRAY &&
+            r->elements == 2)
+            finalize_log(f, &it->res, r);
+        else if (r->type == REDIS_REPLY_ERROR || it->kind == FINALIZE_SCRIPT) {
+            const char *why = r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply";
+            log_error(it->res.trace, "Redis refused a finalize step for result %s: %s",
+                      it->id, why);
+            if (it->kind == FINALIZE_SCRIPT)
+                finalize_failure_note(f, it->id, why);
+        }
+        freeReplyObject(r);
     }
     rc = 0;
 out:
-    free(kinds);
-    free(results);
+    free(items);
     return rc;
 }

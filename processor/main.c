@@ -15,7 +15,6 @@
 #include "log.h"
 #include "processor.h"
 #include "rconn.h"
-#include "retry.h"
 #include "stream.h"
 
 #define MAIN_PROG "chatq-processor"
@@ -85,6 +84,8 @@ static void main_raise_nofile(long long concurrency)
                  (unsigned long long)rl.rlim_cur);
 }
 
+/* Set by a stop signal that arrives before the event loop takes the signals
+ * over; read again once it has, so that a signal in between is not lost. */
 static volatile sig_atomic_t main_early_stop;
 
 static void main_on_early_signal(int sig)
@@ -117,7 +118,7 @@ static int main_group_ensure(const struct processor *p)
             redisFree(c);
         if (rc == 0)
             break;
-        wait = retry_reconnect_ms(wait);
+        wait = rconn_backoff_ms(wait);
         if (!warned) {
             log_warn(NULL, "Redis is not ready (%s); retrying", err);
             warned = 1;
@@ -189,6 +190,14 @@ int main(int argc, char **argv)
     if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) != 0 ||
         evsignal_add(sigint, NULL) != 0) {
         fprintf(stderr, "%s: cannot install signal handlers\n", MAIN_PROG);
+        goto out;
+    }
+    /* A signal after the group ensure's last look at the flag and before the
+     * events above were added went to the early handler: honour it now. From
+     * here on the event loop sees every one. */
+    if (main_early_stop) {
+        log_info(NULL, "stopped during start-up");
+        rc = 0;
         goto out;
     }
     if (processor_run(p) != 0) {

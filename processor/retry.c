@@ -87,10 +87,3 @@ long long retry_after_ms_parse(const char *value, size_t len)
         v = 86400.0 * 1000;
     return (long long)ceil(v);
 }
-
-long long retry_reconnect_ms(long long prev)
-{
-    if (prev < RETRY_RECONNECT_MIN_MS)
-        return RETRY_RECONNECT_MIN_MS;
-    return prev * 2 < RETRY_RECONNECT_MAX_MS ? prev * 2 : RETRY_RECONNECT_MAX_MS;
-}

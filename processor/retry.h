@@ -1,6 +1,6 @@
 /* retry.h - how long to wait before trying again: the upstream backoff with
- * jitter, the upstream's own Retry-After / retry-after-ms advice, and the
- * reconnect backoff of the Redis connections. Pure functions: no clock or
+ * jitter and the upstream's own Retry-After / retry-after-ms advice (the
+ * reconnect backoff of the Redis connections is rconn_backoff_ms). Pure functions: no clock or
  * random source of their own, so tests are deterministic. */
 #ifndef CHATQ_PROCESSOR_RETRY_H
 #define CHATQ_PROCESSOR_RETRY_H
@@ -28,11 +28,5 @@ long long retry_after_parse(const char *value, size_t len, long long now_ms);
 /* A retry-after-ms value (OpenAI's): non-negative milliseconds, perhaps with a
  * fraction. Returns milliseconds, or -1 if malformed. */
 long long retry_after_ms_parse(const char *value, size_t len);
-
-/* Reconnect backoff for Redis: 100 ms after the first failure (prev <= 0), then
- * doubling up to 5 s. */
-#define RETRY_RECONNECT_MIN_MS 100
-#define RETRY_RECONNECT_MAX_MS 5000
-long long retry_reconnect_ms(long long prev);
 
 #endif

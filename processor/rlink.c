@@ -11,7 +11,6 @@
 #include "clock.h"
 #include "log.h"
 #include "rconn.h"
-#include "retry.h"
 
 /* hiredis 0.14 has no connect timeout on async contexts: a host that drops SYNs
  * would leave the link connecting for minutes. */
@@ -42,7 +41,7 @@ static void rlink_schedule(struct rlink *l, const char *why)
                  l->url->host, l->url->port, why);
         l->in_outage = 1;
     }
-    l->backoff_ms = retry_reconnect_ms(l->backoff_ms);
+    l->backoff_ms = rconn_backoff_ms(l->backoff_ms);
     if (l->backoff_ms > l->max_backoff_ms)
         l->backoff_ms = l->max_backoff_ms;
     struct timeval tv = clock_timeval(l->backoff_ms);
@@ -159,7 +158,7 @@ struct rlink *rlink_new(struct event_base *base, const char *name,
     l->base = base;
     l->name = name;
     l->url = url;
-    l->max_backoff_ms = max_backoff_ms > 0 ? max_backoff_ms : RETRY_RECONNECT_MAX_MS;
+    l->max_backoff_ms = max_backoff_ms > 0 ? max_backoff_ms : RCONN_BACKOFF_MAX_MS;
     l->h = *h;
     l->retry = evtimer_new(base, rlink_on_retry, l);
     if (l->retry == NULL) {

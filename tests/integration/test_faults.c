@@ -930,6 +930,11 @@ static void fault_begin(const char *name)
     if (s->api != NULL && (fault_special & FAULT_SPECIAL_API) && proc_alive(s->api))
         ok = ok && fault_term(&s->api, 5000, why, sizeof(why)) >= 0;
     fault_special = 0;
+    /* A failed test_fault_wrong_type may have left the results key a string. */
+    redisReply *t = stack_redis(s, "TYPE %s", s->keys.results);
+    if (t != NULL && t->type == REDIS_REPLY_STATUS && strcmp(t->str, "string") == 0)
+        freeReplyObject(stack_redis(s, "DEL %s", s->keys.results));
+    freeReplyObject(t);
     if (s->processor != NULL && !proc_alive(s->processor)) {
         proc_free(s->processor);
         s->processor = NULL;
@@ -2219,6 +2224,26 @@ static int fault_check_proc_log(void *arg)
     return harness_file_contains(w->p->log, w->needle) == 1;
 }
 
+static int fault_check_requests(void *arg)
+{
+    struct fault_fake_flight *f = arg;
+    json_t *st = stack_fake_stats(f->s);
+    f->seen = stack_stat(st, "requests", 0);
+    json_decref(st);
+    return f->seen >= f->want;
+}
+
+struct fault_pending_wait {
+    struct stack *s;
+    long long want;
+};
+
+static int fault_check_pending(void *arg)
+{
+    struct fault_pending_wait *w = arg;
+    return stack_xpending(w->s, w->s->keys.requests, KEYS_GROUP_PROCESSORS) >= w->want;
+}
+
 /* Someone made the results stream a string (a misconfigured prefix, a stray
  * SET). The processor's write must fail as a whole: the request stays pending
  * with its outcome, nothing is acknowledged, and once the key is mended every
@@ -2245,7 +2270,13 @@ static void test_fault_wrong_type(void **state)
     struct fault_wait_log w = {s->processor, "WRONGTYPE"};
     CHECK(harness_poll(harness_timeout(10000), 20, fault_check_proc_log, &w) == 0,
           "the processor never said its write was refused; see %s", s->processor->log);
-    /* Every chat has been to the upstream; none may be acknowledged yet. */
+    /* Every chat has been to the upstream and been read; none may be
+     * acknowledged (the old MULTI/EXEC acknowledged them all the same). */
+    struct fault_fake_flight done = {.s = s, .want = before.requests + N};
+    CHECK(harness_poll(harness_timeout(10000), 20, fault_check_requests, &done) == 0,
+          "only %lld of %d chats reached the upstream", done.seen - before.requests, N);
+    struct fault_pending_wait pw = {s, N};
+    harness_poll(harness_timeout(5000), 20, fault_check_pending, &pw);
     long long len = stack_xlen(s, s->keys.requests);
     long long pending = stack_xpending(s, s->keys.requests, KEYS_GROUP_PROCESSORS);
     print_message("wrong type: writes refused; XLEN %s = %lld, %lld pending\n",

@@ -288,6 +288,17 @@ struct test_cfg {
     const char *key;
 };
 
+static void test_reconnect_backoff(void **state)
+{
+    (void)state;
+    long long expect[] = {100, 200, 400, 800, 1600, 3200, 5000, 5000};
+    long long d = 0;
+    for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
+        d = rconn_backoff_ms(d);
+        assert_int_equal(d, expect[i]);
+    }
+}
+
 static void test_config_layers(void **state)
 {
     (void)state;
@@ -384,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_clock_iso),
         cmocka_unit_test(test_clock_timeval),
         cmocka_unit_test(test_redis_url),
+        cmocka_unit_test(test_reconnect_backoff),
         cmocka_unit_test(test_config_layers),
         cmocka_unit_test(test_config_usage_hides_secrets),
         cmocka_unit_test(test_keys),

@@ -132,17 +132,6 @@ static void test_retry_after_ms(void **state)
     assert_int_equal(retry_after_ms_parse("1e300", 5), 86400000);
 }
 
-static void test_reconnect_backoff(void **state)
-{
-    (void)state;
-    long long expect[] = {100, 200, 400, 800, 1600, 3200, 5000, 5000};
-    long long d = 0;
-    for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
-        d = retry_reconnect_ms(d);
-        assert_int_equal(d, expect[i]);
-    }
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -155,7 +144,6 @@ int main(void)
         cmocka_unit_test(test_retry_after_date),
         cmocka_unit_test(test_retry_after_garbage),
         cmocka_unit_test(test_retry_after_ms),
-        cmocka_unit_test(test_reconnect_backoff),
     };
     return cmocka_run_group_tests_name("retry", tests, NULL, NULL);
 }
