@@ -48,6 +48,12 @@ struct config_common {
      "ms an entry may sit unacknowledged with a dead consumer before another takes it",  \
      &(dst), 300, 86400000, 0}
 
+#define CONFIG_MAX_DELIVERIES_VAR(dst)                                                   \
+    {"MAX_DELIVERIES", "max-deliveries", CONFIG_INT, "5",                                \
+     "an entry delivered more often than this (its first read included; hand-backs "     \
+     "not counted) is dead-lettered when next taken over",                               \
+     &(dst), 1, 1000, 0}
+
 #define CONFIG_DEAD_MAX_VAR(dst)                                                         \
     {"DEAD_LETTER_MAX", "dead-letter-max", CONFIG_INT, "10000",                          \
      "entries kept (about) in the dead-letter stream", &(dst), 10, 100000000, 0}

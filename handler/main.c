@@ -55,10 +55,7 @@ int main(int argc, char **argv)
          "longest wait for new results before checking for orphans", &cfg.block_ms, 10,
          60000, 0},
         CONFIG_CLAIM_IDLE_VAR(cfg.claim_idle_ms),
-        {"MAX_DELIVERIES", "max-deliveries", CONFIG_INT, "5",
-         "a result delivered more often than this (its first read included) is "
-         "dead-lettered when next taken over",
-         &cfg.max_deliveries, 1, 1000, 0},
+        CONFIG_MAX_DELIVERIES_VAR(cfg.max_deliveries),
         CONFIG_DEAD_MAX_VAR(cfg.dead_max),
     };
     size_t nvars = sizeof(vars) / sizeof(vars[0]);

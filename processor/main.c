@@ -55,10 +55,7 @@ static const struct config_var main_vars[] = {
      "larger upstream answers fail with upstream_response_too_large",
      &cfg.max_response_bytes, 1024, 1073741824, 0},
     CONFIG_CLAIM_IDLE_VAR(cfg.claim_idle_ms),
-    {"MAX_DELIVERIES", "max-deliveries", CONFIG_INT, "5",
-     "an entry delivered more often than this (its first read included) is "
-     "dead-lettered when next taken over",
-     &cfg.max_deliveries, 1, 1000, 0},
+    CONFIG_MAX_DELIVERIES_VAR(cfg.max_deliveries),
     CONFIG_DEAD_MAX_VAR(cfg.dead_letter_max),
     {"SHUTDOWN_GRACE_MS", "shutdown-grace-ms", CONFIG_INT, "10000",
      "on SIGTERM, how long unfinished requests may still finish before they are handed "
