@@ -211,8 +211,7 @@ json_t *validate_chat(const char *body, size_t len, const char *default_model,
 
     const char *key;
     json_t *value;
-    json_object_foreach(root, key, value)
-    {
+    json_object_foreach (root, key, value) {
         if (!validate_known(key)) {
             size_t klen = strlen(key);
             validate_fail(err, "unknown_field",

@@ -22,12 +22,13 @@ static int config_set(const struct config_var *v, const char *value, const char 
     errno = 0;
     long long n = strtoll(value, &end, 10);
     if (errno != 0 || end == value || *end != '\0') {
-        snprintf(err, errlen, "%s (%s): '%s' is not a whole number", v->env, origin, value);
+        snprintf(err, errlen, "%s (%s): '%s' is not a whole number", v->env, origin,
+                 value);
         return -1;
     }
     if (n < v->min || n > v->max) {
-        snprintf(err, errlen, "%s (%s): %lld is out of range [%lld, %lld]", v->env, origin,
-                 n, v->min, v->max);
+        snprintf(err, errlen, "%s (%s): %lld is out of range [%lld, %lld]", v->env,
+                 origin, n, v->min, v->max);
         return -1;
     }
     *(long long *)v->dst = n;
@@ -69,7 +70,8 @@ enum config_result config_load(const struct config_var *vars, size_t n, int argc
         size_t namelen = eq ? (size_t)(eq - arg) : strlen(arg);
         const struct config_var *v = config_find_flag(vars, n, arg, namelen);
         if (v == NULL) {
-            snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)namelen, arg);
+            snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)namelen,
+                     arg);
             return CONFIG_ERROR;
         }
         const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
@@ -116,7 +118,8 @@ enum config_result config_start(const char *prog, const char *summary,
     }
     enum log_level level;
     if (log_level_parse(common->log_level, &level) != 0) {
-        fprintf(stderr, "%s: bad setting: LOG_LEVEL: '%s' is not debug, info, warn or error\n",
+        fprintf(stderr,
+                "%s: bad setting: LOG_LEVEL: '%s' is not debug, info, warn or error\n",
                 prog, common->log_level);
         return CONFIG_ERROR;
     }

@@ -16,11 +16,11 @@ struct config_var {
     const char *env;  /* environment variable, e.g. "REDIS_URL" */
     const char *flag; /* long option without dashes, e.g. "redis-url" */
     enum config_type type;
-    const char *def;  /* default, as text; NULL means unset */
+    const char *def; /* default, as text; NULL means unset */
     const char *help;
-    void *dst;        /* const char ** for CONFIG_STR, long long * for CONFIG_INT */
+    void *dst; /* const char ** for CONFIG_STR, long long * for CONFIG_INT */
     long long min, max;
-    int secret;       /* value never printed */
+    int secret; /* value never printed */
 };
 
 /* The settings every binary has. */
@@ -31,32 +31,58 @@ struct config_common {
 };
 
 #define CONFIG_COMMON_VARS(c)                                                            \
-    {"REDIS_URL", "redis-url", CONFIG_STR, "redis://127.0.0.1:6379/0",                   \
-     "Redis to use: redis://[user:pass@]host:port[/db]", &(c).redis_url, 0, 0, 0},       \
-        {"CHATQ_PREFIX", "prefix", CONFIG_STR, "chatq:",                                 \
-         "prefix of every Redis key chatq uses", &(c).prefix, 0, 0, 0},                  \
-        {"LOG_LEVEL", "log-level", CONFIG_STR, "info", "debug, info, warn or error",      \
-         &(c).log_level, 0, 0, 0}
+    {"REDIS_URL",                                                                        \
+     "redis-url",                                                                        \
+     CONFIG_STR,                                                                         \
+     "redis://127.0.0.1:6379/0",                                                         \
+     "Redis to use: redis://[user:pass@]host:port[/db]",                                 \
+     &(c).redis_url,                                                                     \
+     0,                                                                                  \
+     0,                                                                                  \
+     0},                                                                                 \
+        {"CHATQ_PREFIX",                                                                 \
+         "prefix",                                                                       \
+         CONFIG_STR,                                                                     \
+         "chatq:",                                                                       \
+         "prefix of every Redis key chatq uses",                                         \
+         &(c).prefix,                                                                    \
+         0,                                                                              \
+         0,                                                                              \
+         0},                                                                             \
+    {                                                                                    \
+        "LOG_LEVEL", "log-level", CONFIG_STR, "info", "debug, info, warn or error",      \
+            &(c).log_level, 0, 0, 0                                                      \
+    }
 
 #define CONFIG_TTL_VAR(dst)                                                              \
-    {"CHATQ_RESULT_TTL", "result-ttl", CONFIG_INT, "86400",                              \
-     "seconds a trace's record is kept after it was accepted or finished", &(dst), 1,   \
-     365LL * 86400, 0}
+    {                                                                                    \
+        "CHATQ_RESULT_TTL", "result-ttl", CONFIG_INT, "86400",                           \
+            "seconds a trace's record is kept after it was accepted or finished",        \
+            &(dst), 1, 365LL * 86400, 0                                                  \
+    }
 
 #define CONFIG_CLAIM_IDLE_VAR(dst)                                                       \
-    {"CLAIM_IDLE_MS", "claim-idle-ms", CONFIG_INT, "30000",                              \
-     "ms an entry may sit unacknowledged with a dead consumer before another takes it",  \
-     &(dst), 300, 86400000, 0}
+    {                                                                                    \
+        "CLAIM_IDLE_MS", "claim-idle-ms", CONFIG_INT, "30000",                           \
+            "ms an entry may sit unacknowledged with a dead consumer before another "    \
+            "takes it",                                                                  \
+            &(dst), 300, 86400000, 0                                                     \
+    }
 
 #define CONFIG_MAX_DELIVERIES_VAR(dst)                                                   \
-    {"MAX_DELIVERIES", "max-deliveries", CONFIG_INT, "5",                                \
-     "an entry delivered more often than this (its first read included; hand-backs "     \
-     "not counted) is dead-lettered when next taken over",                               \
-     &(dst), 1, 1000, 0}
+    {                                                                                    \
+        "MAX_DELIVERIES", "max-deliveries", CONFIG_INT, "5",                             \
+            "an entry delivered more often than this (its first read included; "         \
+            "hand-backs "                                                                \
+            "not counted) is dead-lettered when next taken over",                        \
+            &(dst), 1, 1000, 0                                                           \
+    }
 
 #define CONFIG_DEAD_MAX_VAR(dst)                                                         \
-    {"DEAD_LETTER_MAX", "dead-letter-max", CONFIG_INT, "10000",                          \
-     "entries kept (about) in the dead-letter stream", &(dst), 10, 100000000, 0}
+    {                                                                                    \
+        "DEAD_LETTER_MAX", "dead-letter-max", CONFIG_INT, "10000",                       \
+            "entries kept (about) in the dead-letter stream", &(dst), 10, 100000000, 0   \
+    }
 
 enum config_result { CONFIG_OK = 0, CONFIG_HELP = 1, CONFIG_ERROR = -1 };
 

@@ -16,7 +16,8 @@
 #include "record.h"
 
 #define DEADLETTER_LUA                                                                   \
-    "local function dead_letter(key, max, source, id, reason, deliveries, fields, from)\n" \
+    "local function dead_letter(key, max, source, id, reason, deliveries, fields, "      \
+    "from)\n"                                                                            \
     "  local a = {key, 'MAXLEN', '~', max, '*', '" REC_DEAD_SOURCE "', source,\n"        \
     "             '" REC_DEAD_ID "', id, '" REC_DEAD_REASON "', reason}\n"               \
     "  if deliveries ~= '' then\n"                                                       \

@@ -71,11 +71,11 @@ struct chat_result {
     size_t response_len;
     const char *model;
     long long prompt_tokens, completion_tokens, total_tokens; /* -1: unknown */
-    const char *error_code;    /* failed */
-    const char *error_message; /* failed */
+    const char *error_code;                                   /* failed */
+    const char *error_message;                                /* failed */
     const char *accepted;
-    const char *timestamp;     /* when it finished */
-    long long attempts;        /* 0: unknown */
+    const char *timestamp; /* when it finished */
+    long long attempts;    /* 0: unknown */
 };
 
 void record_result_init(struct chat_result *r);

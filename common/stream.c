@@ -36,9 +36,10 @@ const char stream_retire_script[] =
 int stream_consumer_retire(redisContext *c, const char *key, const char *group,
                            const char *consumer)
 {
-    redisReply *r = redisCommand(c, "EVAL %s 1 %s %s %s", stream_retire_script, key, group,
-                                 consumer);
-    int rc = rconn_reply_failed(r) || r->type != REDIS_REPLY_INTEGER ? -1 : (int)r->integer;
+    redisReply *r =
+        redisCommand(c, "EVAL %s 1 %s %s %s", stream_retire_script, key, group, consumer);
+    int rc =
+        rconn_reply_failed(r) || r->type != REDIS_REPLY_INTEGER ? -1 : (int)r->integer;
     freeReplyObject(r);
     return rc;
 }

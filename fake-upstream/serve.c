@@ -374,7 +374,8 @@ static void serve_reset(struct pending *p, struct evbuffer *body, int status,
         log_warn(NULL, "chat id=%llu: reset: send: %s", p->id, strerror(errno));
     if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == -1 ||
         dup2(p->srv->devnull, fd) == -1)
-        log_warn(NULL, "chat id=%llu: reset: could not force RST: %s", p->id, strerror(errno));
+        log_warn(NULL, "chat id=%llu: reset: could not force RST: %s", p->id,
+                 strerror(errno));
 out:
     if (msg != NULL)
         evbuffer_free(msg);
@@ -911,8 +912,8 @@ static void serve_on_accept_error(struct evconnlistener *lev, void *arg)
     int err = EVUTIL_SOCKET_ERROR();
 
     (void)arg;
-    log_warn(NULL, "accept: %s; pausing accept for %d ms", evutil_socket_error_to_string(err),
-             SERVE_ACCEPT_PAUSE_MS);
+    log_warn(NULL, "accept: %s; pausing accept for %d ms",
+             evutil_socket_error_to_string(err), SERVE_ACCEPT_PAUSE_MS);
     evconnlistener_disable(lev);
     if (event_base_once(evconnlistener_get_base(lev), -1, EV_TIMEOUT,
                         serve_on_accept_pause, lev, &tv) == -1)
@@ -964,7 +965,8 @@ int serve_listen(struct server *srv, int *port_out)
     snprintf(port, sizeof(port), "%d", srv->cfg->port);
     err = getaddrinfo(srv->cfg->host, port, &hints, &ai);
     if (err != 0) {
-        log_error(NULL, "cannot resolve --host %s: %s", srv->cfg->host, gai_strerror(err));
+        log_error(NULL, "cannot resolve --host %s: %s", srv->cfg->host,
+                  gai_strerror(err));
         return -1;
     }
     for (a = ai; a != NULL && lev == NULL; a = a->ai_next) {
@@ -977,7 +979,8 @@ int serve_listen(struct server *srv, int *port_out)
     }
     freeaddrinfo(ai);
     if (lev == NULL) {
-        log_error(NULL, "cannot listen on %s:%s: %s", srv->cfg->host, port, strerror(saved));
+        log_error(NULL, "cannot listen on %s:%s: %s", srv->cfg->host, port,
+                  strerror(saved));
         return -1;
     }
     if (evhttp_bind_listener(srv->http, lev) == NULL) {

@@ -29,27 +29,25 @@
     "no such trace: never accepted by the api, or its record expired"
 
 static const char finalize_script[] =
-    DEADLETTER_LUA
-    "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
-    "local wrote = 0\n"
-    "if st == ARGV[4] then\n"
-    "  redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
-    "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-    "  wrote = 1\n"
-    "elseif not st then\n"
-    "  dead_letter(KEYS[3], ARGV[5], KEYS[2], ARGV[2],\n"
-    "              '" FINALIZE_ORPHAN_REASON "', '', ARGV, 6)\n"
-    "end\n"
-    "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
-    "redis.call('XDEL', KEYS[2], ARGV[2])\n"
-    "return {wrote, st or ''}\n";
+    DEADLETTER_LUA "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
+                   "local wrote = 0\n"
+                   "if st == ARGV[4] then\n"
+                   "  redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
+                   "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+                   "  wrote = 1\n"
+                   "elseif not st then\n"
+                   "  dead_letter(KEYS[3], ARGV[5], KEYS[2], ARGV[2],\n"
+                   "              '" FINALIZE_ORPHAN_REASON "', '', ARGV, 6)\n"
+                   "end\n"
+                   "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
+                   "redis.call('XDEL', KEYS[2], ARGV[2])\n"
+                   "return {wrote, st or ''}\n";
 
 /* KEYS: results stream, dead-letter stream. ARGV: group, entry id, the
  * dead-letter cap, reason, deliveries ('' when not counted), then the entry's
  * field/value pairs. The dead letter and the acknowledgement in one step: the
  * entry is acknowledged only once its dead letter is written. */
-static const char finalize_dead_script[] =
-    DEADLETTER_LUA
+static const char finalize_dead_script[] = DEADLETTER_LUA
     "dead_letter(KEYS[2], ARGV[3], KEYS[1], ARGV[2], ARGV[4], ARGV[5], ARGV, 6)\n"
     "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
     "redis.call('XDEL', KEYS[1], ARGV[2])\n"

@@ -59,10 +59,10 @@ int main(int argc, char **argv)
         CONFIG_DEAD_MAX_VAR(cfg.dead_max),
     };
     size_t nvars = sizeof(vars) / sizeof(vars[0]);
-    enum config_result cr =
-        config_start("chatq-handler",
-                     "Writes each outcome from the results stream into its trace's record.",
-                     vars, nvars, argc, argv, &cfg.common);
+    enum config_result cr = config_start(
+        "chatq-handler",
+        "Writes each outcome from the results stream into its trace's record.", vars,
+        nvars, argc, argv, &cfg.common);
     if (cr != CONFIG_OK)
         return cr == CONFIG_HELP ? 0 : 1;
 

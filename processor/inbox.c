@@ -49,8 +49,8 @@ struct inbox {
     int claim_due;         /* the claim tick fired: look for idle entries */
     int handback_due;      /* the hand-back tick fired: look for handed-back ones */
     int claim_busy;
-    size_t claim_reserved;  /* slots promised to the claim in progress */
-    long long claim_after;  /* monotonic ms: no idle claims before (see above) */
+    size_t claim_reserved; /* slots promised to the claim in progress */
+    long long claim_after; /* monotonic ms: no idle claims before (see above) */
     struct event *read_retry, *claim_tick, *heartbeat_tick, *handback_tick;
 };
 
@@ -76,8 +76,7 @@ struct inbox_claim {
 /* KEYS[1] requests; ARGV group, consumer, ids... Resets the idle time of the ids
  * this consumer holds (XCLAIM 0 JUSTID: not a delivery) and returns the others,
  * which someone else took over (or finished) meanwhile. */
-static const char inbox_beat_script[] =
-    INBOX_OWNED_LUA
+static const char inbox_beat_script[] = INBOX_OWNED_LUA
     "local a, lost = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}, {}\n"
     "for i = 3, #ARGV do\n"
     "  if owned(ARGV[i]) then a[#a + 1] = ARGV[i] else lost[#lost + 1] = ARGV[i] end\n"
@@ -91,8 +90,7 @@ static const char inbox_beat_script[] =
 /* KEYS[1] requests; ARGV group, consumer, the hand-back consumer, its IDLE, then
  * (id, delivery count) pairs. Moves the entries this consumer holds to the
  * hand-back consumer with the given delivery count; returns how many moved. */
-static const char inbox_back_script[] =
-    INBOX_OWNED_LUA
+static const char inbox_back_script[] = INBOX_OWNED_LUA
     "local n = 0\n"
     "for i = 5, #ARGV, 2 do\n"
     "  if owned(ARGV[i]) then\n"
@@ -132,8 +130,8 @@ static void inbox_on_group(redisAsyncContext *ac, void *reply, void *privdata)
 
 static void inbox_group_ensure(struct inbox *in, redisAsyncContext *ac)
 {
-    const char *argv[] = {"XGROUP", "CREATE", in->p->keys.requests,
-                          KEYS_GROUP_PROCESSORS, "0", "MKSTREAM"};
+    const char *argv[] = {
+        "XGROUP", "CREATE", in->p->keys.requests, KEYS_GROUP_PROCESSORS, "0", "MKSTREAM"};
     redisAsyncCommandArgv(ac, inbox_on_group, NULL, INBOX_ARGC(argv), argv, NULL);
 }
 
@@ -191,7 +189,8 @@ static void inbox_hand_back_arrivals(struct inbox *in, const redisReply *entries
     const char **ids = malloc((n + 1) * sizeof(*ids));
     long long *counts = malloc((n + 1) * sizeof(*counts));
     if (ids == NULL || counts == NULL) {
-        log_warn(NULL, "%zu entries read during shutdown stay pending until reclaimed", n);
+        log_warn(NULL, "%zu entries read during shutdown stay pending until reclaimed",
+                 n);
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
@@ -309,12 +308,9 @@ static long long inbox_claim_deliveries(const struct inbox_claim *c, const char 
 static void inbox_retire_consumer(struct inbox *in, redisAsyncContext *ac,
                                   const char *consumer, redisCallbackFn *fn)
 {
-    const char *argv[] = {"EVAL",
-                          stream_retire_script,
-                          "1",
-                          in->p->keys.requests,
-                          KEYS_GROUP_PROCESSORS,
-                          consumer};
+    const char *argv[] = {
+        "EVAL",  stream_retire_script, "1", in->p->keys.requests, KEYS_GROUP_PROCESSORS,
+        consumer};
     redisAsyncCommandArgv(ac, fn, in, INBOX_ARGC(argv), argv, NULL);
 }
 
@@ -583,8 +579,9 @@ static void inbox_on_handed_back(redisAsyncContext *ac, void *reply, void *privd
         log_info(NULL, "handed back %lld unfinished entries for other processors",
                  r->integer);
     else if (r && r->type == REDIS_REPLY_ERROR)
-        log_warn(NULL, "hand-back failed (the entries are taken over after "
-                       "CLAIM_IDLE_MS): %s",
+        log_warn(NULL,
+                 "hand-back failed (the entries are taken over after "
+                 "CLAIM_IDLE_MS): %s",
                  r->str);
 }
 
@@ -667,7 +664,8 @@ struct inbox *inbox_new(struct processor *p)
         return NULL;
     long long claim_ms = p->cfg->claim_idle_ms / 2;
     long long beat_ms = p->cfg->claim_idle_ms / 3;
-    long long back_ms = INBOX_HANDBACK_POLL_MS < claim_ms ? INBOX_HANDBACK_POLL_MS : claim_ms;
+    long long back_ms =
+        INBOX_HANDBACK_POLL_MS < claim_ms ? INBOX_HANDBACK_POLL_MS : claim_ms;
     in->p = p;
     in->read_client = -1;
     in->claim_due = 1;    /* look for abandoned work once the link has been up long */

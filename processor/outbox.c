@@ -42,8 +42,7 @@ struct outbox {
  * field/value pairs (none when there is no trace to finish). Returns 1 when
  * written and acknowledged, 0 when the entry is no longer this consumer's (taken
  * over, or finished by someone else): then nothing is written. */
-static const char outbox_script[] =
-    DEADLETTER_LUA
+static const char outbox_script[] = DEADLETTER_LUA
     "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)\n"
     "if p[1] == nil or p[1][2] ~= ARGV[2] then return 0 end\n"
     "local n = tonumber(ARGV[7])\n"

@@ -50,8 +50,8 @@ struct config {
 
 enum job_state {
     JOB_FREE,
-    JOB_RUNNING, /* an upstream attempt is in flight */
-    JOB_WAITING, /* backing off before the next attempt */
+    JOB_RUNNING,   /* an upstream attempt is in flight */
+    JOB_WAITING,   /* backing off before the next attempt */
     JOB_WRITING,   /* the outcome (or dead letter) is queued or sent to Redis */
     JOB_WRITE_WAIT /* Redis refused the write; trying again after a wait */
 };
@@ -71,8 +71,8 @@ struct job {
     struct processor *p;
     enum job_state state;
     int attempts;
-    int write_sent;  /* JOB_WRITING: on the wire, the script's reply pending */
-    int write_tries; /* writes Redis refused so far */
+    int write_sent;       /* JOB_WRITING: on the wire, the script's reply pending */
+    int write_tries;      /* writes Redis refused so far */
     long long deliveries; /* of the entry, this one included, hand-backs not */
     char id[JOB_ID_MAX];
     char trace[UUID_LEN + 1]; /* "" if the entry had no well-formed trace */
@@ -99,8 +99,8 @@ struct processor {
     uint64_t rng;
 
     struct job *jobs; /* cfg->concurrency slots */
-    size_t njobs; /* cfg->concurrency */
-    size_t nused; /* jobs[0..nused) have been set up; the rest never used yet */
+    size_t njobs;     /* cfg->concurrency */
+    size_t nused;     /* jobs[0..nused) have been set up; the rest never used yet */
     struct job *free_jobs;
     size_t nfree;
     struct event *pump; /* runs processor_on_pump once the current callbacks are done */

@@ -1,7 +1,7 @@
 /* retry.h - how long to wait before trying again: the upstream backoff with
  * jitter and the upstream's own Retry-After / retry-after-ms advice (the
- * reconnect backoff of the Redis connections is rconn_backoff_ms). Pure functions: no clock or
- * random source of their own, so tests are deterministic. */
+ * reconnect backoff of the Redis connections is rconn_backoff_ms). Pure functions: no
+ * clock or random source of their own, so tests are deterministic. */
 #ifndef CHATQ_PROCESSOR_RETRY_H
 #define CHATQ_PROCESSOR_RETRY_H
 

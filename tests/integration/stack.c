@@ -513,7 +513,8 @@ redisContext *stack_redis_sleep(struct stack *s, const char *seconds)
     return c;
 fail:
     fprintf(stderr, "integration: could not put Redis to sleep (DEBUG SLEEP %s)%s%s\n",
-            seconds, c != NULL && c->err ? ": " : "", c != NULL && c->err ? c->errstr : "");
+            seconds, c != NULL && c->err ? ": " : "",
+            c != NULL && c->err ? c->errstr : "");
     if (c != NULL)
         redisFree(c);
     return NULL;

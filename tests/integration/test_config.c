@@ -51,8 +51,9 @@ static void test_help_lists_every_setting(void **state)
          {"REDIS_URL", "CHATQ_PREFIX", "PORT", "API_THREADS", "MAX_BODY_BYTES",
           "DEFAULT_MODEL", "CHATQ_RESULT_TTL", NULL}},
         {"chatq-processor",
-         {"OPENAI_API_KEY", "OPENAI_BASE_URL", "PROCESSOR_CONCURRENCY", "UPSTREAM_TIMEOUT_MS",
-          "UPSTREAM_MAX_ATTEMPTS", "CLAIM_IDLE_MS", "MAX_DELIVERIES", NULL}},
+         {"OPENAI_API_KEY", "OPENAI_BASE_URL", "PROCESSOR_CONCURRENCY",
+          "UPSTREAM_TIMEOUT_MS", "UPSTREAM_MAX_ATTEMPTS", "CLAIM_IDLE_MS",
+          "MAX_DELIVERIES", NULL}},
         {"chatq-handler",
          {"REDIS_URL", "CHATQ_RESULT_TTL", "HANDLER_BATCH", "CLAIM_IDLE_MS",
           "DEAD_LETTER_MAX", "LOG_LEVEL", NULL}},
@@ -134,10 +135,11 @@ static void test_make_install_honours_prefix_and_destdir(void **state)
     if (stat("Makefile", &sb) != 0)
         skip(); /* not run from the source tree */
     /* -o all: install what the tests built, never rebuild it with other flags. */
-    snprintf(cmd, sizeof(cmd),
-             "make -s --no-print-directory install -o all O=%s DESTDIR=%s PREFIX=/opt/chatq"
-             " >/dev/null 2>&1",
-             out, dest);
+    snprintf(
+        cmd, sizeof(cmd),
+        "make -s --no-print-directory install -o all O=%s DESTDIR=%s PREFIX=/opt/chatq"
+        " >/dev/null 2>&1",
+        out, dest);
     CHECK(system(cmd) == 0, "'%s' failed", cmd);
     static const char *const progs[] = {"chatq-api", "chatq-processor", "chatq-handler",
                                         "chatq-fake-upstream"};
@@ -155,6 +157,5 @@ static const struct CMUnitTest config_tests[] = {
     cmocka_unit_test(test_make_install_honours_prefix_and_destdir),
 };
 
-const struct suite_group suite_config = {"config", config_tests,
-                                         sizeof(config_tests) / sizeof(config_tests[0]),
-                                         NULL, NULL};
+const struct suite_group suite_config = {
+    "config", config_tests, sizeof(config_tests) / sizeof(config_tests[0]), NULL, NULL};

@@ -2192,7 +2192,8 @@ static int fault_check_reading(void *arg)
         for (char *line = strtok(r->str, "\n"); line != NULL && !found;
              line = strtok(NULL, "\n"))
             found = strstr(line, " name=processor-") != NULL &&
-                    strstr(line, suffix) != NULL && strstr(line, "cmd=xreadgroup") != NULL;
+                    strstr(line, suffix) != NULL &&
+                    strstr(line, "cmd=xreadgroup") != NULL;
     }
     freeReplyObject(r);
     return found;
@@ -2202,7 +2203,8 @@ static int fault_check_reading(void *arg)
 static int fault_wait_reading(struct stack *s, struct proc *p)
 {
     struct fault_consumer_wait w = {s, p};
-    return p != NULL && harness_poll(harness_timeout(5000), 10, fault_check_reading, &w) == 0
+    return p != NULL &&
+                   harness_poll(harness_timeout(5000), 10, fault_check_reading, &w) == 0
                ? 0
                : -1;
 }
@@ -2416,8 +2418,8 @@ static int fault_check_holders(void *arg)
     struct fault_holders *h = arg;
     char suffix[32];
     snprintf(suffix, sizeof(suffix), "-%ld", (long)h->pid);
-    redisReply *r = stack_redis(h->s, "XPENDING %s %s", h->s->keys.requests,
-                                KEYS_GROUP_PROCESSORS);
+    redisReply *r =
+        stack_redis(h->s, "XPENDING %s %s", h->s->keys.requests, KEYS_GROUP_PROCESSORS);
     h->n = h->on = 0;
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 4) {
         freeReplyObject(r);
@@ -2495,7 +2497,8 @@ static void test_fault_rolling_restarts(void **state)
     CHECK(fault_consumers(s, &after) == 0, "XINFO CONSUMERS failed");
     pid_t live[] = {s->processor->pid, other->pid};
     char stale_name[160] = "";
-    size_t stale = fault_new_stale(&before, &after, live, 2, stale_name, sizeof(stale_name));
+    size_t stale =
+        fault_new_stale(&before, &after, live, 2, stale_name, sizeof(stale_name));
     print_message("rolling restarts: %zu consumers before, %zu after %d restarts, %zu "
                   "left behind\n",
                   before.n, after.n, ROUNDS, stale);

@@ -82,7 +82,8 @@ static void test_request_poison(void **state)
         {"trace", TRACE, "message", "hi", "model", "m", NULL, NULL, NULL, "temperature"},
         {"trace", TRACE, "message", "hi", "model", "m", "temperature", "2.5", NULL,
          "temperature"},
-        {"trace", TRACE, "message", "", "model", "m", "temperature", "1", NULL, "message"},
+        {"trace", TRACE, "message", "", "model", "m", "temperature", "1", NULL,
+         "message"},
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         struct cmd c;
@@ -253,14 +254,15 @@ static void test_redis_url(void **state)
     (void)state;
     struct rconn_url u;
     char err[128];
-    assert_int_equal(rconn_url_parse("redis://127.0.0.1:6379/0", &u, err, sizeof(err)), 0);
+    assert_int_equal(rconn_url_parse("redis://127.0.0.1:6379/0", &u, err, sizeof(err)),
+                     0);
     assert_string_equal(u.host, "127.0.0.1");
     assert_int_equal(u.port, 6379);
     assert_int_equal(u.db, 0);
     assert_string_equal(u.pass, "");
 
-    assert_int_equal(rconn_url_parse("redis://bob:s3cret@redis:7000/3", &u, err, sizeof(err)),
-                     0);
+    assert_int_equal(
+        rconn_url_parse("redis://bob:s3cret@redis:7000/3", &u, err, sizeof(err)), 0);
     assert_string_equal(u.user, "bob");
     assert_string_equal(u.pass, "s3cret");
     assert_string_equal(u.host, "redis");
@@ -351,8 +353,8 @@ static void test_config_usage_hides_secrets(void **state)
     (void)state;
     struct test_cfg cfg;
     const struct config_var vars[] = {
-        {"CHATQ_TEST_KEY", "key", CONFIG_STR, "sk-default-secret", "a secret", &cfg.key, 0,
-         0, 1},
+        {"CHATQ_TEST_KEY", "key", CONFIG_STR, "sk-default-secret", "a secret", &cfg.key,
+         0, 0, 1},
     };
     char *buf = NULL;
     size_t len = 0;
