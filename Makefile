@@ -3,7 +3,7 @@
 #   make                 bin/chatq-api, bin/chatq-processor, bin/chatq-handler,
 #                        bin/chatq-fake-upstream
 #   make run             the whole system on this machine (see README.md)
-#   make test            unit + integration tests, built with ASan/UBSan
+#   make test            format check, then unit + integration tests (ASan/UBSan)
 #   make bench           the performance table
 #   make format-check    fails where `make format` would change a file
 #   make install         PREFIX=/usr/local DESTDIR=
@@ -104,6 +104,7 @@ deps:
 	@scripts/deps.sh build test run
 
 test: deps
+	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=$(TEST_SAN) WERROR=1 test-programs
 	@scripts/test.sh $(TEST_O)/bin $(T)
 
