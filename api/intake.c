@@ -291,9 +291,16 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
             reply_error(&r, conn, 500, "internal_error", "could not make a trace id");
         goto out;
     }
-    clock_iso8601(accepted, clock_now_ms());
+    long long now = clock_now_ms();
+    clock_iso8601(accepted, now);
     req.trace = trace;
     req.accepted = accepted;
+    /* Relative on the wire, absolute in the record: every processor compares it
+     * with its own clock. */
+    if (req.deadline == 0)
+        req.deadline = srv->default_deadline_ms;
+    if (req.deadline > 0)
+        req.deadline += now;
 
     if (w == NULL) {
         status = reply_error(&r, conn, 500, "internal_error",

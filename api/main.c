@@ -26,6 +26,7 @@ struct config {
     long long redis_timeout_ms;
     long long result_ttl;
     long long grace_ms;
+    long long default_deadline_ms;
 };
 
 /* Checks what the table's ranges cannot and fills the server's settings. Returns 0,
@@ -62,6 +63,7 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     s->redis_timeout_ms = (int)cfg->redis_timeout_ms;
     s->result_ttl = cfg->result_ttl;
     s->grace_ms = cfg->grace_ms;
+    s->default_deadline_ms = cfg->default_deadline_ms;
     return 0;
 }
 
@@ -103,6 +105,10 @@ int main(int argc, char **argv)
         {"SHUTDOWN_GRACE_MS", "shutdown-grace-ms", CONFIG_INT, "10000",
          "on SIGTERM, how long open requests may take to finish before the api stops",
          &cfg.grace_ms, 0, 3600000, 0},
+        {"DEFAULT_DEADLINE_MS", "default-deadline-ms", CONFIG_INT, "0",
+         "deadline of a chat that sets no deadline_ms: ms after acceptance past which "
+         "no upstream attempt starts (0: none)",
+         &cfg.default_deadline_ms, 0, VALIDATE_DEADLINE_MAX_MS, 0},
         CONFIG_TTL_VAR(cfg.result_ttl),
         CONFIG_COMMON_VARS(cfg.common),
     };

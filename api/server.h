@@ -21,8 +21,9 @@ struct server {
     size_t max_body; /* request bodies over this get a 413 */
     const char *default_model;
     int redis_timeout_ms;
-    long long result_ttl; /* seconds, EXPIRE of a trace's hash */
-    long long grace_ms;   /* on stop, longest wait for open requests */
+    long long result_ttl;          /* seconds, EXPIRE of a trace's hash */
+    long long grace_ms;            /* on stop, longest wait for open requests */
+    long long default_deadline_ms; /* for chats without deadline_ms; 0: none */
     struct rconn_url redis;
     struct keys keys;
 

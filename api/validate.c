@@ -83,7 +83,7 @@ static int validate_too_deep(const char *s, size_t len)
 static int validate_known(const char *key)
 {
     return strcmp(key, REC_MESSAGE) == 0 || strcmp(key, REC_MODEL) == 0 ||
-           strcmp(key, REC_TEMPERATURE) == 0;
+           strcmp(key, REC_TEMPERATURE) == 0 || strcmp(key, VALIDATE_DEADLINE_FIELD) == 0;
 }
 
 static int validate_message(const json_t *root, struct chat_request *req,
@@ -172,6 +172,30 @@ static int validate_temperature(const json_t *root, struct chat_request *req,
     return 0;
 }
 
+static int validate_deadline(const json_t *root, struct chat_request *req,
+                             struct validate_error *err)
+{
+    const json_t *v = json_object_get(root, VALIDATE_DEADLINE_FIELD);
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v)) {
+        validate_fail(err, "invalid_field",
+                      "'" VALIDATE_DEADLINE_FIELD "' must be a whole number of "
+                      "milliseconds, not %s",
+                      json_is_real(v) ? "a fraction" : validate_type_name(v));
+        return -1;
+    }
+    if (json_integer_value(v) < 1 || json_integer_value(v) > VALIDATE_DEADLINE_MAX_MS) {
+        validate_fail(err, "invalid_field",
+                      "'" VALIDATE_DEADLINE_FIELD "' must be between 1 and %lld "
+                      "milliseconds, not %lld",
+                      VALIDATE_DEADLINE_MAX_MS, (long long)json_integer_value(v));
+        return -1;
+    }
+    req->deadline = json_integer_value(v);
+    return 0;
+}
+
 json_t *validate_chat(const char *body, size_t len, const char *default_model,
                       struct chat_request *req, struct validate_error *err)
 {
@@ -216,7 +240,7 @@ json_t *validate_chat(const char *body, size_t len, const char *default_model,
             size_t klen = strlen(key);
             validate_fail(err, "unknown_field",
                           "unknown field '%.*s%s'; the supported fields are 'message', "
-                          "'model' and 'temperature'",
+                          "'model', 'temperature' and '" VALIDATE_DEADLINE_FIELD "'",
                           (int)utf8_cut(key, klen, VALIDATE_NAME_ECHO), key,
                           klen > VALIDATE_NAME_ECHO ? "..." : "");
             goto out;
@@ -224,7 +248,8 @@ json_t *validate_chat(const char *body, size_t len, const char *default_model,
     }
     if (validate_message(root, req, err) != 0 ||
         validate_model(root, default_model, req, err) != 0 ||
-        validate_temperature(root, req, err) != 0)
+        validate_temperature(root, req, err) != 0 ||
+        validate_deadline(root, req, err) != 0)
         goto out;
     result = root;
     root = NULL;

@@ -10,6 +10,9 @@
  *     default: the configured DEFAULT_MODEL;
  *   - "temperature": optional JSON number (integer or real) in [TEMPERATURE_MIN,
  *     TEMPERATURE_MAX]; default VALIDATE_DEFAULT_TEMPERATURE;
+ *   - "deadline_ms": optional JSON integer in [1, VALIDATE_DEADLINE_MAX_MS]:
+ *     milliseconds from acceptance after which no upstream attempt starts; left in
+ *     req->deadline as given (0 when absent), the caller makes it absolute;
  *   - any other field is refused (unknown_field): we never silently drop a
  *     parameter the caller believes is in effect;
  *   - duplicate keys are invalid JSON (which value would win is ambiguous);
@@ -29,6 +32,8 @@
 #include "record.h"
 
 #define VALIDATE_DEFAULT_TEMPERATURE 0.7
+#define VALIDATE_DEADLINE_FIELD "deadline_ms"
+#define VALIDATE_DEADLINE_MAX_MS (7LL * 24 * 3600 * 1000)
 #define VALIDATE_MODEL_MAX 256
 #define VALIDATE_DEPTH_MAX 32
 #define VALIDATE_IDEM_HEADER "Idempotency-Key"

@@ -37,6 +37,10 @@ void record_request_append(const struct chat_request *req, struct cmd *c)
     cmd_addz(c, REC_TEMPERATURE);
     cmd_adddbl(c, req->temperature);
     record_pair(c, REC_ACCEPTED, req->accepted);
+    if (req->deadline > 0) {
+        cmd_addz(c, REC_DEADLINE);
+        cmd_addll(c, req->deadline);
+    }
 }
 
 void record_pending_append(const struct chat_request *req, struct cmd *c)
@@ -82,6 +86,15 @@ int record_request_parse(const redisReply *fields, struct chat_request *out, cha
         return -1;
     }
     out->accepted = stream_field(fields, REC_ACCEPTED, NULL);
+    const char *d = stream_field(fields, REC_DEADLINE, NULL);
+    if (d != NULL) {
+        errno = 0;
+        out->deadline = strtoll(d, &end, 10);
+        if (errno != 0 || end == d || *end != '\0' || out->deadline <= 0) {
+            snprintf(err, errlen, "field '%s' is not a positive integer", REC_DEADLINE);
+            return -1;
+        }
+    }
     return 0;
 }
 

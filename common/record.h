@@ -20,6 +20,8 @@ struct redisReply;
 #define REC_MODEL "model"
 #define REC_TEMPERATURE "temperature"
 #define REC_ACCEPTED "accepted"
+#define REC_DEADLINE "deadline" /* request: Unix ms after which no attempt starts */
+#define REC_TRIES "tries" /* trace hash: upstream attempts begun, by every processor */
 #define REC_STATUS "status"
 #define REC_RESPONSE "response"
 #define REC_PROMPT_TOKENS "prompt_tokens"
@@ -50,6 +52,7 @@ struct chat_request {
     const char *model;
     double temperature;
     const char *accepted; /* ISO-8601 */
+    long long deadline;   /* Unix ms; 0: none. On POST: deadline_ms, relative */
 };
 
 /* Appends the request-stream fields (for XADD). */

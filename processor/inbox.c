@@ -29,6 +29,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "admit.h"
 #include "clock.h"
 #include "cmd.h"
 #include "keys.h"
@@ -558,7 +559,10 @@ static void inbox_on_heartbeat(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    inbox_beat(arg);
+    struct inbox *in = arg;
+    inbox_beat(in);
+    /* Attempts whose count Redis refused are asked for again at the same pace. */
+    admit_flush(in->p);
 }
 
 void inbox_on_write_up(struct inbox *in)

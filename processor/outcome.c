@@ -235,6 +235,21 @@ out:
     return rc;
 }
 
+int outcome_fail(struct outcome *o, const char *code, const char *message)
+{
+    char *c = strdup(code), *m = strdup(message);
+    if (c == NULL || m == NULL) {
+        free(c);
+        free(m);
+        return -1;
+    }
+    outcome_clear(o);
+    o->kind = OUTCOME_FAILED;
+    o->code = c;
+    o->message = m;
+    return 0;
+}
+
 int outcome_give_up(struct outcome *o, int attempts)
 {
     /* The message is already cut to OUTCOME_MESSAGE_MAX, so this never truncates. */

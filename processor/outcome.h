@@ -7,7 +7,9 @@
  *              upstream_invalid_response, upstream_rate_limited,
  *              upstream_unavailable (5xx), upstream_timeout (also 408),
  *              upstream_conflict (409)
- *   final:     insufficient_quota, upstream_response_too_large, the upstream's own
+ *   final:     insufficient_quota, upstream_response_too_large, deadline_exceeded,
+ *              upstream_attempts_exhausted (both decided by processor.c, not
+ *              here), the upstream's own
  *              error.code for other 4xx (e.g. invalid_api_key,
  *              context_length_exceeded) else upstream_<status> */
 #ifndef CHATQ_PROCESSOR_OUTCOME_H
@@ -54,6 +56,10 @@ int outcome_classify(const struct outcome_input *in, struct outcome *out);
  * same code, message "gave up after N attempts: <message>". Returns 0 or -1
  * (memory; the outcome is then left retryable). */
 int outcome_give_up(struct outcome *o, int attempts);
+
+/* Makes o a final failure with code and message (copied), whatever it was.
+ * Returns 0, or -1 if memory ran out (o is then left as it was). */
+int outcome_fail(struct outcome *o, const char *code, const char *message);
 
 /* Frees the strings and re-initialises; safe on an initialised outcome. */
 void outcome_clear(struct outcome *o);

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
+#include "admit.h"
 #include "inbox.h"
 #include "log.h"
 #include "outbox.h"
@@ -63,7 +64,8 @@ void processor_drop(struct processor *p, const char *id)
         struct job *job = &p->jobs[i];
         if (job->state == JOB_FREE || strcmp(job->id, id) != 0)
             continue;
-        if (job->state == JOB_RUNNING || job->state == JOB_WAITING) {
+        if (job->state == JOB_ADMITTING || job->state == JOB_RUNNING ||
+            job->state == JOB_WAITING) {
             log_warn(job->trace[0] ? job->trace : NULL,
                      "entry %s was taken over by another processor while Redis was "
                      "away; dropping our copy",
@@ -122,8 +124,11 @@ static struct job *processor_take(struct processor *p)
     if (job == NULL)
         return NULL;
     p->nfree--;
+    job->gen++;
     job->next = NULL;
     job->attempts = 0;
+    job->admit_sent = 0;
+    job->deadline = 0;
     job->write_sent = 0;
     job->write_tries = 0;
     job->deliveries = 0;
@@ -220,10 +225,75 @@ static void processor_dead(struct processor *p, struct job *job, const redisRepl
 
 static void processor_outcome(struct processor *p, struct job *job);
 
+/* Ends the chat failed with code: its deadline passed, or its attempts are spent.
+ * The last attempt's outcome, if this processor made one, is kept in the message. */
+static void processor_fail(struct processor *p, struct job *job, const char *code,
+                           const char *why)
+{
+    char msg[OUTCOME_MESSAGE_MAX + 256];
+    const struct outcome *o = &job->outcome;
+    if (o->code != NULL)
+        snprintf(msg, sizeof(msg), "%s; the last attempt: %s: %s", why, o->code,
+                 o->message ? o->message : "");
+    else
+        snprintf(msg, sizeof(msg), "%s", why);
+    if (outcome_fail(&job->outcome, code, msg) != 0) {
+        log_error(job->trace, "out of memory failing entry %s; it stays pending",
+                  job->id);
+        processor_release(p, job);
+        return;
+    }
+    processor_outcome(p, job);
+}
+
+/* 1 (and the chat failed) if job's deadline has passed, or will have by now +
+ * wait_ms. */
+static int processor_past_deadline(struct processor *p, struct job *job,
+                                   long long wait_ms)
+{
+    if (job->deadline <= 0 || clock_now_ms() + wait_ms < job->deadline)
+        return 0;
+    char why[160], iso[CLOCK_ISO_LEN];
+    clock_iso8601(iso, job->deadline);
+    snprintf(why, sizeof(why), "the chat's deadline %s passed before attempt %d could %s",
+             iso, job->attempts + 1, wait_ms > 0 ? "be made" : "start");
+    processor_fail(p, job, "deadline_exceeded", why);
+    return 1;
+}
+
+/* Begins the next attempt: counted in Redis first (admit.h), then sent. */
 static void processor_attempt(struct processor *p, struct job *job)
 {
+    if (processor_past_deadline(p, job, 0))
+        return;
+    job->state = JOB_ADMITTING;
+    admit_send(p, job);
+}
+
+void processor_admitted(struct processor *p, struct job *job, long long verdict)
+{
+    if (verdict == ADMIT_EXHAUSTED) {
+        char why[200];
+        /* Our own last attempt was the last allowed (another processor counted
+         * meanwhile): the usual give-up. */
+        if (job->outcome.kind == OUTCOME_RETRY && job->outcome.code != NULL &&
+            outcome_give_up(&job->outcome, (int)p->cfg->max_attempts) == 0) {
+            processor_outcome(p, job);
+            return;
+        }
+        job->attempts = (int)p->cfg->max_attempts;
+        snprintf(why, sizeof(why),
+                 "the upstream was already tried %lld times for this chat "
+                 "(UPSTREAM_MAX_ATTEMPTS) by processors that stopped before it ended",
+                 p->cfg->max_attempts);
+        processor_fail(p, job, "upstream_attempts_exhausted", why);
+        return;
+    }
+    /* The deadline may have passed while the count was on its way. */
+    if (processor_past_deadline(p, job, 0))
+        return;
+    job->attempts = verdict > 0 ? (int)verdict : job->attempts + 1;
     outcome_clear(&job->outcome);
-    job->attempts++;
     job->state = JOB_RUNNING;
     if (upstream_start(p->up, &job->xfer) == 0)
         return;
@@ -273,6 +343,9 @@ static void processor_outcome(struct processor *p, struct job *job)
     }
     long long wait =
         retry_delay_ms(&p->policy, job->attempts, o->retry_after_ms, processor_random(p));
+    /* No use waiting for an attempt the deadline forbids. */
+    if (processor_past_deadline(p, job, wait))
+        return;
     log_info(trace, "retrying: attempt=%d code=%s wait_ms=%lld: %s", job->attempts,
              o->code ? o->code : "?", wait, o->message ? o->message : "");
     job->state = JOB_WAITING;
@@ -328,6 +401,7 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
         return;
     }
     snprintf(job->trace, sizeof(job->trace), "%s", req.trace);
+    job->deadline = req.deadline;
     job->model = strdup(req.model);
     job->accepted = req.accepted ? strdup(req.accepted) : NULL;
     if (job->model == NULL || (req.accepted && job->accepted == NULL)) {
@@ -377,8 +451,8 @@ static void processor_deadline(struct processor *p)
     size_t n = 0;
     for (size_t i = 0; i < p->nused; i++) {
         struct job *job = &p->jobs[i];
-        if (job->state == JOB_RUNNING || job->state == JOB_WAITING ||
-            job->state == JOB_WRITE_WAIT) {
+        if (job->state == JOB_ADMITTING || job->state == JOB_RUNNING ||
+            job->state == JOB_WAITING || job->state == JOB_WRITE_WAIT) {
             upstream_cancel(&job->xfer);
             evtimer_del(job->timer);
             if (ids && deliveries) {
@@ -393,8 +467,8 @@ static void processor_deadline(struct processor *p)
     /* The ids were copied into the commands; the slots can go now. */
     for (size_t i = 0; i < p->nused; i++) {
         struct job *job = &p->jobs[i];
-        if (job->state == JOB_RUNNING || job->state == JOB_WAITING ||
-            job->state == JOB_WRITE_WAIT)
+        if (job->state == JOB_ADMITTING || job->state == JOB_RUNNING ||
+            job->state == JOB_WAITING || job->state == JOB_WRITE_WAIT)
             processor_release(p, job);
     }
     free(ids);
@@ -504,6 +578,7 @@ static void processor_on_write_up(struct rlink *l, void *arg)
     (void)l;
     struct processor *p = arg;
     inbox_on_write_up(p->in);
+    admit_flush(p);
     outbox_flush(p->out);
     processor_pump(p);
 }

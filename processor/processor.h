@@ -50,6 +50,7 @@ struct config {
 
 enum job_state {
     JOB_FREE,
+    JOB_ADMITTING, /* the next attempt is being counted in Redis (admit.h) */
     JOB_RUNNING,   /* an upstream attempt is in flight */
     JOB_WAITING,   /* backing off before the next attempt */
     JOB_WRITING,   /* the outcome (or dead letter) is queued or sent to Redis */
@@ -70,7 +71,10 @@ struct job_dead {
 struct job {
     struct processor *p;
     enum job_state state;
-    int attempts;
+    unsigned gen;         /* bumped each time the slot is taken: stale answers ignored */
+    int admit_sent;       /* JOB_ADMITTING: the count is on the wire */
+    int attempts;         /* the latest attempt's number, counted across processors */
+    long long deadline;   /* Unix ms past which no attempt starts; 0: none */
     int write_sent;       /* JOB_WRITING: on the wire, the script's reply pending */
     int write_tries;      /* writes Redis refused so far */
     long long deliveries; /* of the entry, this one included, hand-backs not */
@@ -130,6 +134,10 @@ void processor_stop(struct processor *p);
 
 /* Safe with NULL. */
 void processor_free(struct processor *p);
+
+/* The answer of admit.h for job's next attempt: its number (> 0), ADMIT_EXHAUSTED
+ * or ADMIT_UNCOUNTED. Starts the transfer, or ends the chat. */
+void processor_admitted(struct processor *p, struct job *job, long long verdict);
 
 /* Slots neither in use nor promised to an outstanding read or claim. */
 size_t processor_free_slots(const struct processor *p);

@@ -120,6 +120,7 @@ struct fault_kind {
     long response_len;     /* a completed answer this long, not the echo; 0: echo */
     long long min_ms;      /* POST to final at least this; 0: not checked */
     long long max_ms;      /* ... and at most this; 0: not checked */
+    long long deadline_ms; /* the POST's deadline_ms; 0: none */
 };
 
 static const struct fault_kind fault_plain = {
@@ -311,6 +312,8 @@ static int fault_post_one(struct fault_load *ld, struct http_client *c, size_t i
 
     fault_message(ld, i, msg, sizeof(msg), &kind);
     json_t *req = json_pack("{s:s}", "message", msg);
+    if (req != NULL && kind->deadline_ms > 0)
+        json_object_set_new(req, "deadline_ms", json_integer(kind->deadline_ms));
     char *body = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     if (body == NULL) {
@@ -907,6 +910,9 @@ static int fault_check_log(void *arg)
 #define FAULT_SPECIAL_API 4
 static int fault_special;
 static int fault_respawned;
+/* A second processor a test runs beside the stack's; stopped by the next
+ * fault_begin if a failed test left it running. */
+static struct proc *fault_second;
 
 /* Each fault starts from a whole stack of the group's settings, whatever the
  * previous one left behind (a failed test may leave a process killed or one
@@ -930,6 +936,10 @@ static void fault_begin(const char *name)
     if (s->api != NULL && (fault_special & FAULT_SPECIAL_API) && proc_alive(s->api))
         ok = ok && fault_term(&s->api, 5000, why, sizeof(why)) >= 0;
     fault_special = 0;
+    if (fault_second != NULL) {
+        proc_free(fault_second); /* SIGTERM, then SIGKILL if need be */
+        fault_second = NULL;
+    }
     /* A failed test_fault_wrong_type may have left the results key a string. */
     redisReply *t = stack_redis(s, "TYPE %s", s->keys.results);
     if (t != NULL && t->type == REDIS_REPLY_STATUS && strcmp(t->str, "string") == 0)
@@ -2211,6 +2221,10 @@ static int fault_wait_reading(struct stack *s, struct proc *p)
 
 /* Processors whose calls may outlast FAULT_TIMEOUT_MS: their chats take seconds. */
 static const char *const fault_patient[] = {"UPSTREAM_TIMEOUT_MS=20000", NULL};
+/* The same, for a chat whose call is cut by three hand-backs: each cut call did
+ * reach the upstream, so it counts against UPSTREAM_MAX_ATTEMPTS (3 + the last). */
+static const char *const fault_roll[] = {"UPSTREAM_TIMEOUT_MS=20000",
+                                         "UPSTREAM_MAX_ATTEMPTS=5", NULL};
 
 /* ---- a key of the wrong type
  * ----------------------------------------------------------------- */
@@ -2326,8 +2340,9 @@ static void test_fault_redis_away_two_processors(void **state)
           "%s", why);
     fault_special |= FAULT_SPECIAL_PROCESSOR;
     s->processor = stack_processor_start(s, "processor-away", fault_patient);
-    struct proc *twin = stack_processor_start(s, "processor-twin", fault_patient);
-    CHECK(s->processor != NULL && twin != NULL, "the processors did not start");
+    fault_second = stack_processor_start(s, "processor-twin", fault_patient);
+    struct proc **twin = &fault_second;
+    CHECK(s->processor != NULL && *twin != NULL, "the processors did not start");
     fault_stats_get(s, &before);
     fault_post_all(s, "redis away", kinds, 1, N);
     CHECK(fault_accepted() == N, "only %zu of %d POSTs accepted (%s)", fault_accepted(),
@@ -2348,7 +2363,7 @@ static void test_fault_redis_away_two_processors(void **state)
     print_message("redis away: %d chats, %lld upstream calls\n", N,
                   after.requests - before.requests);
     fault_check_stats(s, &before);
-    CHECK(fault_term(&twin, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why, sizeof(why)) >= 0,
+    CHECK(fault_term(twin, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why, sizeof(why)) >= 0,
           "%s", why);
     CHECK(stack_drained(s, 10000, why, sizeof(why)) == 0, "%s", why);
 }
@@ -2461,8 +2476,9 @@ static void test_fault_rolling_restarts(void **state)
     fault_special |= FAULT_SPECIAL_PROCESSOR;
     struct fault_consumers before, after;
     CHECK(fault_consumers(s, &before) == 0, "XINFO CONSUMERS failed");
-    s->processor = stack_processor_start(s, "processor-roll", fault_patient);
-    struct proc *other = stack_processor_start(s, "processor-roll0", fault_patient);
+    s->processor = stack_processor_start(s, "processor-roll", fault_roll);
+    fault_second = stack_processor_start(s, "processor-roll0", fault_roll);
+    struct proc *other = fault_second;
     CHECK(fault_wait_reading(s, s->processor) == 0 && fault_wait_reading(s, other) == 0,
           "the processors did not start reading");
     fault_post_all(s, "rolling", kinds, 1, N);
@@ -2478,12 +2494,13 @@ static void test_fault_rolling_restarts(void **state)
                          sizeof(why)) >= 0,
               "round %d: %s", round, why);
         s->processor = other;
+        fault_second = NULL;
         struct fault_holders h = {.s = s, .pid = other->pid};
         CHECK(harness_poll(harness_timeout(10000), 20, fault_check_holders, &h) == 0,
               "round %d: %lld of %lld pending entries on the live processor", round, h.on,
               h.n);
         snprintf(name, sizeof(name), "processor-roll%d", round);
-        other = stack_processor_start(s, name, fault_patient);
+        other = fault_second = stack_processor_start(s, name, fault_roll);
         CHECK(fault_wait_reading(s, other) == 0, "%s did not start reading", name);
         print_message("rolling restarts: round %d, %lld entries handed over\n", round,
                       h.n);
@@ -2506,6 +2523,7 @@ static void test_fault_rolling_restarts(void **state)
           "%zu consumers of exited processors stay in the group after %d restarts, "
           "e.g. %s",
           stale, ROUNDS, stale_name);
+    fault_second = NULL;
     CHECK(fault_term(&other, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why, sizeof(why)) >= 0,
           "%s", why);
 }
@@ -2586,6 +2604,84 @@ join:
     CHECK(fault_l.fate_unknown > 0, "no POST met the sleeping Redis");
     char w[256];
     CHECK(stack_drained(s, 10000, w, sizeof(w)) == 0, "%s", w);
+}
+
+/* ---- bounded spend: attempts across kills, deadlines
+ * ------------------------------------------------------------------------ */
+
+/* Each chat's processor is SIGKILLed mid-call twice: the third processor finds
+ * both attempts counted in the record and, with UPSTREAM_MAX_ATTEMPTS at 2, ends
+ * the chat instead of calling a third time. */
+static void test_fault_attempts_across_kills(void **state)
+{
+    (void)state;
+    struct stack *s = &fault_stack;
+    enum { N = 5 };
+    static const char *const two[] = {"UPSTREAM_TIMEOUT_MS=20000",
+                                      "UPSTREAM_MAX_ATTEMPTS=2", NULL};
+    static const struct fault_kind k = {.directive = "latency=6000",
+                                        .status = "failed",
+                                        .code = "upstream_attempts_exhausted",
+                                        .needle = "UPSTREAM_MAX_ATTEMPTS",
+                                        .attempts = 2,
+                                        .requests = 2,
+                                        .ok = 0};
+    const struct fault_kind *kinds[] = {&k};
+    struct fault_stats before;
+    char why[512];
+
+    fault_begin("killed mid-call twice, 2 attempts");
+    CHECK(fault_wait_reading(s, s->processor) == 0, "the processor never read");
+    CHECK(fault_term(&s->processor, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why,
+                     sizeof(why)) >= 0,
+          "%s", why);
+    fault_special |= FAULT_SPECIAL_PROCESSOR;
+    s->processor = stack_processor_start(s, "processor-spend-a", two);
+    CHECK(fault_wait_reading(s, s->processor) == 0, "processor-spend-a never read");
+    fault_stats_get(s, &before);
+    fault_post_all(s, "spend", kinds, 1, N);
+    CHECK(fault_accepted() == N, "only %zu of %d POSTs accepted (%s)", fault_accepted(),
+          N, fault_l.unexpected_sample);
+    for (int kill = 1; kill <= 2; kill++) {
+        /* Every chat on the wire (again), then the processor holding them dies. */
+        struct fault_fake_flight f = {.s = s, .want = before.requests + kill * N};
+        CHECK(harness_poll(harness_timeout(15000), 20, fault_check_requests, &f) == 0,
+              "kill %d: the upstream got %lld of %d calls", kill,
+              f.seen - before.requests, kill * N);
+        CHECK(fault_kill(&s->processor) == 0, "kill %d: the processor did not die", kill);
+        s->processor = stack_processor_start(
+            s, kill == 1 ? "processor-spend-b" : "processor-spend-c", two);
+        CHECK(fault_wait_reading(s, s->processor) == 0, "the next processor never read");
+    }
+    fault_settle(s, FAULT_SETTLE_MS);
+    fault_check_ledger();
+    fault_check_kinds(s);
+    fault_check_stats(s, &before);
+    CHECK(stack_drained(s, 10000, why, sizeof(why)) == 0, "%s", why);
+}
+
+/* A deadline that passes during a retryable failure ends the chat instead of
+ * another attempt; one far away changes nothing. */
+static void test_fault_deadline(void **state)
+{
+    (void)state;
+    static const struct fault_kind late = {.directive = "status=503 latency=700",
+                                           .status = "failed",
+                                           .code = "deadline_exceeded",
+                                           .needle = "deadline",
+                                           .attempts = 1,
+                                           .requests = 1,
+                                           .http_status = 503,
+                                           .answers = 1,
+                                           .ok = 0,
+                                           .deadline_ms = 500};
+    static const struct fault_kind roomy = {.status = "completed",
+                                            .attempts = 1,
+                                            .requests = 1,
+                                            .ok = 1,
+                                            .deadline_ms = 60000};
+    const struct fault_kind *kinds[] = {&late, &roomy};
+    fault_upstream_run("deadline_ms", FAULT_KINDS(kinds));
 }
 
 /* ---- bounded memory
@@ -2756,6 +2852,8 @@ static const struct CMUnitTest fault_tests[] = {
     cmocka_unit_test(test_fault_redis_away_two_processors),
     cmocka_unit_test(test_fault_rolling_restarts),
     cmocka_unit_test(test_fault_redis_slow),
+    cmocka_unit_test(test_fault_attempts_across_kills),
+    cmocka_unit_test(test_fault_deadline),
     cmocka_unit_test(test_fault_bounded_memory),
 };
 

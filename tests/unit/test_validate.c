@@ -257,6 +257,30 @@ static void test_depth_limit(void **state)
     json_decref(doc);
 }
 
+/* deadline_ms: a whole number of milliseconds, 1 to 7 days; absent: 0. */
+static void test_deadline(void **state)
+{
+    (void)state;
+    struct chat_request req;
+    struct validate_error err;
+    const char *ok = "{\"message\":\"hi\",\"deadline_ms\":1500}";
+    json_t *doc = validate_chat(ok, strlen(ok), DEFAULT_MODEL, &req, &err);
+    assert_non_null(doc);
+    assert_int_equal(req.deadline, 1500);
+    json_decref(doc);
+    const char *none = "{\"message\":\"hi\"}";
+    doc = validate_chat(none, strlen(none), DEFAULT_MODEL, &req, &err);
+    assert_non_null(doc);
+    assert_int_equal(req.deadline, 0);
+    json_decref(doc);
+
+    bad("{\"message\":\"hi\",\"deadline_ms\":0}", "invalid_field", "'deadline_ms'");
+    bad("{\"message\":\"hi\",\"deadline_ms\":-5}", "invalid_field", "not -5");
+    bad("{\"message\":\"hi\",\"deadline_ms\":1.5}", "invalid_field", "not a fraction");
+    bad("{\"message\":\"hi\",\"deadline_ms\":\"100\"}", "invalid_field", "not a string");
+    bad("{\"message\":\"hi\",\"deadline_ms\":604800001}", "invalid_field", "604800000");
+}
+
 static void test_unknown_field(void **state)
 {
     (void)state;
@@ -403,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_nested_garbage),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_unknown_field),
+        cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_invalid_json),
         cmocka_unit_test(test_not_an_object),
         cmocka_unit_test(test_utf8_preserved),
