@@ -2,8 +2,9 @@
  * API meets it: with --rpm 5 the first five requests of a key succeed with
  * x-ratelimit-remaining-requests counting down, the sixth gets OpenAI's 429 with
  * retry-after-ms, and once that time has passed a request succeeds again; keys
- * have budgets of their own; the token budget refuses what does not fit; /stats
- * counts the refusals and POST /stats/reset refills every budget.
+ * have budgets of their own; the token budget refuses what does not fit; a 400 is
+ * not charged; /stats counts the refusals and POST /stats/reset refills every
+ * budget.
  *
  * No stack: only the fake, started with a 10 s window so one request comes back
  * every 2 s. The countdowns below assume a burst of five takes less than that. */
@@ -282,6 +283,30 @@ static void test_fake_limit_tokens(void **state)
     http_response_free(&r);
 }
 
+static void test_fake_limit_bad_requests_are_not_charged(void **state)
+{
+    char url[128];
+    const char *headers[] = {"Authorization: Bearer key-zeta", NULL};
+    struct http_response r;
+
+    (void)state;
+    snprintf(url, sizeof(url), "%s/v1/chat/completions", limits_url);
+    for (int i = 0; i < LIMITS_RPM + 1; i++) {
+        CHECK(http_request_with("POST", url, headers, "{\"model\":", 9,
+                                harness_timeout(LIMITS_TIMEOUT_MS), &r) == 0,
+              "POST: %s", r.error);
+        CHECK(r.status == 400, "a broken body: HTTP %ld", r.status);
+        CHECK(!http_header(&r, "x-ratelimit-remaining-requests", NULL, 0),
+              "a 400 reports a budget");
+        http_response_free(&r);
+    }
+    limits_chat("key-zeta", "hello", -1, &r);
+    CHECK(r.status == 200, "after 400s: HTTP %ld: %s", r.status, r.body);
+    CHECK(limits_budget(&r, "requests", LIMITS_RPM) == LIMITS_RPM - 1,
+          "the 400s were charged");
+    http_response_free(&r);
+}
+
 static long long limits_stat(const char *name)
 {
     struct http_response r;
@@ -331,6 +356,7 @@ static const struct CMUnitTest limits_tests[] = {
     cmocka_unit_test(test_fake_limit_429_after_budget_then_recovers),
     cmocka_unit_test(test_fake_limit_keys_have_separate_budgets),
     cmocka_unit_test(test_fake_limit_tokens),
+    cmocka_unit_test(test_fake_limit_bad_requests_are_not_charged),
     cmocka_unit_test(test_fake_limit_stats_and_reset),
 };
 
