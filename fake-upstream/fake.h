@@ -9,7 +9,8 @@
  *   reply.c   OpenAI-shaped bodies (success, errors, model list)
  *   limit.c   the per-key rate limiter (--rpm, --tpm) and its header values
  *
- * From common/ it takes the log line (log.h), clock_timeval and utf8_cut.
+ * From common/ it takes the log line (log.h), clock_timeval, clock_mono_ms and
+ * utf8_cut.
  */
 #ifndef CHATQ_FAKE_H
 #define CHATQ_FAKE_H
