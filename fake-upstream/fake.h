@@ -7,8 +7,10 @@
  *   serve.c   HTTP routes, the life of one chat request, /stats
  *   script.c  [[fake ...]] directives and the per-message attempt counters
  *   reply.c   OpenAI-shaped bodies (success, errors, model list)
+ *   limit.c   the per-key rate limiter (--rpm, --tpm) and its header values
  *
- * From common/ it takes the log line (log.h), clock_timeval and utf8_cut.
+ * From common/ it takes the log line (log.h), clock_timeval, clock_mono_ms and
+ * utf8_cut.
  */
 #ifndef CHATQ_FAKE_H
 #define CHATQ_FAKE_H
@@ -34,6 +36,9 @@ struct config {
     int jitter_ms;
     const char *require_key; /* NULL: accept any key */
     int quiet;
+    int rpm;             /* requests per limit window and key; 0: unlimited */
+    int tpm;             /* tokens per limit window and key; 0: unlimited */
+    int limit_window_ms; /* the window of rpm and tpm, 60000 like OpenAI's minute */
 };
 
 /* ---- script.c ---- */
@@ -83,6 +88,68 @@ void script_counts_clear(struct script_counts *counts);
 unsigned long script_counts_bump(struct script_counts *counts, const char *text,
                                  size_t len);
 
+/* ---- limit.c ---- */
+/* A bucket that refills continuously: capacity units per window_ms, never more than
+ * capacity held. level counts units times window_ms so the refill is exact integer
+ * arithmetic (capacity * window_ms must fit a long long: limit_bucket_init clamps). */
+struct limit_bucket {
+    long long capacity; /* > 0 */
+    long long window_ms;
+    long long level;    /* units available * window_ms */
+    long long stamp_ms; /* the clock when level was last brought up to date */
+};
+
+#define LIMIT_MAX_CAPACITY 1000000000LL /* 1e9 units ... */
+#define LIMIT_MAX_WINDOW_MS 86400000LL  /* ... per at most a day: fits 64 bits */
+
+/* A full bucket at now_ms. capacity and window_ms are clamped to 1..the maxima. */
+void limit_bucket_init(struct limit_bucket *b, long long capacity, long long window_ms,
+                       long long now_ms);
+/* Adds what flowed in since the last call (a clock going back adds nothing). The
+ * queries below describe the bucket as of the last refill. */
+void limit_bucket_refill(struct limit_bucket *b, long long now_ms);
+long long limit_bucket_remaining(const struct limit_bucket *b); /* whole units */
+/* ms until n units are available: 0 if they are now, -1 if never (n > capacity). */
+long long limit_bucket_wait_ms(const struct limit_bucket *b, long long n);
+/* ms until the bucket is full again: OpenAI's x-ratelimit-reset-*. */
+long long limit_bucket_reset_ms(const struct limit_bucket *b);
+/* Takes n units (the caller checked limit_bucket_wait_ms(b, n) == 0). */
+void limit_bucket_take(struct limit_bucket *b, long long n);
+
+/* One budget as the headers report it, after the request was counted. */
+struct limit_budget {
+    long long limit; /* 0: this budget is not limited (no headers) */
+    long long remaining;
+    long long reset_ms;
+};
+
+struct limit_verdict {
+    int allowed;
+    int too_large;      /* the cost exceeds the whole token budget: never allowed */
+    const char *type;   /* when refused: "requests" or "tokens" (static) */
+    long long used;     /* when refused: limit - remaining of that budget */
+    long long retry_ms; /* when refused and not too_large: until both budgets allow */
+    long long cost;     /* tokens charged (or asked for) */
+    struct limit_budget requests, tokens;
+};
+
+/* Buckets per API key. new; NULL on ENOMEM. rpm / tpm of 0 leave that budget
+ * unlimited; with both 0 every request is allowed. */
+struct limiter;
+struct limiter *limit_new(long long rpm, long long tpm, long long window_ms);
+void limit_free(struct limiter *l);
+/* Forgets every key: all budgets are full again. */
+void limit_clear(struct limiter *l);
+/* Decides on one request of key (borrowed; only its hash is kept) costing cost
+ * tokens at now_ms, and charges it if allowed. Returns 0 with *v filled, or -1 when
+ * out of memory. */
+int limit_admit(struct limiter *l, const char *key, long long cost, long long now_ms,
+                struct limit_verdict *v);
+/* ms as Go's time.Duration prints it, which is what OpenAI's reset headers show:
+ * "0s", "20ms", "1s", "1.5s", "6m0s", "1h0m0s". Returns 0, or -1 if buf is too
+ * small (then buf holds ""). */
+int limit_format_duration(char *buf, size_t size, long long ms);
+
 /* ---- reply.c ---- */
 struct reply_answer {
     unsigned long long id;
@@ -101,6 +168,9 @@ int reply_error_for_status(struct evbuffer *out, int status, int quota, const ch
                            long long prompt_tokens, const char **content_type);
 int reply_error(struct evbuffer *out, const char *message, const char *type,
                 const char *param, const char *code);
+/* The 429 the limiter refused v with (v->allowed == 0), in OpenAI's words. */
+int reply_rate_limited(struct evbuffer *out, const char *model,
+                       const struct limit_verdict *v);
 int reply_models(struct evbuffer *out);
 /* Appends value encoded with jansson's flags; -1 if value is NULL or on failure. */
 int reply_add_json(struct evbuffer *out, const json_t *value, size_t flags);

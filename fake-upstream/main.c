@@ -32,6 +32,10 @@ static const struct main_option main_options[] = {
     {"jitter-ms", "N", "FAKE_JITTER_MS", "0", "plus a uniform random 0..N ms"},
     {"require-key", "KEY", "FAKE_REQUIRE_KEY", "", "demand 'Authorization: Bearer KEY'"},
     {"quiet", NULL, "FAKE_QUIET", "0", "no per-request log lines (FAKE_QUIET=1)"},
+    {"rpm", "N", "FAKE_RPM", "0", "requests per window and API key; 0: no limit"},
+    {"tpm", "N", "FAKE_TPM", "0", "tokens per window and API key; 0: no limit"},
+    {"limit-window-ms", "MS", "FAKE_LIMIT_WINDOW_MS", "60000",
+     "the window of --rpm/--tpm"},
 };
 
 #define MAIN_N_OPTIONS (sizeof(main_options) / sizeof(main_options[0]))
@@ -48,16 +52,19 @@ static void main_usage(FILE *f)
 
         snprintf(flag, sizeof(flag), "--%s%s%s", o->name, o->arg != NULL ? " " : "",
                  o->arg != NULL ? o->arg : "");
-        fprintf(f, "  %-18s %-17s default %-10s %s\n", flag, o->env,
+        fprintf(f, "  %-20s %-20s default %-9s %s\n", flag, o->env,
                 o->def[0] != '\0' ? o->def : "(none)", o->help);
     }
-    fprintf(f, "  %-18s %-17s %-18s %s\n\n", "--help", "", "", "print this and exit");
+    fprintf(f, "  %-20s %-20s %-17s %s\n\n", "--help", "", "", "print this and exit");
     fprintf(f, "Endpoints (the /v1 prefix is optional): POST /v1/chat/completions,\n"
                "GET /v1/models, GET /stats, POST /stats/reset, GET /health.\n\n"
                "Script a reply from the last user message with [[fake key=value ...]]:\n"
                "  status=N quota retry-after=S retry-after-date=S retry-after-ms=MS\n"
                "  times=N latency=MS garbage[=html] nochoices huge=BYTES drip=MS\n"
-               "  hang reset close\n");
+               "  hang reset close\n\n"
+               "With --rpm or --tpm, each API key (requests without one share a budget)\n"
+               "gets OpenAI's 429 and x-ratelimit-* headers; a request costs\n"
+               "ceil(message content bytes / 4) + max_tokens tokens.\n");
 }
 
 /* Parses an integer setting; a bad one is reported by its name and gives -1. */
@@ -115,6 +122,12 @@ static int main_set(struct config *cfg, const char *name, const char *key, const
     }
     if (strcmp(name, "quiet") == 0)
         return main_bool(key, v, &cfg->quiet);
+    if (strcmp(name, "rpm") == 0)
+        return main_int(key, v, 0, LIMIT_MAX_CAPACITY, &cfg->rpm);
+    if (strcmp(name, "tpm") == 0)
+        return main_int(key, v, 0, LIMIT_MAX_CAPACITY, &cfg->tpm);
+    if (strcmp(name, "limit-window-ms") == 0)
+        return main_int(key, v, 1, LIMIT_MAX_WINDOW_MS, &cfg->limit_window_ms);
     fprintf(stderr, FAKE_NAME ": unknown option %s (see --help)\n", key);
     return -1;
 }

@@ -265,6 +265,34 @@ int reply_error_for_status(struct evbuffer *out, int status, int quota, const ch
     }
 }
 
+int reply_rate_limited(struct evbuffer *out, const char *model,
+                       const struct limit_verdict *v)
+{
+    int tokens = strcmp(v->type, "tokens") == 0;
+    const char *per = tokens ? "tokens per min (TPM)" : "requests per min (RPM)";
+    long long limit = tokens ? v->tokens.limit : v->requests.limit;
+    long long requested = tokens ? v->cost : 1;
+    char msg[512], wait[32];
+
+    if (v->too_large) {
+        snprintf(msg, sizeof(msg),
+                 "Request too large for %.200s in organization org-fake on %s: Limit "
+                 "%lld, Requested %lld. The input or output tokens must be reduced in "
+                 "order to run successfully. Visit https://platform.openai.com/account/"
+                 "rate-limits to learn more.",
+                 model, per, limit, requested);
+        return reply_error(out, msg, v->type, NULL, "rate_limit_exceeded");
+    }
+    if (limit_format_duration(wait, sizeof(wait), v->retry_ms) == -1)
+        return -1;
+    snprintf(msg, sizeof(msg),
+             "Rate limit reached for %.200s in organization org-fake on %s: Limit %lld, "
+             "Used %lld, Requested %lld. Please try again in %s. Visit "
+             "https://platform.openai.com/account/rate-limits to learn more.",
+             model, per, limit, v->used, requested, wait);
+    return reply_error(out, msg, v->type, NULL, "rate_limit_exceeded");
+}
+
 int reply_models(struct evbuffer *out)
 {
     static const char *const ids[] = {"gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo",

@@ -1,6 +1,7 @@
 /*
  * serve.c - the HTTP side of the fake upstream: routes, the life of one chat request
- * (arrival, scripted delay, answer / drip / hang / close / reset, end), and /stats.
+ * (arrival, rate limit, scripted delay, answer / drip / hang / close / reset, end),
+ * and /stats.
  *
  * Everything runs on one libevent loop so thousands of slow requests cost a few KB
  * each instead of a thread each. A chat request lives in a struct pending from arrival
@@ -47,6 +48,7 @@
 #define SERVE_JSON "application/json"
 #define SERVE_PROMPT_OVERHEAD 7 /* see the token rule in reply.c */
 #define SERVE_ACCEPT_PAUSE_MS 100
+#define SERVE_MAX_HEADERS 12 /* script (3) + rate limit (6) + retry (2) */
 
 struct serve_stats {
     unsigned long long requests;
@@ -54,6 +56,10 @@ struct serve_stats {
     unsigned long long max_in_flight;
     unsigned long long completed;
     unsigned long long aborted;
+    unsigned long long rate_limited; /* 429s from the limiter, not from scripts */
+    unsigned long long max_rps;      /* most chat requests in one clock second */
+    long long rps_second;            /* that second (monotonic), and its count */
+    unsigned long long rps_count;
     unsigned long long by_status[SERVE_STATUS_MAX];
 };
 
@@ -62,6 +68,7 @@ struct server {
     const struct config *cfg;
     struct evhttp *http;
     struct script_counts *counts;
+    struct limiter *limiter; /* NULL without --rpm and --tpm */
     struct serve_stats stats;
     unsigned long long next_id;
     uint64_t rng;
@@ -86,6 +93,8 @@ struct pending {
     size_t echo_len;
     long long prompt_tokens;
     struct script script;
+    struct limit_verdict limit; /* valid when limit_set */
+    int limit_set;
     struct timeval start;
 };
 
@@ -261,10 +270,36 @@ static void serve_on_watch(evutil_socket_t fd, short what, void *arg)
 
 /* ---- building and sending the reply ---- */
 
-/* Extra headers a script asked for; returns how many were filled. */
-static int serve_script_headers(const struct pending *p, struct serve_header h[3])
+/* OpenAI's x-ratelimit-* headers for one budget, when it is limited. */
+static int serve_budget_headers(const struct limit_budget *b, const char *what,
+                                struct serve_header *h)
+{
+    static const char *const names[][3] = {
+        {"x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+         "x-ratelimit-reset-requests"},
+        {"x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+         "x-ratelimit-reset-tokens"},
+    };
+    int t = strcmp(what, "tokens") == 0;
+
+    if (b->limit == 0)
+        return 0;
+    h[0].name = names[t][0];
+    snprintf(h[0].value, sizeof(h[0].value), "%lld", b->limit);
+    h[1].name = names[t][1];
+    snprintf(h[1].value, sizeof(h[1].value), "%lld", b->remaining);
+    h[2].name = names[t][2];
+    limit_format_duration(h[2].value, sizeof(h[2].value), b->reset_ms);
+    return 3;
+}
+
+/* Extra headers: what a script asked for, then the rate limiter's. Returns how
+ * many were filled. */
+static int serve_extra_headers(const struct pending *p,
+                               struct serve_header h[SERVE_MAX_HEADERS])
 {
     const struct script *s = &p->script;
+    const struct limit_verdict *v = &p->limit;
     int n = 0;
 
     if (s->retry_after[0] != '\0') {
@@ -281,6 +316,20 @@ static int serve_script_headers(const struct pending *p, struct serve_header h[3
     if (s->retry_after_ms[0] != '\0') {
         h[n].name = "retry-after-ms";
         snprintf(h[n].value, sizeof(h[n].value), "%s", s->retry_after_ms);
+        n++;
+    }
+    if (!p->limit_set)
+        return n;
+    n += serve_budget_headers(&v->requests, "requests", &h[n]);
+    n += serve_budget_headers(&v->tokens, "tokens", &h[n]);
+    if (!v->allowed && !v->too_large) {
+        /* Whole seconds rounded up, so a client honouring only Retry-After is
+         * never early. */
+        h[n].name = "retry-after";
+        snprintf(h[n].value, sizeof(h[n].value), "%lld", (v->retry_ms + 999) / 1000);
+        n++;
+        h[n].name = "retry-after-ms";
+        snprintf(h[n].value, sizeof(h[n].value), "%lld", v->retry_ms);
         n++;
     }
     return n;
@@ -327,8 +376,8 @@ static int serve_build(struct pending *p, struct evbuffer *body, const char **ct
 static void serve_set_headers(struct pending *p, const char *ctype)
 {
     struct evkeyvalq *out = evhttp_request_get_output_headers(p->req);
-    struct serve_header h[3];
-    int n = serve_script_headers(p, h);
+    struct serve_header h[SERVE_MAX_HEADERS];
+    int n = serve_extra_headers(p, h);
     char rid[48];
 
     evhttp_add_header(out, "Content-Type", ctype);
@@ -350,8 +399,8 @@ static void serve_reset(struct pending *p, struct evbuffer *body, int status,
     struct bufferevent *bev = evhttp_connection_get_bufferevent(p->evcon);
     evutil_socket_t fd = bufferevent_getfd(bev);
     struct evbuffer *msg = evbuffer_new();
-    struct serve_header h[3];
-    int n = serve_script_headers(p, h);
+    struct serve_header h[SERVE_MAX_HEADERS];
+    int n = serve_extra_headers(p, h);
     size_t len = evbuffer_get_length(body);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     unsigned char *data;
@@ -475,6 +524,16 @@ static struct evbuffer *serve_fixed(struct pending *p, int status)
     return p->fixed;
 }
 
+/* Forgets a reply decided on arrival, so that serve_answer() drops the connection
+ * (what running out of memory while building it should do). */
+static void serve_fixed_clear(struct pending *p)
+{
+    if (p->fixed != NULL)
+        evbuffer_free(p->fixed);
+    p->fixed = NULL;
+    p->fixed_status = 0;
+}
+
 /* Sets a 400 invalid_request_error as the reply. */
 static void serve_fail(struct pending *p, const char *message, const char *param,
                        const char *code)
@@ -536,6 +595,74 @@ static long long serve_content_words(json_t *content)
     return words;
 }
 
+/* Bytes of text in a message's content, for the limiter's token estimate. */
+static long long serve_content_bytes(json_t *content)
+{
+    long long bytes = 0;
+    size_t i;
+    json_t *part;
+
+    if (json_is_string(content))
+        return (long long)json_string_length(content);
+    json_array_foreach (content, i, part) {
+        json_t *text = json_object_get(part, "text");
+
+        if (json_is_string(text))
+            bytes += (long long)json_string_length(text);
+    }
+    return bytes;
+}
+
+/* The API key a request is limited under: the Bearer token, the whole header when
+ * it is not one, "" without a header (so keyless requests share one budget). */
+static const char *serve_limit_key(struct evhttp_request *req)
+{
+    const char *auth =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+
+    if (auth == NULL)
+        return "";
+    if (strncasecmp(auth, "Bearer ", 7) == 0)
+        return auth + 7;
+    return auth;
+}
+
+/* The limiter's token cost of a request: what OpenAI counts before answering, the
+ * prompt (estimated at 4 bytes a token) plus the completion it may produce. */
+static long long serve_limit_cost(json_t *root, long long prompt_bytes)
+{
+    json_t *max = json_object_get(root, "max_completion_tokens");
+    long long cost = (prompt_bytes + 3) / 4;
+
+    if (!json_is_integer(max))
+        max = json_object_get(root, "max_tokens");
+    if (json_is_integer(max) && json_integer_value(max) > 0)
+        cost += (long long)json_integer_value(max);
+    return cost;
+}
+
+/* Charges the request to its key. Returns 0 if allowed, 1 if refused (the 429 is
+ * set as the reply), -1 when out of memory. */
+static int serve_admit(struct pending *p, long long cost)
+{
+    struct server *srv = p->srv;
+    struct evbuffer *out;
+
+    if (srv->limiter == NULL)
+        return 0;
+    if (limit_admit(srv->limiter, serve_limit_key(p->req), cost, clock_mono_ms(),
+                    &p->limit) == -1)
+        return -1;
+    p->limit_set = 1;
+    if (p->limit.allowed)
+        return 0;
+    srv->stats.rate_limited++;
+    out = serve_fixed(p, 429);
+    if (out == NULL || reply_rate_limited(out, p->model, &p->limit) == -1)
+        return -1;
+    return 1;
+}
+
 /* The text of a content value; new (caller frees), parts joined with "\n". */
 static char *serve_content_text(json_t *content, size_t *len)
 {
@@ -590,9 +717,9 @@ static int serve_parse_chat(struct pending *p)
     const char *model;
     char *text = NULL;
     size_t text_len = 0, i;
-    long long words = 0;
+    long long words = 0, bytes = 0;
     char why[512];
-    int rc = -1;
+    int rc = -1, admit;
 
     root = json_loadb(data != NULL ? data : "", data != NULL ? len : 0, 0, &jerr);
     if (root == NULL) {
@@ -638,14 +765,25 @@ static int serve_parse_chat(struct pending *p)
             serve_fail(p, why, "messages", "invalid_type");
             goto out;
         }
-        if (content != NULL)
+        if (content != NULL) {
             words += serve_content_words(content);
+            bytes += serve_content_bytes(content);
+        }
         if (strcmp(role, "user") == 0 && content != NULL)
             last_user = content;
     }
 
     p->prompt_tokens = words + SERVE_PROMPT_OVERHEAD;
     p->model = strdup(model);
+    if (p->model == NULL)
+        goto out;
+    /* Before the script: a refused attempt must not count towards times=N. */
+    admit = serve_admit(p, serve_limit_cost(root, bytes));
+    if (admit != 0) {
+        if (admit == -1)
+            serve_fixed_clear(p); /* out of memory: drop the connection */
+        goto out;
+    }
     if (last_user != NULL)
         text = serve_content_text(last_user, &text_len);
     if (p->model == NULL || (last_user != NULL && text == NULL))
@@ -678,6 +816,21 @@ static void serve_send(struct evhttp_request *req, int status, struct evbuffer *
     evhttp_send_reply(req, status, serve_reason(status), body);
 }
 
+/* Chat requests per clock second, for max_rps_seen: a client pacing itself to a
+ * limit can be checked from outside. */
+static void serve_count_second(struct serve_stats *st)
+{
+    long long second = clock_mono_ms() / 1000;
+
+    if (second != st->rps_second || st->rps_count == 0) {
+        st->rps_second = second;
+        st->rps_count = 0;
+    }
+    st->rps_count++;
+    if (st->rps_count > st->max_rps)
+        st->max_rps = st->rps_count;
+}
+
 static void serve_chat(struct server *srv, struct evhttp_request *req)
 {
     struct pending *p = calloc(1, sizeof(*p));
@@ -698,6 +851,7 @@ static void serve_chat(struct server *srv, struct evhttp_request *req)
     gettimeofday(&p->start, NULL);
     script_parse("", 0, &p->script);
     st->requests++;
+    serve_count_second(st);
     st->in_flight++;
     if (st->in_flight > st->max_in_flight)
         st->max_in_flight = st->in_flight;
@@ -717,7 +871,9 @@ static void serve_chat(struct server *srv, struct evhttp_request *req)
         serve_parse_chat(p);
     }
 
-    if (p->script.found && p->script.latency_ms >= 0)
+    if (p->fixed_status == 429)
+        delay_ms = 0; /* the real API refuses at once */
+    else if (p->script.found && p->script.latency_ms >= 0)
         delay_ms = p->script.latency_ms;
     else
         delay_ms = srv->cfg->latency_ms +
@@ -763,11 +919,12 @@ static void serve_stats(struct server *srv, struct evhttp_request *req)
         if (json_object_set_new(by, key, json_integer(n)) == -1)
             goto out;
     }
-    body =
-        json_pack("{s:I, s:I, s:I, s:I, s:I, s:O}", "requests", (json_int_t)st->requests,
-                  "in_flight", (json_int_t)st->in_flight, "max_in_flight",
-                  (json_int_t)st->max_in_flight, "completed", (json_int_t)st->completed,
-                  "aborted", (json_int_t)st->aborted, "by_status", by);
+    body = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O}", "requests",
+                     (json_int_t)st->requests, "in_flight", (json_int_t)st->in_flight,
+                     "max_in_flight", (json_int_t)st->max_in_flight, "completed",
+                     (json_int_t)st->completed, "aborted", (json_int_t)st->aborted,
+                     "rate_limited", (json_int_t)st->rate_limited, "max_rps_seen",
+                     (json_int_t)st->max_rps, "by_status", by);
     if (reply_add_json(out, body, JSON_COMPACT) != 0)
         goto out;
     serve_send(req, 200, out, SERVE_JSON);
@@ -791,6 +948,7 @@ static void serve_stats_reset(struct server *srv)
     st->in_flight = in_flight;
     st->max_in_flight = in_flight;
     script_counts_clear(srv->counts);
+    limit_clear(srv->limiter);
 }
 
 static void serve_simple(struct evhttp_request *req, int status, const char *json)
@@ -935,6 +1093,11 @@ struct server *serve_new(struct event_base *base, const struct config *cfg)
     srv->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (srv->counts == NULL || srv->http == NULL || srv->devnull == -1)
         goto fail;
+    if (cfg->rpm > 0 || cfg->tpm > 0) {
+        srv->limiter = limit_new(cfg->rpm, cfg->tpm, cfg->limit_window_ms);
+        if (srv->limiter == NULL)
+            goto fail;
+    }
     evhttp_set_max_body_size(srv->http, FAKE_MAX_BODY);
     /* Let every method reach serve_route, which answers like the real API does
      * (evhttp would send its own HTML 501 for the others). */
@@ -1008,6 +1171,7 @@ void serve_free(struct server *srv)
     if (srv->http != NULL)
         evhttp_free(srv->http);
     script_counts_free(srv->counts);
+    limit_free(srv->limiter);
     if (srv->devnull != -1)
         close(srv->devnull);
     free(srv);

@@ -26,6 +26,26 @@ static size_t http_collect(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+/* Keeps the header lines of the last response only: a "100 Continue" or a redirect
+ * comes before it, and each starts with its status line. */
+static size_t http_collect_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct http_response *r = arg;
+    size_t n = size * nmemb;
+    size_t have = r->headers != NULL ? strlen(r->headers) : 0;
+    char *nh;
+
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0)
+        have = 0;
+    nh = realloc(r->headers, have + n + 1);
+    if (nh == NULL)
+        return 0;
+    memcpy(nh + have, data, n);
+    nh[have + n] = '\0';
+    r->headers = nh;
+    return n;
+}
+
 /* Sends one request on h (options reset first; its open connections kept). fresh:
  * forbid reusing a connection for it, and keeping it open after. extra: more
  * "Name: value" header lines (NULL-terminated, may be NULL). */
@@ -50,6 +70,8 @@ static int http_perform(CURL *h, int fresh, const char *method, const char *url,
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_collect);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, http_collect_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, out);
     /* A fresh connection per request: the servers under test must not be
      * helped (or hurt) by a connection the previous request left open. */
     if (fresh)
@@ -147,6 +169,37 @@ void http_response_free(struct http_response *r)
     free(r->body);
     r->body = NULL;
     r->body_len = 0;
+    free(r->headers);
+    r->headers = NULL;
+}
+
+int http_header(const struct http_response *r, const char *name, char *out, size_t len)
+{
+    size_t n = strlen(name);
+
+    if (len > 0)
+        out[0] = '\0';
+    for (const char *line = r->headers; line != NULL && *line != '\0';) {
+        const char *end = strstr(line, "\r\n");
+        size_t ll = end != NULL ? (size_t)(end - line) : strlen(line);
+
+        if (ll > n && strncasecmp(line, name, n) == 0 && line[n] == ':') {
+            const char *v = line + n + 1;
+            size_t vl = ll - n - 1;
+
+            while (vl > 0 && (*v == ' ' || *v == '\t')) {
+                v++;
+                vl--;
+            }
+            while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+                vl--;
+            if (len > 0)
+                snprintf(out, len, "%.*s", (int)vl, v);
+            return 1;
+        }
+        line = end != NULL ? end + 2 : line + ll;
+    }
+    return 0;
 }
 
 json_t *http_json(const struct http_response *r)

@@ -14,6 +14,8 @@ struct http_response {
     char content_type[128]; /* "" when the server sent none */
     long long elapsed_ms;
     char error[256]; /* why no response came, when http_request returns -1 */
+    char *headers;   /* the final response's header lines, "Name: value\r\n"...;
+                        owned, freed by http_response_free; may be NULL */
 };
 
 /* Sends method url with body (may be NULL; sent as application/json) and waits
@@ -29,6 +31,10 @@ int http_request_with(const char *method, const char *url, const char *const *he
                       struct http_response *out);
 
 void http_response_free(struct http_response *r);
+
+/* Copies the value of response header name (case-insensitive, the first one)
+ * into out. Returns 1 if the response had it, 0 if not. */
+int http_header(const struct http_response *r, const char *name, char *out, size_t len);
 
 /* A client that keeps its connection open between requests (HTTP keep-alive),
  * for tests that send thousands of requests: a fresh connection per request
