@@ -1,5 +1,6 @@
 /* main.c - chatq-processor: settings, start-up checks, signals. The work itself
  * is processor.c's. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +33,9 @@ static const struct config_var main_vars[] = {
     {"OPENAI_BASE_URL", "openai-base-url", CONFIG_STR, "https://api.openai.com/v1",
      "OpenAI-compatible API base; requests go to {base}/chat/completions", &cfg.base_url,
      0, 0, 0},
+    {"UPSTREAM_CA_FILE", "upstream-ca-file", CONFIG_STR, NULL,
+     "PEM file of the CAs trusted for an https:// upstream; unset: the system's",
+     &cfg.ca_file, 0, 0, 0},
     {"PROCESSOR_CONCURRENCY", "concurrency", CONFIG_INT, "1024",
      "requests held at once (in flight, backing off, or being written)", &cfg.concurrency,
      1, 100000, 0},
@@ -156,6 +160,16 @@ int main(int argc, char **argv)
                 "starts one)\n",
                 MAIN_PROG);
         return 1;
+    }
+    /* Every request would fail on it: say so now, not once per chat. */
+    if (cfg.ca_file != NULL && cfg.ca_file[0]) {
+        FILE *f = fopen(cfg.ca_file, "r");
+        if (f == NULL) {
+            fprintf(stderr, "%s: UPSTREAM_CA_FILE %s: %s\n", MAIN_PROG, cfg.ca_file,
+                    strerror(errno));
+            return 1;
+        }
+        fclose(f);
     }
 
     /* hiredis writes to a socket Redis may have closed; that must be an error

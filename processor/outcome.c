@@ -75,6 +75,20 @@ static int outcome_curl(const struct outcome_input *in, struct outcome *o)
     case CURLE_COULDNT_RESOLVE_PROXY:
         return outcome_setf(o, OUTCOME_RETRY, "upstream_unreachable",
                             "upstream unreachable: %s", why);
+    case CURLE_PEER_FAILED_VERIFICATION: /* unknown CA, wrong host name, expired */
+    case CURLE_SSL_CACERT_BADFILE:       /* UPSTREAM_CA_FILE cannot be used */
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+        /* The certificate or our trust settings are wrong: that will not change
+         * between attempts, and retrying would only delay what the client sees. A
+         * failed handshake (CURLE_SSL_CONNECT_ERROR) stays a connection error: a
+         * reset in the middle of one is as transient as any other. */
+        return outcome_setf(o, OUTCOME_FAILED, "upstream_tls_error",
+                            "TLS with upstream failed: %s", why);
     default:
         return outcome_setf(o, OUTCOME_RETRY, "upstream_connection_error",
                             "connection to upstream failed: %s", why);

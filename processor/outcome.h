@@ -7,7 +7,9 @@
  *              upstream_invalid_response, upstream_rate_limited,
  *              upstream_unavailable (5xx), upstream_timeout (also 408),
  *              upstream_conflict (409)
- *   final:     insufficient_quota, upstream_response_too_large, deadline_exceeded,
+ *   final:     upstream_tls_error (certificate not trusted, wrong host name,
+ *              expired; the CA file unusable), insufficient_quota,
+ *              upstream_response_too_large, deadline_exceeded,
  *              upstream_attempts_exhausted (both decided by processor.c, not
  *              here), the upstream's own
  *              error.code for other 4xx (e.g. invalid_api_key,

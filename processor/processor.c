@@ -640,6 +640,7 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
 
     struct upstream_settings us = {.base_url = cfg->base_url,
                                    .api_key = cfg->api_key,
+                                   .ca_file = cfg->ca_file,
                                    .timeout_ms = cfg->timeout_ms,
                                    .connect_timeout_ms = cfg->connect_timeout_ms,
                                    .max_response_bytes = cfg->max_response_bytes,

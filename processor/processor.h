@@ -31,6 +31,7 @@ struct config {
     struct config_common common;
     const char *api_key; /* secret: never printed, logged or stored */
     const char *base_url;
+    const char *ca_file; /* NULL: the system's CAs */
     long long concurrency;
     long long timeout_ms;
     long long connect_timeout_ms;

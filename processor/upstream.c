@@ -31,6 +31,7 @@ struct upstream {
     struct event *timer; /* curl's single timeout */
     struct curl_slist *headers;
     char *url;
+    const char *ca_file; /* borrowed; NULL: curl's default, the system's CAs */
     long long timeout_ms, connect_timeout_ms, max_response_bytes;
     int tls; /* the URL is https:// */
     long running;
@@ -170,6 +171,14 @@ static CURL *upstream_easy_new(struct upstream *up)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)up->timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->connect_timeout_ms);
+    /* The certificate is always checked: a failure ends the chat with
+     * upstream_tls_error rather than sending the API key to whoever answered. */
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (up->ca_file != NULL)
+        curl_easy_setopt(e, CURLOPT_CAINFO, up->ca_file);
+    /* HTTP/2 when TLS negotiates it (ALPN), so many requests in flight share a
+     * few connections instead of one each; HTTP/1.1 otherwise. */
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     /* Over TLS, wait for a connection being set up rather than open another, in
      * case it turns out to multiplex (HTTP/2). Plain http:// is HTTP/1.1 with
@@ -362,6 +371,7 @@ struct upstream *upstream_new(struct event_base *base, const struct upstream_set
     up->max_response_bytes = s->max_response_bytes;
     up->url = upstream_url_build(s->base_url);
     up->tls = strncasecmp(s->base_url, "https://", 8) == 0;
+    up->ca_file = s->ca_file != NULL && s->ca_file[0] ? s->ca_file : NULL;
     up->headers = upstream_headers(s->api_key);
     up->multi = curl_multi_init();
     up->timer = evtimer_new(base, upstream_on_timeout, up);
@@ -378,6 +388,11 @@ struct upstream *upstream_new(struct event_base *base, const struct upstream_set
     /* Keep as many idle connections as requests may be in flight, or curl closes
      * the surplus after each burst and pays for new connections on the next. */
     curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, (long)s->max_connections);
+    /* Multiplex HTTP/2 streams on one connection (curl's default since 7.62, said
+     * here because the connection count depends on it). No per-host connection
+     * cap: curl opens another connection once one carries as many streams as the
+     * server allows, and over HTTP/1.1 each request in flight needs its own. */
+    curl_multi_setopt(up->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     return up;
 }
 

@@ -15,6 +15,7 @@ struct upstream;
 struct upstream_settings {
     const char *base_url; /* OPENAI_BASE_URL, borrowed */
     const char *api_key;  /* OPENAI_API_KEY, borrowed; NULL or "": no header */
+    const char *ca_file;  /* UPSTREAM_CA_FILE, borrowed; NULL: the system's CAs */
     long long timeout_ms; /* whole transfer */
     long long connect_timeout_ms;
     long long max_response_bytes; /* larger bodies are cut off: too_large */

@@ -294,6 +294,25 @@ static void test_transport_failures(void **state)
     }
 }
 
+static void test_tls_failures_are_final(void **state)
+{
+    (void)state;
+    transport(CURLE_PEER_FAILED_VERIFICATION,
+              "SSL certificate problem: unable to get local issuer certificate");
+    expect(OUTCOME_FAILED, "upstream_tls_error",
+           "TLS with upstream failed: SSL certificate problem: unable to get local "
+           "issuer certificate");
+    assert_int_equal(out.retry_after_ms, -1);
+
+    CURLcode others[] = {CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR,
+                         CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        transport(others[i], NULL);
+        expect(OUTCOME_FAILED, "upstream_tls_error", NULL);
+        assert_non_null(strstr(out.message, curl_easy_strerror(others[i])));
+    }
+}
+
 static void test_too_large_is_final(void **state)
 {
     (void)state;
@@ -351,6 +370,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_long_code_is_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_failures_are_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_large_is_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_give_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reclassify_frees_previous, setup, teardown),
