@@ -169,6 +169,27 @@ static int stack_wait_group(struct stack *s, struct proc *p, const char *key,
     return 0;
 }
 
+/* 1 once the processor p is blocked in XREADGROUP (its connections carry its
+ * consumer name, which ends in its pid): its event loop, and with it its SIGTERM
+ * handling, is running. A group that existed before p started says nothing. */
+static int stack_check_reading(void *arg)
+{
+    const struct stack_wait *w = arg;
+    char suffix[32];
+    int found = 0;
+    snprintf(suffix, sizeof(suffix), "-%ld ", (long)w->p->pid);
+    redisReply *r = stack_redis(w->s, "CLIENT LIST");
+    if (r != NULL && r->type == REDIS_REPLY_STRING) {
+        for (char *line = strtok(r->str, "\n"); line != NULL && !found;
+             line = strtok(NULL, "\n"))
+            found = strstr(line, " name=processor-") != NULL &&
+                    strstr(line, suffix) != NULL &&
+                    strstr(line, "cmd=xreadgroup") != NULL;
+    }
+    freeReplyObject(r);
+    return found;
+}
+
 /* ---- the processes --------------------------------------------------------- */
 
 static struct proc *stack_spawn(struct stack *s, const char *name, char *const argv[],
@@ -300,7 +321,10 @@ struct proc *stack_processor_start(struct stack *s, const char *name,
     struct proc *p = stack_processor_spawn(s, name, extra);
     if (p == NULL)
         return NULL;
-    if (stack_wait_group(s, p, s->keys.requests, KEYS_GROUP_PROCESSORS) != 0) {
+    struct stack_wait w = {.s = s, .p = p};
+    if (stack_wait_group(s, p, s->keys.requests, KEYS_GROUP_PROCESSORS) != 0 ||
+        harness_poll(harness_timeout(STACK_READY_MS), 10, stack_check_reading, &w) != 0) {
+        fprintf(stderr, "integration: %s never started reading\n", p->name);
         proc_free(p);
         return NULL;
     }

@@ -61,7 +61,8 @@ int stack_redis_start(struct stack *s);
 int stack_redis_stop(struct stack *s);
 
 /* Starts a chatq-processor (log <name>.log) with the stack's settings plus
- * extra (may be NULL) and waits until its consumer group exists.
+ * extra (may be NULL) and waits until its consumer group exists and it is
+ * reading (so a signal sent next is handled, not fatal).
  * Returns a new proc, or NULL. */
 struct proc *stack_processor_start(struct stack *s, const char *name,
                                    const char *const *extra);
