@@ -18,6 +18,15 @@ long long clock_mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+struct timespec clock_timespec(long long ms)
+{
+    if (ms < 0)
+        ms = 0;
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
+                          .tv_nsec = (long)(ms % 1000) * 1000000};
+    return ts;
+}
+
 struct timeval clock_timeval(long long ms)
 {
     if (ms < 0)

@@ -4,6 +4,7 @@
 #define CHATQ_CLOCK_H
 
 #include <sys/time.h>
+#include <time.h>
 
 /* "2025-08-19T17:45:00.123Z" plus NUL, with room the compiler can prove */
 #define CLOCK_ISO_LEN 48
@@ -15,6 +16,9 @@ long long clock_mono_ms(void);
 
 /* Writes ms (Unix epoch) as ISO-8601 UTC with milliseconds into out. */
 void clock_iso8601(char out[CLOCK_ISO_LEN], long long ms);
+
+/* ms (non-negative) milliseconds as a struct timespec, for nanosleep and ppoll. */
+struct timespec clock_timespec(long long ms);
 
 /* ms milliseconds as a struct timeval; a negative ms counts as 0 (a negative
  * tv_usec is not a time that libevent or hiredis accept). */

@@ -75,6 +75,18 @@ int stream_entry_at(const redisReply *entries, size_t i, struct stream_entry *ou
     return 0;
 }
 
+long stream_id_index(const char *const *ids, size_t n, const char *id, size_t *hint)
+{
+    for (size_t k = 0; k < n; k++) {
+        size_t i = (*hint + k) % n;
+        if (strcmp(ids[i], id) == 0) {
+            *hint = i + 1;
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
 const char *stream_field(const redisReply *fields, const char *name, size_t *len)
 {
     if (fields == NULL || fields->type != REDIS_REPLY_ARRAY)

@@ -38,6 +38,11 @@ struct stream_entry {
 /* Entry i of an entries array; returns 0, or -1 if it is malformed. */
 int stream_entry_at(const struct redisReply *entries, size_t i, struct stream_entry *out);
 
+/* The position of id in ids[0..n), looked for from *hint on, or -1. XCLAIM
+ * answers in the order of the ids it was given, so when its entries are looked up
+ * in that list one after the other, each is found at the first look. */
+long stream_id_index(const char *const *ids, size_t n, const char *id, size_t *hint);
+
 /* The value of field name in a field/value array (stream entry or HGETALL), or
  * NULL. Borrowed from the reply; len, if not NULL, receives its length. */
 const char *stream_field(const struct redisReply *fields, const char *name, size_t *len);

@@ -93,21 +93,6 @@ struct inbox_pending {
     long long *deliveries;
 };
 
-/* Deliveries before the XCLAIM of id, searching from *hint: XCLAIM answers in the
- * order of the ids it was given, so the search is usually one step. */
-static long long inbox_pending_deliveries(const struct inbox_pending *p, const char *id,
-                                          size_t *hint)
-{
-    for (size_t k = 0; k < p->n; k++) {
-        size_t i = (*hint + k) % p->n;
-        if (strcmp(p->ids[i], id) == 0) {
-            *hint = i + 1;
-            return p->deliveries[i];
-        }
-    }
-    return 0;
-}
-
 /* XCLAIMs what XPENDING listed and finalizes it; an entry whose delivery now
  * goes past MAX_DELIVERIES is dead-lettered instead. Returns 0 or -1. */
 static int inbox_claim_pending(struct inbox *in, const struct inbox_pending *p)
@@ -144,7 +129,8 @@ static int inbox_claim_pending(struct inbox *in, const struct inbox_pending *p)
         struct stream_entry e;
         if (stream_entry_at(r, i, &e) != 0)
             continue;
-        long long delivery = inbox_pending_deliveries(p, e.id, &hint) + 1;
+        long at = stream_id_index(p->ids, p->n, e.id, &hint);
+        long long delivery = (at >= 0 ? p->deliveries[at] : 0) + 1;
         if (delivery > in->set.max_deliveries) {
             over[i] = delivery;
             nover++;
@@ -264,7 +250,7 @@ static redisReply *inbox_await(struct inbox *in)
                      in->set.block_ms + INBOX_REPLY_SLACK_MS);
             return NULL;
         }
-        struct timespec ts = {.tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000};
+        struct timespec ts = clock_timespec(left);
         struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
         int n = ppoll(&pfd, 1, &ts, in->waitmask);
         if (n < 0 && errno != EINTR) {

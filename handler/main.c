@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "finalize.h"
 #include "inbox.h"
@@ -38,7 +39,7 @@ static void handler_on_signal(int sig)
 /* Sleeps ms with the stop signals open: one cuts it short. */
 static void handler_sleep_ms(long long ms, const sigset_t *waitmask)
 {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+    struct timespec ts = clock_timespec(ms);
     ppoll(NULL, 0, &ts, waitmask);
 }
 

@@ -61,6 +61,7 @@ struct inbox_claim {
     size_t n;
     int from_handback; /* some came from INBOX_HANDBACK_CONSUMER */
     char (*ids)[JOB_ID_MAX];
+    const char **idp; /* idp[i] is ids[i], for stream_id_index */
     long long *deliveries;
 };
 
@@ -285,23 +286,9 @@ static void inbox_claim_free(struct inbox_claim *c)
     if (c == NULL)
         return;
     free(c->ids);
+    free(c->idp);
     free(c->deliveries);
     free(c);
-}
-
-/* Deliveries before the XCLAIM of id, searching from *hint: XCLAIM answers in the
- * order of the ids it was given, so the search is usually one step. */
-static long long inbox_claim_deliveries(const struct inbox_claim *c, const char *id,
-                                        size_t *hint)
-{
-    for (size_t k = 0; k < c->n; k++) {
-        size_t i = (*hint + k) % c->n;
-        if (strcmp(c->ids[i], id) == 0) {
-            *hint = i + 1;
-            return c->deliveries[i];
-        }
-    }
-    return 0;
 }
 
 /* Deletes the hand-back consumer once it holds nothing, so that it does not stay
@@ -337,7 +324,8 @@ static void inbox_on_claimed(redisAsyncContext *ac, void *reply, void *privdata)
         struct stream_entry e;
         if (stream_entry_at(r, i, &e) != 0)
             continue;
-        long long d = inbox_claim_deliveries(c, e.id, &hint) + 1;
+        long at = stream_id_index(c->idp, c->n, e.id, &hint);
+        long long d = (at >= 0 ? c->deliveries[at] : 0) + 1;
         if (before)
             before[i] = d;
         if (e.fields == NULL) {
@@ -388,8 +376,9 @@ static void inbox_on_pending(redisAsyncContext *ac, void *reply, void *privdata)
         goto out;
     c->in = in;
     c->ids = malloc(r->elements * sizeof(*c->ids));
+    c->idp = malloc(r->elements * sizeof(*c->idp));
     c->deliveries = malloc(r->elements * sizeof(*c->deliveries));
-    if (c->ids == NULL || c->deliveries == NULL)
+    if (c->ids == NULL || c->idp == NULL || c->deliveries == NULL)
         goto out;
     for (size_t i = 0; i < r->elements; i++) {
         const redisReply *e = r->element[i];
@@ -407,6 +396,7 @@ static void inbox_on_pending(redisAsyncContext *ac, void *reply, void *privdata)
         if (strcmp(e->element[1]->str, INBOX_HANDBACK_CONSUMER) == 0)
             c->from_handback = 1;
         memcpy(c->ids[c->n], e->element[0]->str, e->element[0]->len + 1);
+        c->idp[c->n] = c->ids[c->n];
         c->deliveries[c->n] = e->element[3]->integer;
         c->n++;
     }

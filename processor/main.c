@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
+#include "clock.h"
 #include "config.h"
 #include "keys.h"
 #include "log.h"
@@ -124,7 +125,7 @@ static int main_group_ensure(const struct processor *p)
             log_warn(NULL, "Redis is not ready (%s); retrying", err);
             warned = 1;
         }
-        struct timespec ts = {.tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000};
+        struct timespec ts = clock_timespec(wait);
         nanosleep(&ts, NULL); /* a signal cuts it short */
     }
     if (warned)

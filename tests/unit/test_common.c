@@ -246,7 +246,25 @@ static void test_clock_timeval(void **state)
         struct timeval tv = clock_timeval(cases[i].ms);
         assert_int_equal(tv.tv_sec, cases[i].sec);
         assert_int_equal(tv.tv_usec, cases[i].usec);
+        struct timespec ts = clock_timespec(cases[i].ms);
+        assert_int_equal(ts.tv_sec, cases[i].sec);
+        assert_int_equal(ts.tv_nsec, cases[i].usec * 1000);
     }
+}
+
+static void test_stream_id_index(void **state)
+{
+    (void)state;
+    const char *ids[] = {"1-0", "1-1", "2-0", "3-7"};
+    size_t hint = 0;
+    /* In order: each found at the first look. */
+    for (long i = 0; i < 4; i++)
+        assert_int_equal(stream_id_index(ids, 4, ids[i], &hint), i);
+    /* Out of order and missing ones too. */
+    assert_int_equal(stream_id_index(ids, 4, "1-1", &hint), 1);
+    assert_int_equal(hint, 2);
+    assert_int_equal(stream_id_index(ids, 4, "9-9", &hint), -1);
+    assert_int_equal(stream_id_index(ids, 0, "1-0", &hint), -1);
 }
 
 static void test_redis_url(void **state)
@@ -396,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_clock_iso),
         cmocka_unit_test(test_clock_timeval),
+        cmocka_unit_test(test_stream_id_index),
         cmocka_unit_test(test_redis_url),
         cmocka_unit_test(test_reconnect_backoff),
         cmocka_unit_test(test_config_layers),
