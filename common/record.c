@@ -41,6 +41,8 @@ void record_request_append(const struct chat_request *req, struct cmd *c)
         cmd_addz(c, REC_DEADLINE);
         cmd_addll(c, req->deadline);
     }
+    if (req->user != NULL && req->user[0] != '\0')
+        record_pair(c, REC_USER, req->user);
 }
 
 void record_pending_append(const struct chat_request *req, struct cmd *c)
@@ -86,6 +88,16 @@ int record_request_parse(const redisReply *fields, struct chat_request *out, cha
         return -1;
     }
     out->accepted = stream_field(fields, REC_ACCEPTED, NULL);
+    out->user = stream_field(fields, REC_USER, NULL);
+    const char *a = stream_field(fields, REC_ADMITTED, NULL);
+    if (a != NULL) {
+        errno = 0;
+        out->admitted = strtoll(a, &end, 10);
+        if (errno != 0 || end == a || *end != '\0' || out->admitted <= 0) {
+            snprintf(err, errlen, "field '%s' is not a positive integer", REC_ADMITTED);
+            return -1;
+        }
+    }
     const char *d = stream_field(fields, REC_DEADLINE, NULL);
     if (d != NULL) {
         errno = 0;

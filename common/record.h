@@ -21,6 +21,8 @@ struct redisReply;
 #define REC_TEMPERATURE "temperature"
 #define REC_ACCEPTED "accepted"
 #define REC_DEADLINE "deadline" /* request: Unix ms after which no attempt starts */
+#define REC_USER "user"         /* request: the end user it is for, for fair share */
+#define REC_ADMITTED "admitted" /* request: the attempt a dispatch already counted */
 #define REC_TRIES "tries" /* trace hash: upstream attempts begun, by every processor */
 #define REC_STATUS "status"
 #define REC_RESPONSE "response"
@@ -53,6 +55,8 @@ struct chat_request {
     double temperature;
     const char *accepted; /* ISO-8601 */
     long long deadline;   /* Unix ms; 0: none. On POST: deadline_ms, relative */
+    const char *user;     /* NULL or "": anonymous */
+    long long admitted;   /* > 0: the attempt counted when it was dispatched */
 };
 
 /* Appends the request-stream fields (for XADD). */
