@@ -16,6 +16,8 @@ struct job;
 /* processor_admitted's verdicts besides a positive attempt number. */
 #define ADMIT_EXHAUSTED 0  /* UPSTREAM_MAX_ATTEMPTS attempts were begun already */
 #define ADMIT_UNCOUNTED -1 /* no record (expired, or written by hand): not counted */
+#define ADMIT_PARKED -2    /* the budget said wait: moved to the wait room (pace.h) */
+#define ADMIT_LOST -3      /* the entry is no longer this consumer's */
 
 /* Asks to begin job's next attempt (job->state must be JOB_ADMITTING); the answer
  * comes to processor_admitted, now or once the write connection is up. */

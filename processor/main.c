@@ -62,6 +62,24 @@ static const struct config_var main_vars[] = {
     CONFIG_CLAIM_IDLE_VAR(cfg.claim_idle_ms),
     CONFIG_MAX_DELIVERIES_VAR(cfg.max_deliveries),
     CONFIG_DEAD_MAX_VAR(cfg.dead_letter_max),
+    {"UPSTREAM_RPM", "upstream-rpm", CONFIG_INT, "0",
+     "requests per minute the upstream key allows, per model, shared by every "
+     "processor through Redis; 0: no budget (the upstream's x-ratelimit headers and "
+     "429s still pause everyone)",
+     &cfg.rpm, 0, 100000000, 0},
+    {"UPSTREAM_TPM", "upstream-tpm", CONFIG_INT, "0",
+     "tokens per minute the upstream key allows, per model, shared likewise; 0: none",
+     &cfg.tpm, 0, 10000000000LL, 0},
+    {"UPSTREAM_BURST_MS", "upstream-burst-ms", CONFIG_INT, "1000",
+     "the most of the budget spent at once: this many ms' worth", &cfg.burst_ms, 1, 60000,
+     0},
+    {"UPSTREAM_TOKENS_ESTIMATE", "upstream-tokens-estimate", CONFIG_INT, "256",
+     "completion tokens counted against UPSTREAM_TPM before the answer tells",
+     &cfg.tokens_estimate, 0, 1000000, 0},
+    {"PARK_MIN_MS", "park-min-ms", CONFIG_INT, "1000",
+     "a wait at least this long (budget, Retry-After, backoff) is parked in Redis and "
+     "frees its slot; shorter ones wait in the slot",
+     &cfg.park_min_ms, 0, 3600000, 0},
     {"SHUTDOWN_GRACE_MS", "shutdown-grace-ms", CONFIG_INT, "10000",
      "on SIGTERM, how long unfinished requests may still finish before they are handed "
      "back",

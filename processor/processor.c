@@ -21,6 +21,7 @@
 #include "inbox.h"
 #include "log.h"
 #include "outbox.h"
+#include "pace.h"
 #include "record.h"
 #include "rlink.h"
 #include "stream.h"
@@ -47,7 +48,37 @@ double processor_random(struct processor *p)
 size_t processor_free_slots(const struct processor *p)
 {
     size_t promised = inbox_reserved(p->in);
-    return p->nfree > promised ? p->nfree - promised : 0;
+    size_t held = p->njobs - p->nfree;
+    size_t limit = p->climit >= 1 ? (size_t)p->climit : 1;
+    size_t room = limit > held + promised ? limit - held - promised : 0;
+    size_t free_slots = p->nfree > promised ? p->nfree - promised : 0;
+    return room < free_slots ? room : free_slots;
+}
+
+/* AIMD on p->climit from one attempt's outcome. */
+static void processor_adapt(struct processor *p, const struct outcome *o)
+{
+    if (o->kind == OUTCOME_COMPLETED) {
+        /* Slowly while the upstream was shedding load lately, quickly after. */
+        p->climit += clock_mono_ms() - p->climit_cut_ms < 5000 ? 1.0 / p->climit : 1.0;
+        if (p->climit > (double)p->njobs)
+            p->climit = (double)p->njobs;
+        return;
+    }
+    if (o->code == NULL || (strcmp(o->code, "upstream_timeout") != 0 &&
+                            strcmp(o->code, "upstream_unavailable") != 0))
+        return;
+    long long now = clock_mono_ms();
+    if (now - p->climit_cut_ms < 1000)
+        return;
+    p->climit_cut_ms = now;
+    double before = p->climit;
+    p->climit *= 0.7;
+    if (p->climit < 1)
+        p->climit = 1;
+    if ((size_t)before != (size_t)p->climit)
+        log_info(NULL, "the upstream sheds load (%s): %zu calls at once now, was %zu",
+                 o->code, (size_t)p->climit, (size_t)before);
 }
 
 int processor_holds(const struct processor *p, const char *id)
@@ -74,6 +105,17 @@ void processor_drop(struct processor *p, const char *id)
         }
         return;
     }
+}
+
+void processor_parked(struct processor *p, struct job *job, int moved)
+{
+    if (moved >= 0) {
+        processor_release(p, job);
+        return;
+    }
+    /* Not parked (Redis away, or refused): wait in the slot instead. */
+    job->state = JOB_WAITING;
+    processor_timer(job->timer, job->park_wait_ms);
 }
 
 void processor_pump(struct processor *p)
@@ -129,6 +171,8 @@ static struct job *processor_take(struct processor *p)
     job->attempts = 0;
     job->admit_sent = 0;
     job->deadline = 0;
+    job->admitted = 0;
+    job->estimate = 0;
     job->write_sent = 0;
     job->write_tries = 0;
     job->deliveries = 0;
@@ -144,8 +188,9 @@ static void processor_slot_clear(struct job *job)
     outcome_clear(&job->outcome);
     free(job->model);
     free(job->accepted);
+    free(job->user);
     processor_dead_free(job->dead);
-    job->model = job->accepted = NULL;
+    job->model = job->accepted = job->user = NULL;
     job->dead = NULL;
 }
 
@@ -266,12 +311,23 @@ static void processor_attempt(struct processor *p, struct job *job)
 {
     if (processor_past_deadline(p, job, 0))
         return;
+    if (job->admitted > 0) {
+        long long n = job->admitted;
+        job->admitted = 0;
+        processor_admitted(p, job, n);
+        return;
+    }
     job->state = JOB_ADMITTING;
     admit_send(p, job);
 }
 
 void processor_admitted(struct processor *p, struct job *job, long long verdict)
 {
+    if (verdict == ADMIT_PARKED || verdict == ADMIT_LOST) {
+        /* Out of the stream (the wait room has it), or someone else's now. */
+        processor_release(p, job);
+        return;
+    }
     if (verdict == ADMIT_EXHAUSTED) {
         char why[200];
         /* Our own last attempt was the last allowed (another processor counted
@@ -346,6 +402,15 @@ static void processor_outcome(struct processor *p, struct job *job)
     /* No use waiting for an attempt the deadline forbids. */
     if (processor_past_deadline(p, job, wait))
         return;
+    /* A long wait (the upstream's Retry-After, or a backoff) is spent in Redis:
+     * slots are for calls on the wire. What the upstream said about the key as a
+     * whole (x-ratelimit-*) has already paused its budget for every processor. */
+    if (p->cfg->park_min_ms > 0 && wait >= p->cfg->park_min_ms) {
+        log_info(trace, "parking: attempt=%d code=%s wait_ms=%lld: %s", job->attempts,
+                 o->code ? o->code : "?", wait, o->message ? o->message : "");
+        pace_park_delay(p, job, wait);
+        return;
+    }
     log_info(trace, "retrying: attempt=%d code=%s wait_ms=%lld: %s", job->attempts,
              o->code ? o->code : "?", wait, o->message ? o->message : "");
     job->state = JOB_WAITING;
@@ -368,6 +433,17 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
                                .request_model = job->model};
     if (outcome_classify(&in, &job->outcome) != 0)
         log_error(job->trace, "out of memory classifying an upstream answer");
+    processor_adapt(p, &job->outcome);
+    if (http_status == 429)
+        log_warn(job->trace,
+                 "429 from the upstream: remaining requests %lld (reset %lld ms), tokens "
+                 "%lld (reset %lld ms), retry after %lld ms",
+                 x->limits.remaining_requests, x->limits.reset_requests_ms,
+                 x->limits.remaining_tokens, x->limits.reset_tokens_ms,
+                 in.retry_after_ms);
+    pace_feedback(p, job, &x->limits,
+                  job->outcome.kind == OUTCOME_COMPLETED ? job->outcome.total_tokens
+                                                         : -1);
     /* A response can be megabytes; a job waiting to retry should not hold it. */
     free(x->resp);
     x->resp = NULL;
@@ -402,9 +478,15 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
     }
     snprintf(job->trace, sizeof(job->trace), "%s", req.trace);
     job->deadline = req.deadline;
+    /* Counted by the dispatch that put it back in the stream; a takeover (a later
+     * delivery) may follow a crash mid-call, so it counts again. */
+    job->admitted = deliveries == 1 ? req.admitted : 0;
+    job->estimate = pace_estimate(p, req.message_len);
     job->model = strdup(req.model);
     job->accepted = req.accepted ? strdup(req.accepted) : NULL;
-    if (job->model == NULL || (req.accepted && job->accepted == NULL)) {
+    job->user = req.user && req.user[0] ? strdup(req.user) : NULL;
+    if (job->model == NULL || (req.accepted && job->accepted == NULL) ||
+        (req.user && req.user[0] && job->user == NULL)) {
         log_error(job->trace, "out of memory taking entry %s; it stays pending", id);
         processor_release(p, job);
         return;
@@ -508,7 +590,8 @@ static void processor_check_done(struct processor *p)
         if (!p->deadline_passed)
             return;
         for (size_t i = 0; i < p->nused; i++)
-            if (p->jobs[i].state == JOB_WRITING && p->jobs[i].write_sent)
+            if ((p->jobs[i].state == JOB_WRITING && p->jobs[i].write_sent) ||
+                p->jobs[i].state == JOB_PARKING)
                 return;
         size_t lost = 0;
         struct job *job = outbox_take_unsent(p->out);
@@ -545,6 +628,7 @@ void processor_stop(struct processor *p)
              p->njobs - p->nfree, p->cfg->shutdown_grace_ms);
     processor_timer(p->grace, p->cfg->shutdown_grace_ms);
     inbox_stop(p->in);
+    pace_stop(p->pace);
     processor_pump(p);
 }
 
@@ -597,6 +681,20 @@ static void processor_on_write_down(struct rlink *l, void *arg)
 
 /* ---- lifecycle ----------------------------------------------------------------- */
 
+/* Names the upstream key in Redis keys without revealing it: FNV-1a of the base
+ * URL and the key. */
+static void processor_budget_id(const struct config *cfg, char out[17])
+{
+    uint64_t h = 1469598103934665603ULL;
+    const char *parts[] = {cfg->base_url, "\n", cfg->api_key ? cfg->api_key : ""};
+    for (size_t k = 0; k < sizeof(parts) / sizeof(parts[0]); k++)
+        for (const unsigned char *s = (const unsigned char *)parts[k]; *s; s++) {
+            h ^= *s;
+            h *= 1099511628211ULL;
+        }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
 struct processor *processor_new(const struct config *cfg, char *err, size_t errlen)
 {
     struct processor *p = calloc(1, sizeof(*p));
@@ -613,6 +711,7 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
     if (rconn_url_parse(cfg->common.redis_url, &p->url, err, errlen) != 0)
         goto out;
     stream_consumer_name(p->consumer, sizeof(p->consumer), "processor");
+    processor_budget_id(cfg, p->budget_id);
     p->policy.base_ms = cfg->retry_base_ms;
     p->policy.max_ms = cfg->retry_max_ms;
     p->policy.after_max_ms = cfg->retry_after_max_ms;
@@ -629,13 +728,15 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
     if (p->jobs == NULL)
         goto out;
     p->nfree = p->njobs; /* set up as they are first taken: processor_slot_init */
+    p->climit = (double)p->njobs;
     p->pump = event_new(p->base, -1, 0, processor_on_pump, p);
     p->grace = evtimer_new(p->base, processor_on_grace, p);
     p->hard_stop = evtimer_new(p->base, processor_on_hard_stop, p);
     p->in = inbox_new(p);
+    p->pace = pace_new(p);
     p->out = outbox_new(p);
     if (p->pump == NULL || p->grace == NULL || p->hard_stop == NULL || p->in == NULL ||
-        p->out == NULL)
+        p->out == NULL || p->pace == NULL)
         goto out;
 
     struct upstream_settings us = {.base_url = cfg->base_url,
@@ -699,6 +800,7 @@ void processor_free(struct processor *p)
     free(p->jobs);
     upstream_free(p->up);
     inbox_free(p->in);
+    pace_free(p->pace);
     outbox_free(p->out);
     if (p->pump)
         event_free(p->pump);

@@ -23,6 +23,7 @@ struct event;
 struct event_base;
 struct inbox;
 struct outbox;
+struct pace;
 struct redisReply;
 struct rlink;
 
@@ -44,6 +45,10 @@ struct config {
     long long max_deliveries;
     long long dead_letter_max;
     long long shutdown_grace_ms;
+    long long rpm, tpm;        /* shared budget per key and model; 0: none */
+    long long burst_ms;        /* how much of a minute's budget may go at once */
+    long long tokens_estimate; /* completion tokens assumed before the answer */
+    long long park_min_ms;     /* waits this long or longer are parked in Redis */
 };
 
 /* A stream id is two 64-bit numbers and a dash. */
@@ -51,11 +56,12 @@ struct config {
 
 enum job_state {
     JOB_FREE,
-    JOB_ADMITTING, /* the next attempt is being counted in Redis (admit.h) */
-    JOB_RUNNING,   /* an upstream attempt is in flight */
-    JOB_WAITING,   /* backing off before the next attempt */
-    JOB_WRITING,   /* the outcome (or dead letter) is queued or sent to Redis */
-    JOB_WRITE_WAIT /* Redis refused the write; trying again after a wait */
+    JOB_ADMITTING,  /* the next attempt is being counted in Redis (admit.h) */
+    JOB_RUNNING,    /* an upstream attempt is in flight */
+    JOB_WAITING,    /* backing off before the next attempt */
+    JOB_WRITING,    /* the outcome (or dead letter) is queued or sent to Redis */
+    JOB_WRITE_WAIT, /* Redis refused the write; trying again after a wait */
+    JOB_PARKING     /* its entry is being moved to the wait room or delayed set */
 };
 
 /* What a dead letter carries instead of a chat: the original entry, copied. */
@@ -72,16 +78,20 @@ struct job_dead {
 struct job {
     struct processor *p;
     enum job_state state;
-    unsigned gen;         /* bumped each time the slot is taken: stale answers ignored */
-    int admit_sent;       /* JOB_ADMITTING: the count is on the wire */
-    int attempts;         /* the latest attempt's number, counted across processors */
-    long long deadline;   /* Unix ms past which no attempt starts; 0: none */
-    int write_sent;       /* JOB_WRITING: on the wire, the script's reply pending */
-    int write_tries;      /* writes Redis refused so far */
-    long long deliveries; /* of the entry, this one included, hand-backs not */
+    unsigned gen;       /* bumped each time the slot is taken: stale answers ignored */
+    int admit_sent;     /* JOB_ADMITTING: the count is on the wire */
+    int attempts;       /* the latest attempt's number, counted across processors */
+    long long deadline; /* Unix ms past which no attempt starts; 0: none */
+    long long admitted; /* > 0: a dispatch counted this attempt already (pace.h) */
+    long long estimate; /* tokens counted against the budget before the answer */
+    long long park_wait_ms; /* JOB_PARKING: the wait, kept in the slot if parking fails */
+    int write_sent;         /* JOB_WRITING: on the wire, the script's reply pending */
+    int write_tries;        /* writes Redis refused so far */
+    long long deliveries;   /* of the entry, this one included, hand-backs not */
     char id[JOB_ID_MAX];
     char trace[UUID_LEN + 1]; /* "" if the entry had no well-formed trace */
     char *model;              /* owned */
+    char *user;               /* owned; NULL: anonymous */
     char *accepted;           /* owned; NULL if the entry had none */
     char finished[CLOCK_ISO_LEN];
     struct upstream_xfer xfer;
@@ -110,7 +120,15 @@ struct processor {
     size_t nfree;
     struct event *pump; /* runs processor_on_pump once the current callbacks are done */
     struct inbox *in;   /* reads, claims, heartbeats, hand-backs */
-    struct outbox *out; /* outcome writes */
+    struct pace *pace;  /* the wait room's dispatch */
+    char budget_id[17]; /* names this upstream key in budget keys, never the key */
+    /* Adaptive concurrency (AIMD): slots this processor lets itself use, cut by
+     * 30 % when the upstream sheds load (timeouts, 5xx; once a second at most),
+     * grown back by one per limit's worth of successes while it sheds, by one per
+     * success once it has not for 5 s; between 1 and PROCESSOR_CONCURRENCY. */
+    double climit;
+    long long climit_cut_ms; /* monotonic ms of the last cut: one per second at most */
+    struct outbox *out;      /* outcome writes */
 
     /* shutdown */
     int stopping;
@@ -139,6 +157,10 @@ void processor_free(struct processor *p);
 /* The answer of admit.h for job's next attempt: its number (> 0), ADMIT_EXHAUSTED
  * or ADMIT_UNCOUNTED. Starts the transfer, or ends the chat. */
 void processor_admitted(struct processor *p, struct job *job, long long verdict);
+
+/* The answer of pace.h's park for job: 1 moved (the slot is free now), 0 the entry
+ * is no longer ours, -1 it could not be parked (the wait happens in the slot). */
+void processor_parked(struct processor *p, struct job *job, int moved);
 
 /* Slots neither in use nor promised to an outstanding read or claim. */
 size_t processor_free_slots(const struct processor *p);

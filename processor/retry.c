@@ -73,6 +73,66 @@ long long retry_after_parse(const char *value, size_t len, long long now_ms)
     return ms > 0 ? ms : 0;
 }
 
+long long retry_duration_parse(const char *value, size_t len)
+{
+    char buf[64];
+    long n = retry_trim(value, len, buf, sizeof(buf));
+    if (n <= 0)
+        return -1;
+    double total = 0;
+    const char *s = buf;
+    while (*s) {
+        char *end;
+        if (!isdigit((unsigned char)*s))
+            return -1;
+        double v = strtod(s, &end);
+        if (end == s || !isfinite(v) || v < 0)
+            return -1;
+        s = end;
+        double unit;
+        if (s[0] == 'm' && s[1] == 's') {
+            unit = 1;
+            s += 2;
+        } else if (s[0] == 'u' && s[1] == 's') {
+            unit = 0.001;
+            s += 2;
+        } else if (s[0] == 'n' && s[1] == 's') {
+            unit = 0.000001;
+            s += 2;
+        } else if (s[0] == 'h') {
+            unit = 3600000;
+            s++;
+        } else if (s[0] == 'm') {
+            unit = 60000;
+            s++;
+        } else if (s[0] == 's') {
+            unit = 1000;
+            s++;
+        } else {
+            return -1;
+        }
+        total += v * unit;
+    }
+    if (total > 86400.0 * 1000)
+        total = 86400.0 * 1000;
+    return (long long)ceil(total);
+}
+
+long long retry_count_parse(const char *value, size_t len)
+{
+    char buf[64];
+    long n = retry_trim(value, len, buf, sizeof(buf));
+    if (n <= 0 || n > 18)
+        return -1;
+    long long v = 0;
+    for (long i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)buf[i]))
+            return -1;
+        v = v * 10 + (buf[i] - '0');
+    }
+    return v;
+}
+
 long long retry_after_ms_parse(const char *value, size_t len)
 {
     char buf[64];

@@ -25,6 +25,14 @@ long long retry_delay_ms(const struct retry_policy *p, int attempt,
  * negative. Returns milliseconds, or -1 if the value is neither. */
 long long retry_after_parse(const char *value, size_t len, long long now_ms);
 
+/* A duration as OpenAI's x-ratelimit-reset-* headers write it: "20ms", "1s",
+ * "1.5s", "6m0s", "1h2m3.4s" (Go's form; blanks around allowed). Returns whole
+ * milliseconds (rounded up), or -1 if malformed. */
+long long retry_duration_parse(const char *value, size_t len);
+
+/* A non-negative integer header value (x-ratelimit-remaining-*, -limit-*), or -1. */
+long long retry_count_parse(const char *value, size_t len);
+
 /* A retry-after-ms value (OpenAI's): non-negative milliseconds, perhaps with a
  * fraction. Returns milliseconds, or -1 if malformed. */
 long long retry_after_ms_parse(const char *value, size_t len);

@@ -79,10 +79,17 @@ out:
 
 /* ---- per-transfer state -------------------------------------------------------- */
 
+static void upstream_limits_reset(struct upstream_limits *l)
+{
+    l->limit_requests = l->remaining_requests = l->reset_requests_ms = -1;
+    l->limit_tokens = l->remaining_tokens = l->reset_tokens_ms = -1;
+}
+
 void upstream_xfer_init(struct upstream_xfer *x)
 {
     memset(x, 0, sizeof(*x));
     x->retry_after_ms = x->retry_after_ms_hdr = -1;
+    upstream_limits_reset(&x->limits);
 }
 
 void upstream_xfer_clear(struct upstream_xfer *x)
@@ -102,11 +109,29 @@ static int upstream_header_is(const char *line, size_t namelen, const char *name
     return strlen(name) == namelen && strncasecmp(line, name, namelen) == 0;
 }
 
+static void upstream_limit_header(struct upstream_limits *l, const char *name,
+                                  size_t namelen, const char *value, size_t valuelen)
+{
+    if (upstream_header_is(name, namelen, "limit-requests"))
+        l->limit_requests = retry_count_parse(value, valuelen);
+    else if (upstream_header_is(name, namelen, "remaining-requests"))
+        l->remaining_requests = retry_count_parse(value, valuelen);
+    else if (upstream_header_is(name, namelen, "reset-requests"))
+        l->reset_requests_ms = retry_duration_parse(value, valuelen);
+    else if (upstream_header_is(name, namelen, "limit-tokens"))
+        l->limit_tokens = retry_count_parse(value, valuelen);
+    else if (upstream_header_is(name, namelen, "remaining-tokens"))
+        l->remaining_tokens = retry_count_parse(value, valuelen);
+    else if (upstream_header_is(name, namelen, "reset-tokens"))
+        l->reset_tokens_ms = retry_duration_parse(value, valuelen);
+}
+
 void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
                           long long now_ms)
 {
     if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
         x->retry_after_ms = x->retry_after_ms_hdr = -1;
+        upstream_limits_reset(&x->limits);
         return;
     }
     const char *colon = memchr(line, ':', len);
@@ -119,6 +144,8 @@ void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
         x->retry_after_ms = retry_after_parse(value, valuelen, now_ms);
     else if (upstream_header_is(line, namelen, "retry-after-ms"))
         x->retry_after_ms_hdr = retry_after_ms_parse(value, valuelen);
+    else if (namelen > 12 && strncasecmp(line, "x-ratelimit-", 12) == 0)
+        upstream_limit_header(&x->limits, line + 12, namelen - 12, value, valuelen);
 }
 
 static size_t upstream_on_header(char *buf, size_t size, size_t n, void *userp)
@@ -423,6 +450,7 @@ int upstream_start(struct upstream *up, struct upstream_xfer *x)
     x->resp_len = 0;
     x->too_large = 0;
     x->retry_after_ms = x->retry_after_ms_hdr = -1;
+    upstream_limits_reset(&x->limits);
     x->errbuf[0] = '\0';
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);

@@ -22,6 +22,12 @@ struct upstream_settings {
     long long max_connections;    /* kept-alive connections: the concurrency */
 };
 
+/* What an answer said of the key's rate limits (x-ratelimit-*); -1: not sent. */
+struct upstream_limits {
+    long long limit_requests, remaining_requests, reset_requests_ms;
+    long long limit_tokens, remaining_tokens, reset_tokens_ms;
+};
+
 /* One transfer's state, embedded in the caller's job. The caller owns body (set
  * it before upstream_start, e.g. from upstream_body_build) and frees everything
  * with upstream_xfer_clear once the transfer is not running. */
@@ -32,10 +38,11 @@ struct upstream_xfer {
     size_t body_len;
     char *resp; /* owned: the response body so far, NUL-terminated */
     size_t resp_len, resp_cap;
-    long long retry_after_ms;     /* from Retry-After, -1: none */
-    long long retry_after_ms_hdr; /* from retry-after-ms, -1: none */
-    int too_large;                /* we stopped the body at max_response_bytes */
-    char errbuf[CURL_ERROR_SIZE]; /* curl's detail on a failure */
+    long long retry_after_ms;      /* from Retry-After, -1: none */
+    long long retry_after_ms_hdr;  /* from retry-after-ms, -1: none */
+    struct upstream_limits limits; /* from the x-ratelimit-* headers */
+    int too_large;                 /* we stopped the body at max_response_bytes */
+    char errbuf[CURL_ERROR_SIZE];  /* curl's detail on a failure */
 };
 
 /* Called when a transfer ended, after its handle left the multi handle, with the
