@@ -20,6 +20,7 @@
 #define STACK_HTTP_MS 10000
 #define STACK_ENV_MAX 48
 #define STACK_ENV_LEN 512
+#define STACK_FAKE_ARGS_MAX 16
 
 /* ---- environment lists ---------------------------------------------------- */
 
@@ -249,7 +250,18 @@ static int stack_fake_start(struct stack *s)
     if (harness_bin("chatq-fake-upstream", bin, sizeof(bin)) != 0)
         return -1;
     snprintf(port, sizeof(port), "%d", s->fake_port);
-    char *argv[] = {bin, "--port", port, NULL};
+    char *argv[STACK_FAKE_ARGS_MAX + 4] = {bin, "--port", port};
+    int n = 3;
+    for (int i = 0; s->settings.fake != NULL && s->settings.fake[i] != NULL; i++) {
+        if (i >= STACK_FAKE_ARGS_MAX) {
+            fprintf(stderr, "integration: too many fake upstream options (max %d)\n",
+                    STACK_FAKE_ARGS_MAX);
+            return -1;
+        }
+        /* proc_start takes execv's char *const[]; the words are only read. */
+        argv[n++] = (char *)s->settings.fake[i];
+    }
+    argv[n] = NULL;
     s->fake = stack_spawn(s, "fake-upstream", argv, NULL, PROC_CLEAN);
     return s->fake != NULL ? 0 : -1;
 }

@@ -21,11 +21,14 @@
 #define STACK_RESULT_TTL 600 /* CHATQ_RESULT_TTL of every stack, seconds */
 
 /* What a group changes from the defaults: NULL-terminated "NAME=value" lists
- * (may be NULL), applied after the defaults. */
+ * (may be NULL), applied after the defaults; fake: NULL-terminated command-line
+ * words appended to the fake upstream's (e.g. "--rpm", "100"), for a group that
+ * needs a rate-limited upstream. */
 struct stack_settings {
     const char *const *api;
     const char *const *processor;
     const char *const *handler;
+    const char *const *fake;
 };
 
 struct stack {
