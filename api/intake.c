@@ -92,8 +92,10 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
  * INTAKE_LUA_CONFLICT (another request).
  *
  * A request's fingerprint is the SHA-1 of its validated fields (message, model,
- * temperature as they travel on the stream), not of the body's text: a retry that
- * spells the same JSON differently is the same request.
+ * temperature, and user when there is one, as they travel on the stream), not of the
+ * body's text: a retry that spells the same JSON differently is the same request,
+ * and a key reused for another end user is not (that user must not be handed the
+ * first one's chat). A request without a user fingerprints as it always did.
  *
  * XADD comes first: Redis does not undo what a script wrote before an error, but a
  * script stops at its first failing command, so a failing XADD (the key holds
@@ -112,7 +114,7 @@ static const char intake_script[] =
     "  for i = 4, 3 + n, 2 do\n"
     "    local f = ARGV[i]\n"
     "    if f == '" REC_MESSAGE "' or f == '" REC_MODEL "' or\n"
-    "       f == '" REC_TEMPERATURE "' then\n"
+    "       f == '" REC_TEMPERATURE "' or f == '" REC_USER "' then\n"
     "      parts[#parts + 1] = f .. '=' .. ARGV[i + 1]\n"
     "    end\n"
     "  end\n"

@@ -83,7 +83,8 @@ static int validate_too_deep(const char *s, size_t len)
 static int validate_known(const char *key)
 {
     return strcmp(key, REC_MESSAGE) == 0 || strcmp(key, REC_MODEL) == 0 ||
-           strcmp(key, REC_TEMPERATURE) == 0 || strcmp(key, VALIDATE_DEADLINE_FIELD) == 0;
+           strcmp(key, REC_TEMPERATURE) == 0 ||
+           strcmp(key, VALIDATE_DEADLINE_FIELD) == 0 || strcmp(key, REC_USER) == 0;
 }
 
 static int validate_message(const json_t *root, struct chat_request *req,
@@ -196,6 +197,41 @@ static int validate_deadline(const json_t *root, struct chat_request *req,
     return 0;
 }
 
+static int validate_user(const json_t *root, struct chat_request *req,
+                         struct validate_error *err)
+{
+    const json_t *v = json_object_get(root, REC_USER);
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v)) {
+        validate_fail(err, "invalid_field", "'" REC_USER "' must be a string, not %s",
+                      validate_type_name(v));
+        return -1;
+    }
+    const char *user = json_string_value(v);
+    size_t len = json_string_length(v);
+    if (len == 0 || len > VALIDATE_USER_MAX) {
+        validate_fail(err, "invalid_field",
+                      "'" REC_USER "' must be 1 to %d bytes long, not %zu",
+                      VALIDATE_USER_MAX, len);
+        return -1;
+    }
+    /* No spaces or control bytes: the id may name Redis keys and is logged as it
+     * is. */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)user[i];
+        if (c < 0x21 || c > 0x7e) {
+            validate_fail(err, "invalid_field",
+                          "'" REC_USER "' must be printable ASCII without spaces; "
+                          "byte %zu is 0x%02x",
+                          i + 1, c);
+            return -1;
+        }
+    }
+    req->user = user;
+    return 0;
+}
+
 json_t *validate_chat(const char *body, size_t len, const char *default_model,
                       struct chat_request *req, struct validate_error *err)
 {
@@ -240,7 +276,8 @@ json_t *validate_chat(const char *body, size_t len, const char *default_model,
             size_t klen = strlen(key);
             validate_fail(err, "unknown_field",
                           "unknown field '%.*s%s'; the supported fields are 'message', "
-                          "'model', 'temperature' and '" VALIDATE_DEADLINE_FIELD "'",
+                          "'model', 'temperature', '" VALIDATE_DEADLINE_FIELD "' and "
+                          "'" REC_USER "'",
                           (int)utf8_cut(key, klen, VALIDATE_NAME_ECHO), key,
                           klen > VALIDATE_NAME_ECHO ? "..." : "");
             goto out;
@@ -249,7 +286,7 @@ json_t *validate_chat(const char *body, size_t len, const char *default_model,
     if (validate_message(root, req, err) != 0 ||
         validate_model(root, default_model, req, err) != 0 ||
         validate_temperature(root, req, err) != 0 ||
-        validate_deadline(root, req, err) != 0)
+        validate_deadline(root, req, err) != 0 || validate_user(root, req, err) != 0)
         goto out;
     result = root;
     root = NULL;

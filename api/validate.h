@@ -13,6 +13,11 @@
  *   - "deadline_ms": optional JSON integer in [1, VALIDATE_DEADLINE_MAX_MS]:
  *     milliseconds from acceptance after which no upstream attempt starts; left in
  *     req->deadline as given (0 when absent), the caller makes it absolute;
+ *   - "user": optional string naming the caller's end user (OpenAI's "user"), 1 to
+ *     VALIDATE_USER_MAX bytes of printable ASCII without spaces (0x21-0x7e): it
+ *     travels on the request stream so that processors can share the upstream
+ *     fairly between users, where it may name Redis keys and is logged as it is;
+ *     req->user is NULL when absent;
  *   - any other field is refused (unknown_field): we never silently drop a
  *     parameter the caller believes is in effect;
  *   - duplicate keys are invalid JSON (which value would win is ambiguous);
@@ -34,6 +39,7 @@
 #define VALIDATE_DEFAULT_TEMPERATURE 0.7
 #define VALIDATE_DEADLINE_FIELD "deadline_ms"
 #define VALIDATE_DEADLINE_MAX_MS (7LL * 24 * 3600 * 1000)
+#define VALIDATE_USER_MAX 64
 #define VALIDATE_MODEL_MAX 256
 #define VALIDATE_DEPTH_MAX 32
 #define VALIDATE_IDEM_HEADER "Idempotency-Key"
@@ -47,9 +53,9 @@ struct validate_error {
 
 /* Parses body (len bytes, need not end in a NUL) and checks it.
  * On success returns a new JSON document (caller json_decref()s it, after the last use
- * of req) that owns the strings req->message and req->model borrow; req->model borrows
- * default_model when the body names none. req->trace and req->accepted are NULL, for
- * the caller to fill. On failure returns NULL and fills err. */
+ * of req) that owns the strings req->message, req->model and req->user borrow; req->model
+ * borrows default_model when the body names none. req->trace and req->accepted are NULL,
+ * for the caller to fill. On failure returns NULL and fills err. */
 json_t *validate_chat(const char *body, size_t len, const char *default_model,
                       struct chat_request *req, struct validate_error *err);
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "harness.h"
 #include "record.h"
@@ -246,6 +247,10 @@ static const struct api_bad api_bad_requests[] = {
     {"POST", "/chat", "{\"message\":\"hi\",\"model\":7}", 400, "invalid_field", "model"},
     {"POST", "/chat", "{\"message\":\"hi\",\"colour\":\"blue\"}", 400, "unknown_field",
      "colour"},
+    {"POST", "/chat", "{\"message\":\"hi\",\"user\":\"jane doe\"}", 400, "invalid_field",
+     "user"},
+    {"POST", "/chat", "{\"message\":\"hi\",\"user\":\"\"}", 400, "invalid_field", "user"},
+    {"POST", "/chat", "{\"message\":\"hi\",\"user\":7}", 400, "invalid_field", "user"},
     {"GET", "/chat", NULL, 405, "method_not_allowed", NULL},
     {"DELETE", "/chat", NULL, 405, "method_not_allowed", NULL},
     {"DELETE", "/chat/%s/response", NULL, 405, "method_not_allowed", NULL},
@@ -440,12 +445,121 @@ static void test_redis_contract(void **state)
     CHECK(stack_drained(s, 10000, why, sizeof(why)) == 0, "%s", why);
 }
 
+/* ---- the end user ------------------------------------------------------------ */
+
+/* POST /chat body with an Idempotency-Key header; returns the HTTP status (0: no
+ * answer) and copies a 202's traceId into trace. */
+static long api_post_keyed(struct stack *s, const char *body, const char *key,
+                           char trace[UUID_LEN + 1])
+{
+    char url[128], header[128];
+    const char *headers[] = {header, NULL};
+    struct http_response r;
+    snprintf(header, sizeof(header), "Idempotency-Key: %s", key);
+    trace[0] = '\0';
+    http_request_with("POST", stack_url(s, "/chat", url, sizeof(url)), headers, body,
+                      strlen(body), API_HTTP_MS, &r);
+    json_t *j = http_json(&r);
+    if (r.status == 202 && http_is_uuid_v4(http_json_str(j, "traceId")))
+        snprintf(trace, UUID_LEN + 1, "%s", http_json_str(j, "traceId"));
+    long status = r.status;
+    json_decref(j);
+    http_response_free(&r);
+    return status;
+}
+
+/* The request-stream entry of trace (XRANGE over the whole stream): new, or NULL. */
+static redisReply *api_stream_entry(struct stack *s, const char *trace)
+{
+    redisReply *r = stack_redis(s, "XRANGE %s - +", s->keys.requests);
+    for (size_t i = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements;
+         i++) {
+        redisReply *fields = r->element[i]->element[1];
+        const char *t = NULL;
+        for (size_t k = 0; k + 1 < fields->elements; k += 2)
+            if (strcmp(fields->element[k]->str, REC_TRACE) == 0)
+                t = fields->element[k + 1]->str;
+        if (t != NULL && strcmp(t, trace) == 0) {
+            /* Keep only the entry: detach it from the reply that is freed. */
+            redisReply *entry = r->element[i];
+            r->element[i] = NULL;
+            for (size_t j = i + 1; j < r->elements; j++) {
+                freeReplyObject(r->element[j]);
+                r->element[j] = NULL;
+            }
+            r->elements = i;
+            freeReplyObject(r);
+            return entry;
+        }
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    return NULL;
+}
+
+/* The user a chat names travels on its request-stream entry, for the processors'
+ * fair share; a chat without one carries no user field. The group's processor is
+ * stopped meanwhile, so the entries are still there to be read, then a new one
+ * finishes both chats. The user is part of an Idempotency-Key's request: the same
+ * key for another user is a conflict, for the same user a replay. */
+static void test_user_on_stream(void **state)
+{
+    (void)state;
+    struct stack *s = &api_stack;
+    char with[UUID_LEN + 1], without[UUID_LEN + 1], again[UUID_LEN + 1];
+    char key[UUID_LEN + 1], key2[UUID_LEN + 1];
+    const char *body = "{\"message\":\"for a user\",\"user\":\"user-7@example.org\"}";
+    const char *other = "{\"message\":\"for a user\",\"user\":\"user-8\"}";
+
+    int status = proc_stop(s->processor);
+    proc_free(s->processor);
+    s->processor = NULL;
+    CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "the processor did not exit 0 on SIGTERM (status %d)", status);
+
+    CHECK(uuid_v4(key) == 0 && uuid_v4(key2) == 0, "uuid_v4");
+    CHECK(api_post_keyed(s, body, key, with) == 202 && with[0] != '\0',
+          "POST with a user was not accepted");
+    CHECK(api_post_keyed(s, "{\"message\":\"for nobody\"}", key2, without) == 202 &&
+              without[0] != '\0',
+          "POST without a user was not accepted");
+
+    redisReply *e = api_stream_entry(s, with);
+    CHECK(e != NULL, "no entry for %s on %s", with, s->keys.requests);
+    const char *user = api_field(e->element[1], REC_USER);
+    CHECK(user != NULL && strcmp(user, "user-7@example.org") == 0,
+          "entry of %s: user %s, want user-7@example.org", with, STR(user));
+    freeReplyObject(e);
+    e = api_stream_entry(s, without);
+    CHECK(e != NULL, "no entry for %s on %s", without, s->keys.requests);
+    CHECK(api_field(e->element[1], REC_USER) == NULL,
+          "entry of %s has user %s, want no user field", without,
+          STR(api_field(e->element[1], REC_USER)));
+    freeReplyObject(e);
+
+    CHECK(api_post_keyed(s, body, key, again) == 202 && strcmp(again, with) == 0,
+          "the same key and user: traceId %s, want the first, %s", again, with);
+    long st = api_post_keyed(s, other, key, again);
+    CHECK(st == 422, "the same key for another user: HTTP %ld, want 422", st);
+
+    s->processor = stack_processor_start(s, "processor-user", NULL);
+    CHECK(s->processor != NULL, "cannot restart the processor");
+    json_t *done = chat_wait(s, with, API_CHAT_MS, NULL);
+    CHECK(done != NULL, "chat %s did not finish", with);
+    api_check_completed(done, with, "for a user", "gpt-3.5-turbo");
+    json_decref(done);
+    done = chat_wait(s, without, API_CHAT_MS, NULL);
+    CHECK(done != NULL, "chat %s did not finish", without);
+    api_check_completed(done, without, "for nobody", "gpt-3.5-turbo");
+    json_decref(done);
+}
+
 static const struct CMUnitTest api_tests[] = {
     cmocka_unit_test(test_happy_path),         cmocka_unit_test(test_default_model),
     cmocka_unit_test(test_temperature_bounds), cmocka_unit_test(test_integer_temperature),
     cmocka_unit_test(test_message_roundtrip),  cmocka_unit_test(test_processing_shape),
     cmocka_unit_test(test_validation_errors),  cmocka_unit_test(test_trace_ids),
-    cmocka_unit_test(test_redis_contract),
+    cmocka_unit_test(test_redis_contract),     cmocka_unit_test(test_user_on_stream),
 };
 
 const struct suite_group suite_api = {

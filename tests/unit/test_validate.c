@@ -49,6 +49,7 @@ static void bad_len(const char *body, size_t len, const char *code, const char *
         fail_msg("%.200s: message \"%s\" lacks \"%s\"", body, err.message, needle);
     assert_null(req.message);
     assert_null(req.model);
+    assert_null(req.user);
 }
 
 static void bad(const char *body, const char *code, const char *needle)
@@ -281,6 +282,47 @@ static void test_deadline(void **state)
     bad("{\"message\":\"hi\",\"deadline_ms\":604800001}", "invalid_field", "604800000");
 }
 
+/* user: 1 to 64 bytes of printable ASCII without spaces; absent: NULL. */
+static void test_user(void **state)
+{
+    (void)state;
+    struct chat_request req;
+    char body[256], id[VALIDATE_USER_MAX + 2];
+
+    json_t *doc = ok("{\"message\":\"hi\",\"user\":\"user-42@example.org\"}", &req);
+    assert_string_equal(req.user, "user-42@example.org");
+    json_decref(doc);
+    doc = ok("{\"message\":\"hi\"}", &req);
+    assert_null(req.user);
+    json_decref(doc);
+    /* Every printable byte but the space, escaped or not, is allowed. */
+    doc = ok("{\"message\":\"hi\",\"user\":\"!~\\\"\\\\\\u007e\"}", &req);
+    assert_string_equal(req.user, "!~\"\\~");
+    json_decref(doc);
+
+    memset(id, 'u', VALIDATE_USER_MAX);
+    id[VALIDATE_USER_MAX] = '\0';
+    snprintf(body, sizeof(body), "{\"message\":\"hi\",\"user\":\"%s\"}", id);
+    doc = ok(body, &req);
+    assert_int_equal(strlen(req.user), VALIDATE_USER_MAX);
+    json_decref(doc);
+    memcpy(id + VALIDATE_USER_MAX, "u", 2);
+    snprintf(body, sizeof(body), "{\"message\":\"hi\",\"user\":\"%s\"}", id);
+    bad(body, "invalid_field", "'user' must be 1 to 64 bytes long, not 65");
+
+    bad("{\"message\":\"hi\",\"user\":\"\"}", "invalid_field", "not 0");
+    bad("{\"message\":\"hi\",\"user\":\"jane doe\"}", "invalid_field", "byte 5 is 0x20");
+    bad("{\"message\":\"hi\",\"user\":\"tab\\there\"}", "invalid_field", "0x09");
+    bad("{\"message\":\"hi\",\"user\":\"nul\\u0000\"}", "invalid_field", "0x00");
+    bad("{\"message\":\"hi\",\"user\":\"del\\u007f\"}", "invalid_field", "0x7f");
+    bad("{\"message\":\"hi\",\"user\":\"caf\xc3\xa9\"}", "invalid_field", "0xc3");
+    bad("{\"message\":\"hi\",\"user\":42}", "invalid_field",
+        "'user' must be a string, not a number");
+    bad("{\"message\":\"hi\",\"user\":null}", "invalid_field", "not null");
+    /* A bad user does not hide a bad message: the message is checked first. */
+    bad("{\"message\":\"\",\"user\":\"\"}", "invalid_field", "'message'");
+}
+
 static void test_unknown_field(void **state)
 {
     (void)state;
@@ -294,6 +336,9 @@ static void test_unknown_field(void **state)
     bad("{\"max_tokens\":5}", "unknown_field", "'max_tokens'");
     /* Field names are case-sensitive. */
     bad("{\"Message\":\"hi\"}", "unknown_field", "'Message'");
+    /* The message lists every supported field. */
+    bad("{\"colour\":1}", "unknown_field",
+        "'message', 'model', 'temperature', 'deadline_ms' and 'user'");
 
     /* A long name is cut, marked with "...", and never split inside a UTF-8
      * sequence ("é" is two bytes, so byte 64 falls inside one). */
@@ -428,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_unknown_field),
         cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_user),
         cmocka_unit_test(test_invalid_json),
         cmocka_unit_test(test_not_an_object),
         cmocka_unit_test(test_utf8_preserved),
