@@ -12,6 +12,11 @@
 #    the instant upstream (throughput, tail, CPU per chat, memory), 16 000 with
 #    the 1 s upstream (requests in flight, processor memory), and the cost at
 #    100, 1 000 and 4 000 requests in flight.
+# 4. On a third redis-server, rate limits (burst): 20 x R chats posted at once
+#    into a fake upstream that allows R requests per second, with three
+#    processors, pacing off (their defaults) and pacing on (UPSTREAM_RPM, when
+#    this chatq-processor has it): completed, failed, 429 share, throughput
+#    against R, peak of parked chats.
 #
 # Progress goes to stderr, the table to stdout, the same data as JSON to
 # bench/out/results-<UTC>.json and bench/out/latest.json. A missed target is
@@ -28,6 +33,9 @@
 #   BENCH_SLOW_CONCURRENCY=8192  PROCESSOR_CONCURRENCY of the 1 s upstream runs
 #   BENCH_GROWTH="100 1000 4000" requests in flight of the cost-growth runs
 #   BENCH_GROWTH_SECONDS=4     seconds of load of each cost-growth run
+#   BENCH_RL_RATE=100          R, the rate-limited upstream's requests per second;
+#                              the burst is 20 x R chats
+#   BENCH_RL_TIMEOUT=40        seconds a burst may take to end
 #   BENCH_KEEP=1               keep the temp dir (logs of every process)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +50,9 @@ SLOW_N=${BENCH_SLOW_CHATS:-16000}
 SLOW_CONC=${BENCH_SLOW_CONCURRENCY:-8192}
 GROWTH=${BENCH_GROWTH:-100 1000 4000}
 GROWTH_S=${BENCH_GROWTH_SECONDS:-4}
+RL_R=${BENCH_RL_RATE:-100}
+RL_N=$((RL_R * 20))
+RL_TIMEOUT=${BENCH_RL_TIMEOUT:-40}
 PREFIX="chatq-bench:"
 OUT=bench/out
 BB=build/bench
@@ -584,6 +595,167 @@ done
 row "$S" "redis-server (for reference)" "$(num "$(calc 1 'a/1024' "$IDLE_REDIS")") MiB" "" "" "" "" \
     idle_rss_kb_redis "$IDLE_REDIS" "KiB"
 
+# ==== phase 3: rate limits (burst) ===============================================================
+# A burst of 20 x R chats against an upstream that allows R requests per second,
+# on a fresh redis-server so that the parked-chat sampler scans only this run's
+# keys. Twice: processors with their defaults (pacing off), then with the shared
+# upstream budget (pacing on), when this chatq-processor has it.
+
+need api handler redis fake0 fake1000 || true
+[ -z "${PROC:-}" ] || stop_proc "$PROC"
+for n in api handler fake0 fake1000 redis; do stop_proc "$n"; done
+PROC=""
+
+free_port RP3
+free_port FP3
+free_port AP3
+RL_PREFIX="chatq-bench-rl:"
+start_redis redis3 "$RP3"
+start_proc fake_rl "$BIN/chatq-fake-upstream" --host 127.0.0.1 --port "$FP3" --latency-ms 0 \
+    --rpm "$RL_R" --limit-window-ms 1000 --quiet
+wait_until "fake upstream (--rpm $RL_R --limit-window-ms 1000)" 10 fake_rl http_ok "$FP3" /health
+# shellcheck disable=SC2046
+start_proc api3 env $(api_env "$RP3" "$AP3") CHATQ_PREFIX="$RL_PREFIX" "$BIN/chatq-api"
+wait_until chatq-api 10 api3 http_ok "$AP3" /health
+start_proc handler3 env REDIS_URL="redis://127.0.0.1:$RP3/0" CHATQ_PREFIX="$RL_PREFIX" \
+    LOG_LEVEL=warn "$BIN/chatq-handler"
+wait_until chatq-handler 10 handler3 readers_ok "$RP3" 1
+
+# Parked chats: the delayed set plus every wait:* list, one script per sample;
+# -1 while none of those keys exists.
+RL_PARK_LUA="local n, seen = 0, 0
+if redis.call('TYPE', KEYS[1]).ok == 'zset' then seen = 1; n = redis.call('ZCARD', KEYS[1]) end
+local cur = '0'
+repeat
+  local r = redis.call('SCAN', cur, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cur = r[1]
+  for _, k in ipairs(r[2]) do
+    if redis.call('TYPE', k).ok == 'list' then seen = 1; n = n + redis.call('LLEN', k) end
+  end
+until cur == '0'
+if seen == 0 then return -1 end
+return n"
+# rl_sample_parked OUTFILE STOPFILE: every 200 ms until STOPFILE exists; writes the
+# peak, or nothing when no parking key was ever seen.
+rl_sample_parked() {
+    local peak=-1 v
+    while [ ! -e "$2" ]; do
+        v=$(redis-cli -p "$RP3" EVAL "$RL_PARK_LUA" 1 "${RL_PREFIX}delayed" "${RL_PREFIX}wait:*" \
+            2>/dev/null) || v=-1
+        [[ $v =~ ^-?[0-9]+$ ]] && [ "$v" -gt "$peak" ] && peak=$v
+        sleep 0.2
+    done
+    [ "$peak" -lt 0 ] || echo "$peak" >"$1"
+}
+
+# rl_run NAME [SETTING=value...]: three processors with the settings, the burst,
+# its ledger. Sets RL_DONE RL_FAILED RL_SHARE RL_RATE RL_RATIO RL_PARKED (empty when
+# not measured) and RAW[NAME].
+rl_run() {
+    local name=$1 i
+    shift
+    RL_DONE="" RL_FAILED="" RL_SHARE="" RL_RATE="" RL_RATIO="" RL_PARKED=""
+    curl -fsS -m 2 -X POST -o /dev/null "http://127.0.0.1:$FP3/stats/reset" ||
+        note "$name: fake /stats/reset failed"
+    for i in 1 2 3; do
+        start_proc "${name}_processor$i" env REDIS_URL="redis://127.0.0.1:$RP3/0" \
+            CHATQ_PREFIX="$RL_PREFIX" OPENAI_BASE_URL="http://127.0.0.1:$FP3/v1" \
+            OPENAI_API_KEY=bench "$@" LOG_LEVEL=warn "$BIN/chatq-processor"
+    done
+    # Not wait_until: a processor that waits for work some other way is no reason
+    # to stop the bench; the chats tell.
+    for ((i = 0; i < 200; i++)); do
+        readers_ok "$RP3" 4 && break
+        sleep 0.05
+    done
+    if ! need api3 handler3 redis3 fake_rl "${name}_processor1" "${name}_processor2" \
+        "${name}_processor3"; then
+        for i in 1 2 3; do stop_proc "${name}_processor$i"; done
+        return 1
+    fi
+    rm -f "$TMP/ready" "$TMP/$name.stop" "$TMP/$name.parked"
+    "$BB/watch" --redis-port "$RP3" --prefix "$RL_PREFIX" --target "$RL_N" \
+        --timeout "$RL_TIMEOUT" --ready "$TMP/ready" >"$TMP/$name.watch" &
+    local wpid=$!
+    for ((i = 0; i < 100; i++)); do
+        [ -e "$TMP/ready" ] || ! kill -0 "$wpid" 2>/dev/null && break
+        sleep 0.02
+    done
+    rl_sample_parked "$TMP/$name.parked" "$TMP/$name.stop" &
+    local spid=$!
+    local lgj wj stats ck
+    lgj=$("$LG" -u "http://127.0.0.1:$AP3" -n "$RL_N" -c "$CONNS" --ids-out "$TMP/$name.ids" \
+        --timeout "$RL_TIMEOUT") || true
+    wait "$wpid" || true
+    touch "$TMP/$name.stop"
+    wait "$spid" || true
+    wj=$(cat "$TMP/$name.watch")
+    lg_check "$name" "$lgj"
+    [ "$(jget "$wj" "done")" = 1 ] ||
+        note "$name: not all chats ended within ${RL_TIMEOUT}s: $(jget "$wj" completed) of $RL_N"
+    stats=$(curl -fsS -m 2 "http://127.0.0.1:$FP3/stats" || true)
+    if [ -s "$TMP/$name.ids" ]; then
+        ck=$("$LG" -u "http://127.0.0.1:$AP3" -m GET --ids-in "$TMP/$name.ids" -n "$RL_N" \
+            -c 8 --expect '"status":"completed"') || true
+        RL_DONE=$(jget "$ck" matched)
+        ck=$("$LG" -u "http://127.0.0.1:$AP3" -m GET --ids-in "$TMP/$name.ids" -n "$RL_N" \
+            -c 8 --expect '"status":"failed"') || true
+        RL_FAILED=$(jget "$ck" matched)
+    fi
+    RL_SHARE=$(calc 2 '100*a/b' "$(jget "$stats" rate_limited)" "$(jget "$stats" requests)")
+    RL_RATE=$(calc 1 'a/((b-c)/1000)' "$RL_DONE" "$(jget "$wj" done_unix_ms)" \
+        "$(jget "$lgj" start_unix_ms)")
+    [ "$(jget "$wj" "done")" = 1 ] || RL_RATE=""
+    RL_RATIO=$(calc 2 'a/b' "$RL_RATE" "$RL_R")
+    [ ! -s "$TMP/$name.parked" ] || RL_PARKED=$(cat "$TMP/$name.parked")
+    RAW[$name]="{\"completed\":${RL_DONE:-null},\"failed\":${RL_FAILED:-null},\"chats_per_s\":${RL_RATE:-null},\"parked_peak\":${RL_PARKED:-null},\"fake_stats\":${stats:-null},\"watch\":${wj:-null}}"
+    log "  completed $(num "$RL_DONE"), failed $(num "$RL_FAILED"); 429s $(num "$RL_SHARE") % of" \
+        "$(num "$(jget "$stats" requests)") upstream answers; $(num "$RL_RATE") completions/s" \
+        "($(num "$RL_RATIO") x R; fake max_rps_seen $(num "$(jget "$stats" max_rps_seen)"));" \
+        "peak parked $(num "$RL_PARKED")"
+    need "${name}_processor1" "${name}_processor2" "${name}_processor3" || true
+    for i in 1 2 3; do stop_proc "${name}_processor$i"; done
+}
+
+log "rate limits (burst): $RL_N chats at once, upstream $RL_R req/s, 3 processors, pacing off"
+rl_run ratelimit_off || true
+OFF_DONE=$RL_DONE OFF_FAILED=$RL_FAILED OFF_SHARE=$RL_SHARE OFF_RATE=$RL_RATE
+OFF_RATIO=$RL_RATIO OFF_PARKED=$RL_PARKED
+ON_DONE="" ON_FAILED="" ON_SHARE="" ON_RATE="" ON_RATIO="" ON_PARKED="" ON_NA="n/a"
+# Pacing is switched on by settings this processor may not have yet: it ignores
+# unknown environment variables, so a run would only repeat "pacing off".
+if "$BIN/chatq-processor" --help 2>&1 | grep -q UPSTREAM_RPM; then
+    log "rate limits (burst): the same with UPSTREAM_RPM=$((RL_R * 60)) UPSTREAM_BURST_MS=1000 (pacing on)"
+    if rl_run ratelimit_on UPSTREAM_RPM=$((RL_R * 60)) UPSTREAM_BURST_MS=1000; then :; fi
+    ON_DONE=$RL_DONE ON_FAILED=$RL_FAILED ON_SHARE=$RL_SHARE ON_RATE=$RL_RATE
+    ON_RATIO=$RL_RATIO ON_PARKED=$RL_PARKED
+else
+    ON_NA="n/a (not built)"
+    log "rate limits (burst): pacing on: n/a, $BIN/chatq-processor --help lists no UPSTREAM_RPM"
+fi
+need api3 handler3 redis3 fake_rl || true
+
+# ---- phase 3 rows
+S="rate limits (burst): $RL_N chats at once, upstream $RL_R req/s, 3 processors; value: pacing on"
+na() { [ -n "$1" ] && echo "$1" || echo "$ON_NA"; }
+pair() { [ -n "$1" ] && [ -n "$2" ] && echo "$1 / $2"; }
+ALL_OK=""
+[ -z "$ON_DONE" ] || ALL_OK=$(awk -v d="$ON_DONE" -v n="$RL_N" 'BEGIN { print (d == n) ? 1 : 0 }')
+row "$S" "completed / failed" "$(na "$(pair "$ON_DONE" "$ON_FAILED")")" \
+    "pacing off: $(num "$(pair "$OFF_DONE" "$OFF_FAILED")")" "" "$RL_N / 0" \
+    "$(verdict ge "$ALL_OK" 1)" ratelimit_on_completed "$ON_DONE" "chats"
+row "$S" "429 share of upstream answers" "$(na "${ON_SHARE:+$ON_SHARE %}")" \
+    "pacing off: $(num "${OFF_SHARE:+$OFF_SHARE %}")" "" "< 2 %" "$(verdict lt "$ON_SHARE" 2)" \
+    ratelimit_on_429_pct "$ON_SHARE" "%"
+IN_RANGE=""
+[ -z "$ON_RATIO" ] || IN_RANGE=$(awk -v r="$ON_RATIO" 'BEGIN { print (r >= 0.9 && r <= 1.1) ? 1 : 0 }')
+row "$S" "completions/s, first POST -> last completion" "$(na "${ON_RATE:+$ON_RATE/s}")" \
+    "pacing off: $(num "${OFF_RATE:+$OFF_RATE/s}") ($(num "$OFF_RATIO")x R)" \
+    "${ON_RATIO:+${ON_RATIO}x R}" "0.9-1.1 x R" "$(verdict ge "$IN_RANGE" 1)" \
+    ratelimit_on_chats_per_s "$ON_RATE" "chats/s"
+row "$S" "peak parked chats (delayed + wait:*)" "$(na "$ON_PARKED")" \
+    "pacing off: $(num "$OFF_PARKED")" "" "" "" ratelimit_on_parked_peak "$ON_PARKED" "chats"
+
 # ==== output ====================================================================================
 
 ELAPSED=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b-a}')
@@ -625,8 +797,9 @@ ELAPSED=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b-a}')
         "$(json_str "$REDIS_VERSION")"
     printf '"settings":{"connections":%s,"duration_s":%s,"warmup_s":%s,"e2e_chats":%s,' \
         "$CONNS" "$DUR" "$WARM" "$E2E_N"
-    printf '"slow_chats":%s,"slow_concurrency":%s,"growth":%s,"growth_seconds":%s},' \
+    printf '"slow_chats":%s,"slow_concurrency":%s,"growth":%s,"growth_seconds":%s,' \
         "$SLOW_N" "$SLOW_CONC" "$(json_str "$GROWTH")" "$GROWTH_S"
+    printf '"rl_rate":%s,"rl_chats":%s},' "$RL_R" "$RL_N"
     printf '"rows":['
     sep=""
     for r in "${ROWS[@]}"; do
