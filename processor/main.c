@@ -76,6 +76,10 @@ static const struct config_var main_vars[] = {
     {"UPSTREAM_TOKENS_ESTIMATE", "upstream-tokens-estimate", CONFIG_INT, "256",
      "completion tokens counted against UPSTREAM_TPM before the answer tells",
      &cfg.tokens_estimate, 0, 1000000, 0},
+    {"ADAPTIVE_CONCURRENCY", "adaptive-concurrency", CONFIG_INT, "1",
+     "1: fewer calls in flight while the upstream times out or answers 5xx, back up "
+     "gradually after (AIMD); 0: always up to PROCESSOR_CONCURRENCY",
+     &cfg.adaptive, 0, 1, 0},
     {"PARK_MIN_MS", "park-min-ms", CONFIG_INT, "1000",
      "a wait at least this long (budget, Retry-After, backoff) is parked in Redis and "
      "frees its slot; shorter ones wait in the slot",

@@ -58,6 +58,8 @@ size_t processor_free_slots(const struct processor *p)
 /* AIMD on p->climit from one attempt's outcome. */
 static void processor_adapt(struct processor *p, const struct outcome *o)
 {
+    if (!p->cfg->adaptive)
+        return;
     if (o->kind == OUTCOME_COMPLETED) {
         /* Slowly while the upstream was shedding load lately, quickly after. */
         p->climit += clock_mono_ms() - p->climit_cut_ms < 5000 ? 1.0 / p->climit : 1.0;

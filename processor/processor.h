@@ -49,6 +49,7 @@ struct config {
     long long burst_ms;        /* how much of a minute's budget may go at once */
     long long tokens_estimate; /* completion tokens assumed before the answer */
     long long park_min_ms;     /* waits this long or longer are parked in Redis */
+    long long adaptive;        /* 1: AIMD on the calls kept in flight */
 };
 
 /* A stream id is two 64-bit numbers and a dash. */

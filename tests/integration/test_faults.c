@@ -87,8 +87,11 @@ static struct stack fault_stack;
 #define FAULT_STR(x) FAULT_STR_(x)
 
 /* Enough slots for a whole fault's load in flight at once. */
+/* Its upstream faults are scripted per chat, not load being shed: adaptive
+ * concurrency would only slow the following faults down. */
 static const char *const fault_processor_env[] = {
     "PROCESSOR_CONCURRENCY=256",
+    "ADAPTIVE_CONCURRENCY=0",
     "UPSTREAM_TIMEOUT_MS=" FAULT_STR(FAULT_TIMEOUT_MS),
     "UPSTREAM_MAX_ATTEMPTS=" FAULT_STR(FAULT_ATTEMPTS),
     "RETRY_BASE_MS=50",

@@ -4,10 +4,11 @@
  * starve another's few chats; and an upstream stricter than the configured
  * budget is followed from its 429s and headers.
  *
- * Two groups, each with its own fake upstream limits:
+ * Groups, each with its own fake upstream limits:
  *   pacing         fake 20 requests a second, UPSTREAM_RPM 1200 (the same)
  *   pacing_shared  fake 10 a second, UPSTREAM_RPM 1200 (twice what it allows,
- *                  as when other software shares the key) */
+ *                  as when other software shares the key)
+ *   adaptive       no limits; one processor whose upstream times out for a while */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -316,6 +317,93 @@ static void test_pacing_follows_the_upstream(void **state)
     CHECK(limited * 4 <= calls, "%lld of %lld upstream answers were 429", limited, calls);
     free(chats);
 }
+
+/* ---- adaptive concurrency ---------------------------------------------------- */
+
+static struct stack adaptive_stack;
+
+#define ADAPTIVE_SLOTS 40
+static const char *const adaptive_processor[] = {
+    "PROCESSOR_CONCURRENCY=40", "UPSTREAM_TIMEOUT_MS=500", "RETRY_BASE_MS=50",
+    "RETRY_MAX_MS=100",         "UPSTREAM_MAX_ATTEMPTS=3", NULL};
+
+static int adaptive_setup(void **state)
+{
+    (void)state;
+    struct stack_settings set = {.processor = adaptive_processor};
+    return stack_start(&adaptive_stack, "adaptive", "t9:", &set);
+}
+
+static int adaptive_teardown(void **state)
+{
+    (void)state;
+    return stack_stop(&adaptive_stack);
+}
+
+static int adaptive_check_idle(void *arg)
+{
+    json_t *st = stack_fake_stats(arg);
+    long long n = stack_stat(st, "in_flight", 0);
+    json_decref(st);
+    return n == 0;
+}
+
+/* Posts n chats with message prefix and waits for all of them; 0 or -1. */
+static int adaptive_round(struct stack *s, const char *prefix, size_t n)
+{
+    char msg[96];
+    struct pacing_chat *chats = calloc(n, sizeof(*chats));
+    int rc = -1;
+    if (chats == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(msg, sizeof(msg), "%s #%03zu", prefix, i);
+        if (pacing_post(s, msg, "adaptive", &chats[i]) != 0)
+            goto out;
+    }
+    rc = pacing_settle(s, chats, n, PACING_SETTLE_MS) == n ? 0 : -1;
+out:
+    free(chats);
+    return rc;
+}
+
+/* The upstream times out on everything for a while: the processor keeps fewer
+ * calls in flight afterwards than its PROCESSOR_CONCURRENCY. */
+static void test_adaptive_concurrency(void **state)
+{
+    (void)state;
+    struct stack *s = &adaptive_stack;
+    /* Slower than UPSTREAM_TIMEOUT_MS: every attempt times out, for about 1.5 s. */
+    CHECK(adaptive_round(s, "[[fake latency=2000]] slow", ADAPTIVE_SLOTS) == 0,
+          "the timed-out chats did not all end");
+    CHECK(harness_poll(harness_timeout(10000), 20, adaptive_check_idle, s) == 0,
+          "the fake still holds calls");
+    struct http_response hr = {0};
+    char url[128];
+    snprintf(url, sizeof(url), "%s/stats/reset", s->fake_url);
+    CHECK(http_request("POST", url, "", 0, PACING_HTTP_MS, &hr) == 0, "stats reset");
+    http_response_free(&hr);
+    /* Now answers that are fine but take a while: how many at once? */
+    CHECK(adaptive_round(s, "[[fake latency=1000]] fine", ADAPTIVE_SLOTS) == 0,
+          "the later chats did not all complete");
+    json_t *st = stack_fake_stats(s);
+    long long most = stack_stat(st, "max_in_flight", 0);
+    json_decref(st);
+    print_message("adaptive concurrency: after a spell of timeouts, %lld calls at most "
+                  "in flight of PROCESSOR_CONCURRENCY %d\n",
+                  most, ADAPTIVE_SLOTS);
+    CHECK(most >= 1 && most <= ADAPTIVE_SLOTS * 7 / 10,
+          "%lld calls in flight at once after the upstream timed out, want 1 to %d", most,
+          ADAPTIVE_SLOTS * 7 / 10);
+}
+
+static const struct CMUnitTest adaptive_tests[] = {
+    cmocka_unit_test(test_adaptive_concurrency),
+};
+
+const struct suite_group suite_adaptive = {
+    "adaptive", adaptive_tests, sizeof(adaptive_tests) / sizeof(adaptive_tests[0]),
+    adaptive_setup, adaptive_teardown};
 
 static const struct CMUnitTest pacing_tests[] = {
     cmocka_unit_test(test_pacing_burst),
