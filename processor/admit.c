@@ -104,8 +104,10 @@ static void admit_send_one(struct processor *p, redisAsyncContext *ac, struct jo
     cmd_addz(&c, budget);
     cmd_addz(&c, p->keys.requests);
     cmd_addll(&c, p->cfg->max_attempts);
-    cmd_addll(&c, p->cfg->rpm);
-    cmd_addll(&c, p->cfg->tpm);
+    long long rpm, tpm;
+    pace_limits_of(p, job->model, &rpm, &tpm);
+    cmd_addll(&c, rpm);
+    cmd_addll(&c, tpm);
     cmd_addll(&c, p->cfg->burst_ms);
     cmd_addll(&c, job->estimate);
     cmd_addz(&c, KEYS_GROUP_PROCESSORS);

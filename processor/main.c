@@ -70,6 +70,11 @@ static const struct config_var main_vars[] = {
     {"UPSTREAM_TPM", "upstream-tpm", CONFIG_INT, "0",
      "tokens per minute the upstream key allows, per model, shared likewise; 0: none",
      &cfg.tpm, 0, 10000000000LL, 0},
+    {"UPSTREAM_LIMITS", "upstream-limits", CONFIG_STR, NULL,
+     "budgets of particular models, overriding UPSTREAM_RPM and UPSTREAM_TPM: "
+     "model=rpm:tpm,... (e.g. gpt-4o=500:30000,gpt-4o-mini=5000:2000000; 0 or empty: "
+     "none)",
+     &cfg.limits, 0, 0, 0},
     {"UPSTREAM_BURST_MS", "upstream-burst-ms", CONFIG_INT, "1000",
      "the most of the budget spent at once: this many ms' worth", &cfg.burst_ms, 1, 60000,
      0},

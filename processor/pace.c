@@ -129,6 +129,80 @@ static const char pace_feedback_script[] = PACE_LUA
     "budget_save(b, now)\n"
     "return 1\n";
 
+int pace_limits_parse(const char *spec, struct pace_limit **out, size_t *n, char *err,
+                      size_t errlen)
+{
+    *out = NULL;
+    *n = 0;
+    if (spec == NULL || spec[0] == '\0')
+        return 0;
+    size_t cap = 1;
+    for (const char *s = spec; *s; s++)
+        cap += *s == ',';
+    struct pace_limit *l = calloc(cap, sizeof(*l));
+    if (l == NULL) {
+        snprintf(err, errlen, "UPSTREAM_LIMITS: out of memory");
+        return -1;
+    }
+    const char *s = spec;
+    while (*s) {
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        const char *eq = memchr(s, '=', len);
+        char num[64];
+        long long rpm = 0, tpm = 0;
+        int used = 0;
+        if (eq == NULL || eq == s || (size_t)(s + len - eq - 1) >= sizeof(num))
+            goto bad;
+        memcpy(num, eq + 1, (size_t)(s + len - eq - 1));
+        num[s + len - eq - 1] = '\0';
+        if (sscanf(num, "%lld:%lld%n", &rpm, &tpm, &used) != 2 || num[used] != '\0' ||
+            rpm < 0 || tpm < 0)
+            goto bad;
+        l[*n].model = strndup(s, (size_t)(eq - s));
+        if (l[*n].model == NULL)
+            goto bad;
+        l[*n].rpm = rpm;
+        l[*n].tpm = tpm;
+        (*n)++;
+        s += len;
+        if (*s == ',')
+            s++;
+        continue;
+    bad:
+        snprintf(
+            err, errlen,
+            "UPSTREAM_LIMITS: '%.*s' is not model=rpm:tpm (whole numbers, 0 for none)",
+            (int)(len > 80 ? 80 : len), s);
+        pace_limits_free(l, *n);
+        *n = 0;
+        return -1;
+    }
+    *out = l;
+    return 0;
+}
+
+void pace_limits_free(struct pace_limit *l, size_t n)
+{
+    for (size_t i = 0; l != NULL && i < n; i++)
+        free(l[i].model);
+    free(l);
+}
+
+void pace_limits_of(const struct processor *p, const char *model, long long *rpm,
+                    long long *tpm)
+{
+    for (size_t i = 0; i < p->nlimits; i++) {
+        if (strcmp(p->limits[i].model, model) == 0) {
+            *rpm = p->limits[i].rpm;
+            *tpm = p->limits[i].tpm;
+            return;
+        }
+    }
+    *rpm = p->cfg->rpm;
+    *tpm = p->cfg->tpm;
+}
+
 void pace_budget_name(const struct processor *p, const char *model, char *out, size_t len)
 {
     snprintf(out, len, "%s:%s", p->budget_id, model);
@@ -241,8 +315,10 @@ void pace_feedback(struct processor *p, const struct job *job,
                    const struct upstream_limits *l, long long total_tokens)
 {
     const struct config *cfg = p->cfg;
+    long long rpm, tpm;
+    pace_limits_of(p, job->model, &rpm, &tpm);
     int headers = l->remaining_requests >= 0 || l->remaining_tokens >= 0;
-    int settle = cfg->tpm > 0 && total_tokens >= 0;
+    int settle = tpm > 0 && total_tokens >= 0;
     if (!headers && !settle)
         return;
     redisAsyncContext *ac = rlink_ctx(p->wr);
@@ -256,8 +332,8 @@ void pace_feedback(struct processor *p, const struct job *job,
     cmd_addz(&c, pace_feedback_script);
     cmd_addz(&c, "1");
     cmd_addz(&c, key);
-    cmd_addll(&c, cfg->rpm);
-    cmd_addll(&c, cfg->tpm);
+    cmd_addll(&c, rpm);
+    cmd_addll(&c, tpm);
     cmd_addll(&c, cfg->burst_ms);
     cmd_addll(&c, job->estimate);
     cmd_addll(&c, total_tokens);

@@ -103,6 +103,23 @@ struct upstream_limits;
     "  return 1\n"                                                                       \
     "end\n"
 
+/* The budget of one model (UPSTREAM_LIMITS). */
+struct pace_limit {
+    char *model; /* owned */
+    long long rpm, tpm;
+};
+
+/* Parses UPSTREAM_LIMITS ("model=rpm:tpm,..."; NULL or "": none) into a new array
+ * of *n entries (free with pace_limits_free). Returns 0, or -1 with the reason in
+ * err. */
+int pace_limits_parse(const char *spec, struct pace_limit **out, size_t *n, char *err,
+                      size_t errlen);
+void pace_limits_free(struct pace_limit *l, size_t n);
+
+/* The budget of model: its UPSTREAM_LIMITS entry, else UPSTREAM_RPM / _TPM. */
+void pace_limits_of(const struct processor *p, const char *model, long long *rpm,
+                    long long *tpm);
+
 /* Returns the dispatch timer, started, or NULL. p borrowed. */
 struct pace *pace_new(struct processor *p);
 void pace_free(struct pace *pc);

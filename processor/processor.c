@@ -712,6 +712,8 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
     }
     if (rconn_url_parse(cfg->common.redis_url, &p->url, err, errlen) != 0)
         goto out;
+    if (pace_limits_parse(cfg->limits, &p->limits, &p->nlimits, err, errlen) != 0)
+        goto out;
     stream_consumer_name(p->consumer, sizeof(p->consumer), "processor");
     processor_budget_id(cfg, p->budget_id);
     p->policy.base_ms = cfg->retry_base_ms;
@@ -803,6 +805,7 @@ void processor_free(struct processor *p)
     upstream_free(p->up);
     inbox_free(p->in);
     pace_free(p->pace);
+    pace_limits_free(p->limits, p->nlimits);
     outbox_free(p->out);
     if (p->pump)
         event_free(p->pump);

@@ -24,6 +24,7 @@ struct event_base;
 struct inbox;
 struct outbox;
 struct pace;
+struct pace_limit;
 struct redisReply;
 struct rlink;
 
@@ -50,6 +51,7 @@ struct config {
     long long tokens_estimate; /* completion tokens assumed before the answer */
     long long park_min_ms;     /* waits this long or longer are parked in Redis */
     long long adaptive;        /* 1: AIMD on the calls kept in flight */
+    const char *limits;        /* "model=rpm:tpm,..." overriding rpm and tpm */
 };
 
 /* A stream id is two 64-bit numbers and a dash. */
@@ -122,6 +124,8 @@ struct processor {
     struct event *pump; /* runs processor_on_pump once the current callbacks are done */
     struct inbox *in;   /* reads, claims, heartbeats, hand-backs */
     struct pace *pace;  /* the wait room's dispatch */
+    struct pace_limit *limits; /* UPSTREAM_LIMITS, parsed */
+    size_t nlimits;
     char budget_id[17]; /* names this upstream key in budget keys, never the key */
     /* Adaptive concurrency (AIMD): slots this processor lets itself use, cut by
      * 30 % when the upstream sheds load (timeouts, 5xx; once a second at most),
