@@ -7,6 +7,7 @@
 #include "server.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -207,12 +208,30 @@ static int server_route(struct mg_connection *conn, void *cbdata)
     return status;
 }
 
-static void server_add_route(struct server *s, size_t i, const char *path,
-                             int (*fn)(struct mg_connection *, void *))
+static void server_add_route(struct server *s, struct mg_context *ctx, size_t i,
+                             const char *path, int (*fn)(struct mg_connection *, void *))
 {
     s->routes[i].srv = s;
     s->routes[i].fn = fn;
-    mg_set_request_handler(s->ctx, path, server_route, &s->routes[i]);
+    mg_set_request_handler(ctx, path, server_route, &s->routes[i]);
+}
+
+/* The routes go in before civetweb handles its first request: set after
+ * mg_start2 returned, a client that connected at once (a restart under load) got
+ * civetweb's own 404 for POST /chat. */
+static void server_init_context(const struct mg_context *cctx)
+{
+    /* civetweb hands a const context to a callback whose whole point is setting it
+     * up; mg_set_request_handler takes it non-const. */
+    struct mg_context *ctx = (struct mg_context *)(uintptr_t)cctx;
+    struct server *s = mg_get_user_data(ctx);
+    /* civetweb tries exact matches, then "uri/..." prefixes, then patterns; each
+     * handler checks its path again, so the routes do not depend on that order. */
+    server_add_route(s, ctx, 0, SERVER_CHAT, server_chat);
+    server_add_route(s, ctx, 1, SERVER_CHAT_DIR, server_chat_response);
+    server_add_route(s, ctx, 2, SERVER_HEALTH, server_health);
+    server_add_route(s, ctx, 3, "/", server_not_found);
+    mg_set_auth_handler(ctx, "/", server_authorize, NULL);
 }
 
 int server_start(struct server *s, char *err, size_t errlen)
@@ -241,6 +260,7 @@ int server_start(struct server *s, char *err, size_t errlen)
     /* clang-format on */
 
     memset(&callbacks, 0, sizeof(callbacks));
+    callbacks.init_context = server_init_context;
     callbacks.init_thread = server_init_thread;
     callbacks.exit_thread = server_exit_thread;
     callbacks.http_error = server_http_error;
@@ -268,13 +288,6 @@ int server_start(struct server *s, char *err, size_t errlen)
     struct mg_server_port bound;
     s->bound_port = mg_get_server_ports(s->ctx, 1, &bound) == 1 ? bound.port : s->port;
 
-    /* civetweb tries exact matches, then "uri/..." prefixes, then patterns; each
-     * handler checks its path again, so the routes do not depend on that order. */
-    server_add_route(s, 0, SERVER_CHAT, server_chat);
-    server_add_route(s, 1, SERVER_CHAT_DIR, server_chat_response);
-    server_add_route(s, 2, SERVER_HEALTH, server_health);
-    server_add_route(s, 3, "/", server_not_found);
-    mg_set_auth_handler(s->ctx, "/", server_authorize, NULL);
     return 0;
 }
 
