@@ -13,6 +13,7 @@
 #include "processor.h"
 #include "record.h"
 #include "rlink.h"
+#include "script.h"
 
 /* KEYS: the trace hash, the budget, the requests stream. ARGV:
  * UPSTREAM_MAX_ATTEMPTS, rpm, tpm, burst ms, the token estimate, group, consumer,
@@ -24,7 +25,7 @@
  * The budget is looked at only when one is set or the upstream's headers made one;
  * a chat goes into the wait room when the budget has nothing left, or when other
  * chats already wait for it (it must not pass them). */
-static const char admit_script[] = PACE_LUA
+static const char admit_lua[] = PACE_LUA
     "local counted = redis.call('EXISTS', KEYS[1]) == 1\n"
     "if counted and tonumber(redis.call('HGET', KEYS[1], '" REC_TRIES "') or '0') >=\n"
     "   tonumber(ARGV[1]) then return {0, 0} end\n"
@@ -47,6 +48,13 @@ static const char admit_script[] = PACE_LUA
     "if not counted then return {-1, 0} end\n"
     "return {redis.call('HINCRBY', KEYS[1], '" REC_TRIES "', 1), 0}\n";
 
+static struct script admit_script = {admit_lua, ""};
+
+void admit_register(void)
+{
+    script_register(&admit_script);
+}
+
 /* The slot and its generation: a slot released and taken again meanwhile ignores
  * the answer meant for its previous entry. */
 struct admit_ticket {
@@ -67,6 +75,10 @@ static void admit_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     job->admit_sent = 0;
     if (r == NULL)
         return; /* the connection dropped: sent again once it is back */
+    if (script_missing(&admit_script, r)) {
+        admit_send(job->p, job);
+        return;
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER ||
         r->element[1]->type != REDIS_REPLY_INTEGER) {
@@ -97,8 +109,7 @@ static void admit_send_one(struct processor *p, redisAsyncContext *ac, struct jo
     pace_user_key(job->user, user);
     snprintf(budget, sizeof(budget), "%sbudget:%s", p->cfg->common.prefix, name);
     struct cmd c;
-    cmd_init(&c, "EVAL");
-    cmd_addz(&c, admit_script);
+    script_cmd(&c, &admit_script);
     cmd_addz(&c, "3");
     cmd_addz(&c, key);
     cmd_addz(&c, budget);

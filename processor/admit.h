@@ -19,6 +19,9 @@ struct job;
 #define ADMIT_PARKED -2    /* the budget said wait: moved to the wait room (pace.h) */
 #define ADMIT_LOST -3      /* the entry is no longer this consumer's */
 
+/* Registers the script (script.h); once, before the first connection. */
+void admit_register(void);
+
 /* Asks to begin job's next attempt (job->state must be JOB_ADMITTING); the answer
  * comes to processor_admitted, now or once the write connection is up. */
 void admit_send(struct processor *p, struct job *job);

@@ -36,6 +36,7 @@
 #include "log.h"
 #include "processor.h"
 #include "rlink.h"
+#include "script.h"
 #include "stream.h"
 
 /* Wait after a failed read before the next one, so an error cannot spin. */
@@ -78,7 +79,7 @@ struct inbox_claim {
 /* KEYS[1] requests; ARGV group, consumer, ids... Resets the idle time of the ids
  * this consumer holds (XCLAIM 0 JUSTID: not a delivery) and returns the others,
  * which someone else took over (or finished) meanwhile. */
-static const char inbox_beat_script[] = INBOX_OWNED_LUA
+static const char inbox_beat_lua[] = INBOX_OWNED_LUA
     "local a, lost = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}, {}\n"
     "for i = 3, #ARGV do\n"
     "  if owned(ARGV[i]) then a[#a + 1] = ARGV[i] else lost[#lost + 1] = ARGV[i] end\n"
@@ -92,7 +93,7 @@ static const char inbox_beat_script[] = INBOX_OWNED_LUA
 /* KEYS[1] requests; ARGV group, consumer, the hand-back consumer, its IDLE, then
  * (id, delivery count) pairs. Moves the entries this consumer holds to the
  * hand-back consumer with the given delivery count; returns how many moved. */
-static const char inbox_back_script[] = INBOX_OWNED_LUA
+static const char inbox_back_lua[] = INBOX_OWNED_LUA
     "local n = 0\n"
     "for i = 5, #ARGV, 2 do\n"
     "  if owned(ARGV[i]) then\n"
@@ -102,6 +103,9 @@ static const char inbox_back_script[] = INBOX_OWNED_LUA
     "  end\n"
     "end\n"
     "return n\n";
+
+static struct script inbox_beat_script = {inbox_beat_lua, ""};
+static struct script inbox_back_script = {inbox_back_lua, ""};
 
 static void inbox_timer(struct event *ev, long long ms)
 {
@@ -496,6 +500,8 @@ void inbox_pump(struct inbox *in)
 
 /* ---- keeping and handing back own entries -------------------------------------- */
 
+static void inbox_beat(struct inbox *in);
+
 static void inbox_on_beat(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
@@ -503,6 +509,10 @@ static void inbox_on_beat(redisAsyncContext *ac, void *reply, void *privdata)
     const redisReply *r = reply;
     if (r == NULL)
         return;
+    if (script_missing(&inbox_beat_script, r)) {
+        inbox_beat(in); /* now sent whole */
+        return;
+    }
     if (r->type != REDIS_REPLY_ARRAY) {
         log_warn(NULL, "heartbeat failed: %s",
                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
@@ -527,8 +537,7 @@ static void inbox_beat(struct inbox *in)
     while (i < p->nused) {
         struct cmd c;
         size_t n = 0;
-        cmd_init(&c, "EVAL");
-        cmd_addz(&c, inbox_beat_script);
+        script_cmd(&c, &inbox_beat_script);
         cmd_addz(&c, "1");
         cmd_addz(&c, p->keys.requests);
         cmd_addz(&c, KEYS_GROUP_PROCESSORS);
@@ -572,11 +581,13 @@ static void inbox_on_handed_back(redisAsyncContext *ac, void *reply, void *privd
     if (r && r->type == REDIS_REPLY_INTEGER)
         log_info(NULL, "handed back %lld unfinished entries for other processors",
                  r->integer);
-    else if (r && r->type == REDIS_REPLY_ERROR)
+    else if (r && r->type == REDIS_REPLY_ERROR) {
+        script_missing(&inbox_back_script, r);
         log_warn(NULL,
                  "hand-back failed (the entries are taken over after "
                  "CLAIM_IDLE_MS): %s",
                  r->str);
+    }
 }
 
 void inbox_hand_back(struct inbox *in, const char *const *ids,
@@ -593,8 +604,7 @@ void inbox_hand_back(struct inbox *in, const char *const *ids,
     for (size_t at = 0; at < n; at += INBOX_CLAIM_MAX) {
         size_t chunk = n - at < INBOX_CLAIM_MAX ? n - at : INBOX_CLAIM_MAX;
         struct cmd c;
-        cmd_init(&c, "EVAL");
-        cmd_addz(&c, inbox_back_script);
+        script_cmd(&c, &inbox_back_script);
         cmd_addz(&c, "1");
         cmd_addz(&c, p->keys.requests);
         cmd_addz(&c, KEYS_GROUP_PROCESSORS);
@@ -656,6 +666,8 @@ struct inbox *inbox_new(struct processor *p)
     struct inbox *in = calloc(1, sizeof(*in));
     if (in == NULL)
         return NULL;
+    script_register(&inbox_beat_script);
+    script_register(&inbox_back_script);
     long long claim_ms = p->cfg->claim_idle_ms / 2;
     long long beat_ms = p->cfg->claim_idle_ms / 3;
     long long back_ms =

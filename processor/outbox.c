@@ -30,6 +30,7 @@
 #include "processor.h"
 #include "record.h"
 #include "rlink.h"
+#include "script.h"
 
 struct outbox {
     struct processor *p;     /* borrowed: the owner */
@@ -42,7 +43,7 @@ struct outbox {
  * field/value pairs (none when there is no trace to finish). Returns 1 when
  * written and acknowledged, 0 when the entry is no longer this consumer's (taken
  * over, or finished by someone else): then nothing is written. */
-static const char outbox_script[] = DEADLETTER_LUA
+static const char outbox_lua[] = DEADLETTER_LUA
     "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)\n"
     "if p[1] == nil or p[1][2] ~= ARGV[2] then return 0 end\n"
     "local n = tonumber(ARGV[7])\n"
@@ -57,8 +58,11 @@ static const char outbox_script[] = DEADLETTER_LUA
     "redis.call('XDEL', KEYS[1], ARGV[3])\n"
     "return 1\n";
 
+static struct script outbox_script = {outbox_lua, ""};
+
 struct outbox *outbox_new(struct processor *p)
 {
+    script_register(&outbox_script);
     struct outbox *o = calloc(1, sizeof(*o));
     if (o != NULL)
         o->p = p;
@@ -129,6 +133,11 @@ static void outbox_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         outbox_enqueue(o, job);
         return;
     }
+    if (script_missing(&outbox_script, r)) {
+        outbox_enqueue(o, job); /* sent whole right away */
+        outbox_flush(o);
+        return;
+    }
     if (r->type != REDIS_REPLY_INTEGER) {
         outbox_refused(o, job,
                        r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
@@ -183,8 +192,7 @@ static int outbox_send(redisAsyncContext *ac, struct outbox *o, struct job *job)
     struct cmd c;
     int rc = -1;
 
-    cmd_init(&c, "EVAL");
-    cmd_addz(&c, outbox_script);
+    script_cmd(&c, &outbox_script);
     cmd_addz(&c, "3");
     cmd_addz(&c, p->keys.requests);
     cmd_addz(&c, p->keys.results);

@@ -17,6 +17,7 @@
 #include "processor.h"
 #include "record.h"
 #include "rlink.h"
+#include "script.h"
 #include "upstream.h"
 
 struct pace {
@@ -30,7 +31,7 @@ struct pace {
  * the stream, then, budget by budget, what each budget allows from its wait room,
  * one entry per user in turn, counting each one's attempt. Returns {moved, ms
  * until the next could go (-1: nothing waits)}. */
-static const char pace_dispatch_script[] = PACE_LUA
+static const char pace_dispatch_lua[] = PACE_LUA
     "local now = now_ms()\n"
     "local moved, limit = 0, tonumber(ARGV[4])\n"
     "for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0,\n"
@@ -94,7 +95,7 @@ static const char pace_dispatch_script[] = PACE_LUA
 /* KEYS: requests. ARGV: group, consumer, id, prefix, budget name, user, estimate,
  * wait ms. Moves the entry to the delayed set; returns 1, or 0 when it is no
  * longer this consumer's. */
-static const char pace_park_script[] = PACE_LUA
+static const char pace_park_lua[] = PACE_LUA
     "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)\n"
     "if p[1] == nil or p[1][2] ~= ARGV[2] then return 0 end\n"
     "return park(KEYS[1], ARGV[1], ARGV[3], ARGV[4], 'delay', ARGV[5], ARGV[6],\n"
@@ -103,7 +104,7 @@ static const char pace_park_script[] = PACE_LUA
 /* KEYS: the budget. ARGV: rpm, tpm, burst, estimate, real tokens (-1: unknown),
  * remaining / reset ms / limit of requests, the same of tokens (-1: not sent), the
  * longest pause these may cause (RETRY_AFTER_MAX_MS). */
-static const char pace_feedback_script[] = PACE_LUA
+static const char pace_feedback_lua[] = PACE_LUA
     "local now = now_ms()\n"
     "local b = budget_load(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]),\n"
     "                      tonumber(ARGV[3]), now)\n"
@@ -203,6 +204,10 @@ void pace_limits_of(const struct processor *p, const char *model, long long *rpm
     *tpm = p->cfg->tpm;
 }
 
+static struct script pace_dispatch_script = {pace_dispatch_lua, ""};
+static struct script pace_park_script = {pace_park_lua, ""};
+static struct script pace_feedback_script = {pace_feedback_lua, ""};
+
 void pace_budget_name(const struct processor *p, const char *model, char *out, size_t len)
 {
     snprintf(out, len, "%s:%s", p->budget_id, model);
@@ -258,7 +263,7 @@ static void pace_on_parked(redisAsyncContext *ac, void *reply, void *privdata)
     if (!current)
         return;
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        if (r != NULL)
+        if (r != NULL && !script_missing(&pace_park_script, r))
             log_warn(job->trace, "parking entry %s failed (%s); waiting in its slot",
                      job->id, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
         processor_parked(job->p, job, -1);
@@ -275,14 +280,13 @@ static void pace_park(struct processor *p, struct job *job, long long wait_ms)
     job->state = JOB_PARKING;
     job->park_wait_ms = wait_ms;
     redisAsyncContext *ac = rlink_ctx(p->wr);
-    cmd_init(&c, "EVAL");
+    script_cmd(&c, &pace_park_script);
     if (ac == NULL || (t = malloc(sizeof(*t))) == NULL)
         goto fail;
     t->job = job;
     t->gen = job->gen;
     pace_budget_name(p, job->model, name, sizeof(name));
     pace_user_key(job->user, user);
-    cmd_addz(&c, pace_park_script);
     cmd_addz(&c, "1");
     cmd_addz(&c, p->keys.requests);
     cmd_addz(&c, KEYS_GROUP_PROCESSORS);
@@ -328,8 +332,7 @@ void pace_feedback(struct processor *p, const struct job *job,
     pace_budget_name(p, job->model, name, sizeof(name));
     snprintf(key, sizeof(key), "%sbudget:%s", cfg->common.prefix, name);
     struct cmd c;
-    cmd_init(&c, "EVAL");
-    cmd_addz(&c, pace_feedback_script);
+    script_cmd(&c, &pace_feedback_script);
     cmd_addz(&c, "1");
     cmd_addz(&c, key);
     cmd_addll(&c, rpm);
@@ -357,6 +360,8 @@ static void pace_on_dispatched(redisAsyncContext *ac, void *reply, void *privdat
     struct pace *pc = privdata;
     const redisReply *r = reply;
     pc->busy = 0;
+    if (script_missing(&pace_dispatch_script, r))
+        return; /* sent whole at the next tick */
     if (r != NULL && r->type == REDIS_REPLY_ERROR)
         log_warn(NULL, "dispatch from the wait room failed: %s", r->str);
     else if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
@@ -379,8 +384,7 @@ static void pace_on_tick(evutil_socket_t fd, short what, void *arg)
     snprintf(delayed, sizeof(delayed), "%sdelayed", p->cfg->common.prefix);
     snprintf(entries, sizeof(entries), "%sdelayed:entries", p->cfg->common.prefix);
     struct cmd c;
-    cmd_init(&c, "EVAL");
-    cmd_addz(&c, pace_dispatch_script);
+    script_cmd(&c, &pace_dispatch_script);
     cmd_addz(&c, "4");
     cmd_addz(&c, p->keys.requests);
     cmd_addz(&c, rooms);
@@ -402,6 +406,9 @@ struct pace *pace_new(struct processor *p)
     if (pc == NULL)
         return NULL;
     pc->p = p;
+    script_register(&pace_dispatch_script);
+    script_register(&pace_park_script);
+    script_register(&pace_feedback_script);
     pc->tick = event_new(p->base, -1, EV_PERSIST, pace_on_tick, pc);
     struct timeval tv = clock_timeval(PACE_TICK_MS);
     if (pc->tick == NULL || event_add(pc->tick, &tv) != 0) {

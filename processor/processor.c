@@ -24,6 +24,7 @@
 #include "pace.h"
 #include "record.h"
 #include "rlink.h"
+#include "script.h"
 #include "stream.h"
 
 /* After the grace period, how long the hand-back and the last writes may take
@@ -661,8 +662,11 @@ static void processor_on_read_down(struct rlink *l, void *arg)
 
 static void processor_on_write_up(struct rlink *l, void *arg)
 {
-    (void)l;
     struct processor *p = arg;
+    /* Before anything that runs the scripts on this connection. */
+    struct redisAsyncContext *ac = rlink_ctx(l);
+    if (ac != NULL)
+        script_load_all(ac);
     inbox_on_write_up(p->in);
     admit_flush(p);
     outbox_flush(p->out);
@@ -736,6 +740,7 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
     p->pump = event_new(p->base, -1, 0, processor_on_pump, p);
     p->grace = evtimer_new(p->base, processor_on_grace, p);
     p->hard_stop = evtimer_new(p->base, processor_on_hard_stop, p);
+    admit_register();
     p->in = inbox_new(p);
     p->pace = pace_new(p);
     p->out = outbox_new(p);

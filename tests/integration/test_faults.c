@@ -2651,6 +2651,41 @@ static void test_fault_deadline(void **state)
     fault_upstream_run("deadline_ms", FAULT_KINDS(kinds));
 }
 
+/* ---- the script cache flushed
+ * ------------------------------------------------------------------------- */
+
+/* The processor sends its scripts by SHA1 once Redis knows them; an operator's
+ * SCRIPT FLUSH in the middle of the work must cost nothing but a resend. */
+static void test_fault_script_flush(void **state)
+{
+    (void)state;
+    struct stack *s = &fault_stack;
+    enum { N = 50 };
+    static const struct fault_kind k = {.directive = "latency=500",
+                                        .status = "completed",
+                                        .attempts = 1,
+                                        .requests = 1,
+                                        .ok = 1};
+    const struct fault_kind *kinds[] = {&k};
+    struct fault_stats before;
+    char why[256];
+
+    fault_begin("SCRIPT FLUSH mid-work");
+    fault_stats_get(s, &before);
+    fault_post_all(s, "script flush", kinds, 1, N);
+    CHECK(fault_accepted() == N, "only %zu of %d POSTs accepted (%s)", fault_accepted(),
+          N, fault_l.unexpected_sample);
+    redisReply *r = stack_redis(s, "SCRIPT FLUSH");
+    CHECK(r != NULL && r->type == REDIS_REPLY_STATUS, "SCRIPT FLUSH failed");
+    freeReplyObject(r);
+    fault_settle(s, FAULT_SETTLE_MS);
+    fault_check_ledger();
+    fault_check_kinds(s);
+    CHECK(fault_l.completed == N, "%zu of %d completed", fault_l.completed, N);
+    fault_check_stats(s, &before);
+    CHECK(stack_drained(s, 10000, why, sizeof(why)) == 0, "%s", why);
+}
+
 /* ---- bounded memory
  * ------------------------------------------------------------------------ */
 
@@ -2821,6 +2856,7 @@ static const struct CMUnitTest fault_tests[] = {
     cmocka_unit_test(test_fault_redis_slow),
     cmocka_unit_test(test_fault_attempts_across_kills),
     cmocka_unit_test(test_fault_deadline),
+    cmocka_unit_test(test_fault_script_flush),
     cmocka_unit_test(test_fault_bounded_memory),
 };
 
