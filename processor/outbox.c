@@ -7,11 +7,7 @@
  * error, before the ack. The XDEL after the ack keeps the requests stream as
  * short as the work in it; entries not yet acked are never trimmed. hiredis sends
  * the commands of all writes made in one loop iteration together, which is the
- * pipelining.
- *
- * Sent with EVAL rather than EVALSHA, as the handler does: Redis caches the
- * compiled script by its hash either way, and EVAL cannot fail with NOSCRIPT
- * after a Redis restart. */
+ * pipelining. The script goes by its SHA1 once Redis has it (script.h). */
 #include "outbox.h"
 
 #include <stdio.h>
