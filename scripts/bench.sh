@@ -11,12 +11,16 @@
 #    two fake upstreams: instant and 1 s): idle RSS, 20 000 chats end to end with
 #    the instant upstream (throughput, tail, CPU per chat, memory), 16 000 with
 #    the 1 s upstream (requests in flight, processor memory), and the cost at
-#    100, 1 000 and 4 000 requests in flight.
+#    100, 1 000 and 4 000 requests in flight. The 1 s upstream run once more
+#    over TLS + HTTP/2 (nginx in front of the fake, a CA made with openssl, the
+#    processor trusting it through UPSTREAM_CA_FILE): completions/s, and from
+#    nginx's access log how many TCP connections carried the calls in flight.
 # 4. On a third redis-server, rate limits (burst): 20 x R chats posted at once
 #    into a fake upstream that allows R requests per second, with three
 #    processors, pacing off (their defaults) and pacing on (UPSTREAM_RPM, when
 #    this chatq-processor has it): completed, failed, 429 share, throughput
-#    against R, peak of parked chats.
+#    against R, peak of parked chats; and pacing on over TLS + HTTP/2 (nginx),
+#    with its connection count. The TLS rows are n/a without nginx and openssl.
 #
 # Progress goes to stderr, the table to stdout, the same data as JSON to
 # bench/out/results-<UTC>.json and bench/out/latest.json. A missed target is
@@ -207,6 +211,108 @@ start_redis() { # name port
     wait_until "$1" 10 "$1" redis_ok "$2"
 }
 
+# ---- TLS + HTTP/2: nginx in front of a fake upstream ------------------------------
+# As production reaches its upstream: HTTPS with HTTP/2, from a CA made here with
+# the openssl CLI that the processor trusts through UPSTREAM_CA_FILE. nginx
+# terminates TLS and proxies to the fake over kept-alive HTTP/1.1; its access
+# log says which connection and protocol carried each call.
+
+TLS_DIR=$TMP/tls
+TLS_OK="" # 1 once the CA and the server certificate exist
+tls_pki() {
+    mkdir -p "$TLS_DIR"
+    cat >"$TLS_DIR/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = chatq bench
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+authorityKeyIdentifier = keyid
+EOF
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -noenc) d=$TLS_DIR
+    openssl req -x509 -config "$d/openssl.cnf" -extensions ca "${ec[@]}" -keyout "$d/ca.key" \
+        -out "$d/ca.pem" -days 2 -subj "/CN=chatq bench CA" &&
+        openssl req -new -config "$d/openssl.cnf" "${ec[@]}" -keyout "$d/server.key" \
+            -out "$d/server.csr" &&
+        openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -days 2 \
+            -extfile "$d/openssl.cnf" -extensions server -out "$d/server.pem"
+} >>"$TMP/openssl.log" 2>&1
+
+# tls_start NAME FAKEPORT: nginx (one process, no master) on a free port in front
+# of the fake on FAKEPORT; sets TLS_PORT. Its access log is $TMP/NAME.access.log.
+# Up to 128 streams on a connection (nginx's default, said here because the
+# connection count depends on it), no limit on the calls a connection carries
+# (nginx closes one after 1 000 by default), as many kept-alive connections to
+# the fake as calls may be in flight.
+tls_start() {
+    local name=$1 d=$TLS_DIR
+    free_port TLS_PORT
+    mkdir -p "$d/$name"
+    cat >"$d/$name.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/$name/nginx.pid;
+error_log $TMP/$name.error.log warn;
+events { worker_connections $((SLOW_CONC * 2 + 1024)); }
+http {
+    log_format chatq '\$connection \$server_protocol \$request_method \$uri \$status \$msec \$request_time';
+    access_log $TMP/$name.access.log chatq;
+    client_body_temp_path $d/$name/body;
+    proxy_temp_path $d/$name/proxy;
+    fastcgi_temp_path $d/$name/fastcgi;
+    uwsgi_temp_path $d/$name/uwsgi;
+    scgi_temp_path $d/$name/scgi;
+    upstream fake { server 127.0.0.1:$2; keepalive $SLOW_CONC; }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_buffering off;
+    proxy_request_buffering off;
+    proxy_read_timeout 300s;
+    http2_max_concurrent_streams 128;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$TLS_PORT ssl http2;
+        ssl_certificate $d/server.pem;
+        ssl_certificate_key $d/server.key;
+        location / { proxy_pass http://fake; }
+    }
+}
+EOF
+    start_proc "$name" nginx -e "$TMP/$name.error.log" -p "$d/$name" -c "$d/$name.conf"
+    wait_until "nginx ($name)" 10 "$name" curl -fsS -m 1 -o /dev/null --cacert "$d/ca.pem" \
+        "https://127.0.0.1:$TLS_PORT/health"
+}
+
+# tls_spread ACCESSLOG: "calls connections busiest http2 in_flight single" of the
+# chat calls logged: TCP connections, the most calls one connection carried,
+# calls over HTTP/2, the most in flight at one time, connections that carried
+# one call only (a start at the time of an end
+# counts first: the log's times are in ms). Nothing when the log is empty.
+tls_spread() {
+    local sum inflight n conns most h2 single
+    [ -s "$1" ] || return 0
+    sum=$(awk '$3 == "POST" && $4 == "/v1/chat/completions" {
+        n++; if (!($1 in per)) conns++; if (++per[$1] > most) most = per[$1]
+        if ($2 == "HTTP/2.0") h2++ }
+        END { for (c in per) single += per[c] == 1
+              printf "%d %d %d %d %d", n, conns, most, h2, single }' "$1")
+    inflight=$(awk '$3 == "POST" && $4 == "/v1/chat/completions" {
+        printf "%.3f 1\n%.3f -1\n", $6 - $7, $6 }' "$1" | sort -k1,1n -k2,2nr |
+        awk '{ now += $2; if (now > most) most = now } END { print most + 0 }')
+    read -r n conns most h2 single <<<"$sum"
+    echo "$n $conns $most $h2 $inflight $single"
+}
+
 # ---- checks and build ------------------------------------------------------------
 
 for prog in chatq-api chatq-processor chatq-handler chatq-fake-upstream; do
@@ -215,6 +321,14 @@ done
 for tool in cc redis-server redis-cli curl awk shuf; do
     command -v "$tool" >/dev/null || die "$tool is needed"
 done
+# The TLS rows are n/a without nginx and openssl (make bench installs both).
+if ! command -v nginx >/dev/null || ! command -v openssl >/dev/null; then
+    note "nginx or openssl is missing: the TLS + HTTP/2 rows are n/a (scripts/deps.sh test installs them)"
+elif tls_pki; then
+    TLS_OK=1
+else
+    note "openssl could not make the test CA (log: $(tail -n 2 "$TMP/openssl.log" | tr '\n' ' ')): the TLS rows are n/a"
+fi
 # 8 000 upstream connections in one process need more than the usual 1 024 fds.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((SLOW_CONC + 1024)) ] ||
@@ -408,17 +522,19 @@ start_proc handler env REDIS_URL="redis://127.0.0.1:$RP2/0" CHATQ_PREFIX="$PREFI
 wait_until chatq-handler 10 handler readers_ok "$RP2" 1
 
 PROC_N=0
-# start_processor FAKEPORT [CONCURRENCY]: a fresh processor (its default
-# PROCESSOR_CONCURRENCY when none is given); sets PROC (its name).
+# start_processor FAKEPORT [CONCURRENCY [SETTING=value...]]: a fresh processor
+# (its default PROCESSOR_CONCURRENCY when none is given; the settings after the
+# default ones); sets PROC (its name).
 start_processor() {
     [ -z "${PROC:-}" ] || stop_proc "$PROC"
     PROC_N=$((PROC_N + 1))
     PROC="processor$PROC_N"
-    local conc=()
+    local conc=() fport=$1
     [ -z "${2:-}" ] || conc=(PROCESSOR_CONCURRENCY="$2")
+    shift $(($# < 2 ? $# : 2))
     start_proc "$PROC" env REDIS_URL="redis://127.0.0.1:$RP2/0" CHATQ_PREFIX="$PREFIX" \
-        OPENAI_BASE_URL="http://127.0.0.1:$1/v1" OPENAI_API_KEY=bench \
-        "${conc[@]}" LOG_LEVEL=warn "$BIN/chatq-processor"
+        OPENAI_BASE_URL="http://127.0.0.1:$fport/v1" OPENAI_API_KEY=bench \
+        "${conc[@]}" "$@" LOG_LEVEL=warn "$BIN/chatq-processor"
     wait_until chatq-processor 10 "$PROC" readers_ok "$RP2" 2
 }
 # Idle RSS and the instant-upstream run use the processor's defaults.
@@ -513,6 +629,32 @@ if e2e_run e2e_slow "$SLOW_N" "$FP1" 60 -c "$CONNS"; then
     log "  $S_RATE chats/s; max in flight $S_INF; processor RSS max $S_RSS KiB (idle $IDLE_PROC_SLOW KiB), $S_RSS_AT KiB at the most in flight"
 fi
 
+# ---- end to end, 1 s upstream over TLS + HTTP/2
+# The same run with nginx between the processor and the fake: what TLS and HTTP/2
+# cost, and how many TCP connections carry the calls in flight.
+T_RATE="" T_INF="" T_CALLS="" T_CONNS="" T_BUSY="" T_H2="" T_NGX_INF="" T_ONE=""
+if [ -n "$TLS_OK" ]; then
+    log "end to end, 1 s upstream over TLS + HTTP/2 (nginx): $SLOW_N chats, PROCESSOR_CONCURRENCY=$SLOW_CONC"
+    tls_start nginx_slow "$FP1"
+    start_processor "$FP1" "$SLOW_CONC" OPENAI_BASE_URL="https://127.0.0.1:$TLS_PORT/v1" \
+        UPSTREAM_CA_FILE="$TLS_DIR/ca.pem"
+    curl -fsS -m 2 -X POST -o /dev/null "http://127.0.0.1:$FP1/stats/reset" || note "fake /stats/reset failed"
+    if e2e_run e2e_slow_tls "$SLOW_N" "$FP1" 60 -c "$CONNS"; then
+        T_RATE=$(calc 0 'a/((b-c)/1000)' "$SLOW_N" "$(jget "$WJ" done_unix_ms)" \
+            "$(jget "$LGJ" start_unix_ms)")
+        STATS=$(curl -fsS -m 2 "http://127.0.0.1:$FP1/stats" || true)
+        RAW[e2e_slow_tls_fake_stats]=$STATS
+        T_INF=$(jget "$STATS" max_in_flight)
+    fi
+    need nginx_slow || true
+    stop_proc nginx_slow # its log is complete once it has exited
+    read -r T_CALLS T_CONNS T_BUSY T_H2 T_NGX_INF T_ONE <<<"$(tls_spread "$TMP/nginx_slow.access.log")" || true
+    RAW[e2e_slow_tls_connections]="{\"calls\":${T_CALLS:-null},\"connections\":${T_CONNS:-null},\"busiest\":${T_BUSY:-null},\"http2\":${T_H2:-null},\"in_flight\":${T_NGX_INF:-null},\"single_call\":${T_ONE:-null}}"
+    log "  $(num "$T_RATE") chats/s; max in flight $(num "$T_INF"); $(num "$T_CALLS") calls" \
+        "($(num "$T_H2") over HTTP/2, up to $(num "$T_NGX_INF") in flight) on $(num "$T_CONNS")" \
+        "TCP connections, at most $(num "$T_BUSY") on one, $(num "$T_ONE") with one call only"
+fi
+
 # ---- cost growth
 GROWTH_ROWS=()
 for level in $GROWTH; do
@@ -554,6 +696,16 @@ row "$S" "processor RSS: max / at the most in flight" \
     "idle $(num "$(calc 1 'a/1024' "$IDLE_PROC_SLOW")") MiB" "" "" "" e2e_slow_processor_rss_kb "$S_RSS" "KiB"
 row "$S" "processor memory per request in flight" "$(num "$S_PER") KiB" "(max RSS - idle) / in flight" \
     "" "<= 16 KiB" "$(verdict le "$S_PER" 16)" e2e_slow_kib_per_in_flight "$S_PER" "KiB"
+TLS_NA="n/a"
+[ -n "$TLS_OK" ] || TLS_NA="n/a (no nginx/openssl)"
+tls_na() { [ -n "$1" ] && echo "$1" || echo "$TLS_NA"; }
+row "$S" "over TLS + HTTP/2 (nginx): completed chats/s" "$(tls_na "${T_RATE:+$T_RATE chats/s}")" \
+    "plain HTTP $(num "$S_RATE")/s; in flight $(num "$T_INF")" "$(calc 2 'a/b' "$T_RATE" "$S_RATE")" \
+    "" "" e2e_slow_tls_chats_per_s "$T_RATE" "chats/s"
+row "$S" "over TLS: TCP connections / most calls on one" \
+    "$(tls_na "$([ -z "$T_CONNS" ] || echo "$T_CONNS / $T_BUSY")")" \
+    "$(num "$T_CALLS") calls, up to $(num "$T_NGX_INF") at once; $(num "$T_ONE") conns of 1 call" "" "" "" \
+    e2e_slow_tls_connections "$T_CONNS" "connections"
 
 S="whole-stack efficiency (instant run) vs the reference Motia stack"
 CPS_STACK=$(calc 0 'a/b' "$E2E_N" "$CPU_STACK")
@@ -722,6 +874,8 @@ rl_run ratelimit_off || true
 OFF_DONE=$RL_DONE OFF_FAILED=$RL_FAILED OFF_SHARE=$RL_SHARE OFF_RATE=$RL_RATE
 OFF_RATIO=$RL_RATIO OFF_PARKED=$RL_PARKED
 ON_DONE="" ON_FAILED="" ON_SHARE="" ON_RATE="" ON_RATIO="" ON_PARKED="" ON_NA="n/a"
+TON_DONE="" TON_FAILED="" TON_SHARE="" TON_RATE="" TON_RATIO=""
+TON_CALLS="" TON_CONNS="" TON_BUSY="" TON_H2="" TON_INF="" TON_ONE=""
 # Pacing is switched on by settings this processor may not have yet: it ignores
 # unknown environment variables, so a run would only repeat "pacing off".
 if "$BIN/chatq-processor" --help 2>&1 | grep -q UPSTREAM_RPM; then
@@ -729,6 +883,21 @@ if "$BIN/chatq-processor" --help 2>&1 | grep -q UPSTREAM_RPM; then
     if rl_run ratelimit_on UPSTREAM_RPM=$((RL_R * 60)) UPSTREAM_BURST_MS=1000; then :; fi
     ON_DONE=$RL_DONE ON_FAILED=$RL_FAILED ON_SHARE=$RL_SHARE ON_RATE=$RL_RATE
     ON_RATIO=$RL_RATIO ON_PARKED=$RL_PARKED
+    if [ -n "$TLS_OK" ]; then
+        log "rate limits (burst): pacing on, over TLS + HTTP/2 (nginx in front of the fake)"
+        tls_start nginx_rl "$FP3"
+        if rl_run ratelimit_on_tls UPSTREAM_RPM=$((RL_R * 60)) UPSTREAM_BURST_MS=1000 \
+            OPENAI_BASE_URL="https://127.0.0.1:$TLS_PORT/v1" UPSTREAM_CA_FILE="$TLS_DIR/ca.pem"; then :; fi
+        TON_DONE=$RL_DONE TON_FAILED=$RL_FAILED TON_SHARE=$RL_SHARE TON_RATE=$RL_RATE
+        TON_RATIO=$RL_RATIO
+        need nginx_rl || true
+        stop_proc nginx_rl # its log is complete once it has exited
+        read -r TON_CALLS TON_CONNS TON_BUSY TON_H2 TON_INF TON_ONE \
+            <<<"$(tls_spread "$TMP/nginx_rl.access.log")" || true
+        RAW[ratelimit_on_tls_connections]="{\"calls\":${TON_CALLS:-null},\"connections\":${TON_CONNS:-null},\"busiest\":${TON_BUSY:-null},\"http2\":${TON_H2:-null},\"in_flight\":${TON_INF:-null},\"single_call\":${TON_ONE:-null}}"
+        log "  $(num "$TON_CALLS") calls ($(num "$TON_H2") over HTTP/2, up to $(num "$TON_INF")" \
+            "in flight) on $(num "$TON_CONNS") TCP connections, at most $(num "$TON_BUSY") on one"
+    fi
 else
     ON_NA="n/a (not built)"
     log "rate limits (burst): pacing on: n/a, $BIN/chatq-processor --help lists no UPSTREAM_RPM"
@@ -755,6 +924,20 @@ row "$S" "completions/s, first POST -> last completion" "$(na "${ON_RATE:+$ON_RA
     ratelimit_on_chats_per_s "$ON_RATE" "chats/s"
 row "$S" "peak parked chats (delayed + wait:*)" "$(na "$ON_PARKED")" \
     "pacing off: $(num "$OFF_PARKED")" "" "" "" ratelimit_on_parked_peak "$ON_PARKED" "chats"
+# Over TLS: the same targets; the value says completed / failed and the 429 share.
+TON_OK=""
+[ -z "$TON_DONE" ] || TON_OK=$(awk -v d="$TON_DONE" -v n="$RL_N" -v s="${TON_SHARE:-100}" \
+    -v r="${TON_RATIO:-0}" 'BEGIN { print (d == n && s < 2 && r >= 0.9 && r <= 1.1) ? 1 : 0 }')
+TON_NA=$ON_NA
+[ -n "$TLS_OK" ] || TON_NA="n/a (no nginx/openssl)"
+row "$S" "over TLS+HTTP/2: chats/s (done/failed, 429s)" \
+    "$([ -n "$TON_RATE" ] && echo "$TON_RATE/s ($(num "$(pair "$TON_DONE" "$TON_FAILED")"), $(num "$TON_SHARE") %)" || echo "$TON_NA")" \
+    "plain HTTP: $(num "${ON_RATE:+$ON_RATE/s}")" "${TON_RATIO:+${TON_RATIO}x R}" \
+    "all, < 2 %, 0.9-1.1 x R" "$(verdict ge "$TON_OK" 1)" ratelimit_on_tls_chats_per_s "$TON_RATE" "chats/s"
+row "$S" "over TLS: TCP connections / most calls on one" \
+    "$([ -n "$TON_CONNS" ] && echo "$TON_CONNS / $TON_BUSY" || echo "$TON_NA")" \
+    "$(num "$TON_CALLS") calls, up to $(num "$TON_INF") at once; $(num "$TON_ONE") conns of 1 call" "" "" "" \
+    ratelimit_on_tls_connections "$TON_CONNS" "connections"
 
 # ==== output ====================================================================================
 

@@ -29,6 +29,7 @@ extern const struct suite_group suite_lifecycle;
 extern const struct suite_group suite_faults;
 extern const struct suite_group suite_pacing;
 extern const struct suite_group suite_pacing_shared;
+extern const struct suite_group suite_pacing_tls;
 extern const struct suite_group suite_adaptive;
 extern const struct suite_group suite_config;
 extern const struct suite_group suite_handler;

@@ -6,6 +6,8 @@
  *
  * Groups, each with its own fake upstream limits:
  *   pacing         fake 20 requests a second, UPSTREAM_RPM 1200 (the same)
+ *   pacing_tls     the same burst over HTTPS and HTTP/2 (nginx in front of the
+ *                  fake, see tlsup.h), as production's upstream is reached
  *   pacing_shared  fake 10 a second, UPSTREAM_RPM 1200 (twice what it allows,
  *                  as when other software shares the key)
  *   adaptive       no limits; one processor whose upstream times out for a while */
@@ -17,6 +19,7 @@
 #include "harness.h"
 #include "stack.h"
 #include "suite.h"
+#include "tlsup.h"
 
 #define PACING_RATE 20 /* requests a second the fake allows (group pacing) */
 #define PACING_HTTP_MS 10000
@@ -33,10 +36,12 @@ static const char *const pacing_processor[] = {
     "UPSTREAM_RPM=1200", "UPSTREAM_BURST_MS=1000", "PROCESSOR_CONCURRENCY=256",
     "UPSTREAM_MAX_ATTEMPTS=10", NULL};
 
+/* processor: the processors' settings (pacing_processor, or more). */
 static int pacing_start(struct stack *s, const char *name, const char *prefix,
-                        const char *const *fake, struct proc **more)
+                        const char *const *fake, const char *const *processor,
+                        struct proc **more)
 {
-    struct stack_settings set = {.processor = pacing_processor, .fake = fake};
+    struct stack_settings set = {.processor = processor, .fake = fake};
     if (stack_start(s, name, prefix, &set) != 0)
         return -1;
     /* Three processors in all share the budget. */
@@ -56,7 +61,8 @@ static int pacing_stop(struct stack *s, struct proc **more)
 static int pacing_setup(void **state)
 {
     (void)state;
-    return pacing_start(&pacing_stack, "pacing", "t7:", pacing_fake, pacing_more);
+    return pacing_start(&pacing_stack, "pacing", "t7:", pacing_fake, pacing_processor,
+                        pacing_more);
 }
 
 static int pacing_teardown(void **state)
@@ -69,13 +75,52 @@ static int pacing_shared_setup(void **state)
 {
     (void)state;
     return pacing_start(&pacing_shared_stack, "pacing_shared", "t8:", pacing_shared_fake,
-                        pacing_shared_more);
+                        pacing_processor, pacing_shared_more);
 }
 
 static int pacing_shared_teardown(void **state)
 {
     (void)state;
     return pacing_stop(&pacing_shared_stack, pacing_shared_more);
+}
+
+/* Group pacing_tls: the same three processors and fake, nginx between them. */
+static struct stack pacing_tls_stack;
+static struct proc *pacing_tls_more[2];
+static struct tlsup pacing_tls_up;
+static char pacing_tls_url[128], pacing_tls_ca[PATH_MAX + 32];
+static const char *pacing_tls_processor[8];
+
+static int pacing_tls_setup(void **state)
+{
+    char log[PATH_MAX];
+    size_t n = 0;
+    (void)state;
+    if (tlsup_init(&pacing_tls_up, "pacing_tls/pki") != 0)
+        return -1;
+    for (; pacing_processor[n] != NULL; n++)
+        pacing_tls_processor[n] = pacing_processor[n];
+    snprintf(pacing_tls_url, sizeof(pacing_tls_url),
+             "OPENAI_BASE_URL=https://127.0.0.1:%d/v1", pacing_tls_up.ports[0]);
+    snprintf(pacing_tls_ca, sizeof(pacing_tls_ca), "UPSTREAM_CA_FILE=%s",
+             pacing_tls_up.ca);
+    pacing_tls_processor[n++] = pacing_tls_url;
+    pacing_tls_processor[n++] = pacing_tls_ca;
+    pacing_tls_processor[n] = NULL;
+    /* The processors only dial the upstream for a chat: nginx may come after. */
+    if (pacing_start(&pacing_tls_stack, "pacing_tls", "t10:", pacing_fake,
+                     pacing_tls_processor, pacing_tls_more) != 0)
+        return -1;
+    snprintf(log, sizeof(log), "%s/nginx.log", pacing_tls_stack.dir);
+    return tlsup_start(&pacing_tls_up, pacing_tls_stack.fake_port, log);
+}
+
+static int pacing_tls_teardown(void **state)
+{
+    (void)state;
+    int rc = pacing_stop(&pacing_tls_stack, pacing_tls_more);
+    tlsup_stop(&pacing_tls_up);
+    return rc;
 }
 
 /* ---- posting and waiting ----------------------------------------------------- */
@@ -197,12 +242,31 @@ static int pacing_check_room(void *arg)
 
 /* ---- the tests --------------------------------------------------------------- */
 
-/* A burst of ten seconds' worth: paced at the upstream's rate, no 429 storm, and
- * the chats that may not start yet wait in Redis, not in the processors' slots. */
-static void test_pacing_burst(void **state)
+/* Prints how many TCP connections carried the n calls nginx logged since
+ * offset, and checks they all came over HTTP/2. */
+static void pacing_connections(const struct tlsup *up, long offset, long long n)
 {
-    (void)state;
-    struct stack *s = &pacing_stack;
+    struct tlsup_spread sp;
+    struct tlsup_call *calls = calloc((size_t)n + 1, sizeof(*calls));
+    CHECK(calls != NULL, "out of memory");
+    int logged = tlsup_calls_wait(up, offset, (int)n, calls, (int)n + 1);
+    CHECK(logged >= 0 && tlsup_spread(calls, logged < n ? logged : (int)n, &sp) == 0,
+          "cannot read %s", up->access_log);
+    free(calls);
+    print_message("pacing burst over TLS: %d calls (up to %d in flight at once, %d over "
+                  "HTTP/2) on %d TCP connection%s (%s)\n",
+                  sp.calls, sp.in_flight, sp.http2, sp.conns, sp.conns == 1 ? "" : "s",
+                  sp.text);
+    CHECK(logged == n, "nginx logged %d calls, the fake counted %lld", logged, n);
+    CHECK(sp.http2 == sp.calls, "%d of %d calls came over HTTP/2", sp.http2, sp.calls);
+}
+
+/* A burst of ten seconds' worth: paced at the upstream's rate, no 429 storm, and
+ * the chats that may not start yet wait in Redis, not in the processors' slots.
+ * up: the nginx in front of the fake, or NULL when the processors call the fake
+ * directly; then it also tells how many connections carried the calls. */
+static void pacing_burst(struct stack *s, const struct tlsup *up)
+{
     enum { N = 10 * PACING_RATE };
     struct pacing_chat *chats = calloc(N, sizeof(*chats));
     CHECK(chats != NULL, "out of memory");
@@ -210,6 +274,7 @@ static void test_pacing_burst(void **state)
     long long req0 = stack_stat(st, "requests", 0),
               lim0 = stack_stat(st, "rate_limited", 0);
     json_decref(st);
+    long offset = up != NULL ? tlsup_log_offset(up) : 0;
 
     struct pacing_batch b = {s, "burst", chats, N, 0};
     pthread_t th;
@@ -242,7 +307,21 @@ static void test_pacing_burst(void **state)
           "%.1f chats/s, want within 10 %% of the upstream's %d/s (or the first "
           "second's burst above it)",
           rate, PACING_RATE);
+    if (up != NULL)
+        pacing_connections(up, offset, calls);
     free(chats);
+}
+
+static void test_pacing_burst(void **state)
+{
+    (void)state;
+    pacing_burst(&pacing_stack, NULL);
+}
+
+static void test_pacing_tls_burst(void **state)
+{
+    (void)state;
+    pacing_burst(&pacing_tls_stack, &pacing_tls_up);
 }
 
 /* One user's burst, then another's few chats: the few take turns with the burst
@@ -410,6 +489,10 @@ static const struct CMUnitTest pacing_tests[] = {
     cmocka_unit_test(test_pacing_fair_share),
 };
 
+static const struct CMUnitTest pacing_tls_tests[] = {
+    cmocka_unit_test(test_pacing_tls_burst),
+};
+
 static const struct CMUnitTest pacing_shared_tests[] = {
     cmocka_unit_test(test_pacing_follows_the_upstream),
 };
@@ -422,3 +505,8 @@ const struct suite_group suite_pacing_shared = {
     "pacing_shared", pacing_shared_tests,
     sizeof(pacing_shared_tests) / sizeof(pacing_shared_tests[0]), pacing_shared_setup,
     pacing_shared_teardown};
+
+const struct suite_group suite_pacing_tls = {"pacing_tls", pacing_tls_tests,
+                                             sizeof(pacing_tls_tests) /
+                                                 sizeof(pacing_tls_tests[0]),
+                                             pacing_tls_setup, pacing_tls_teardown};
