@@ -55,22 +55,12 @@ void admit_register(void)
     script_register(&admit_script);
 }
 
-/* The slot and its generation: a slot released and taken again meanwhile ignores
- * the answer meant for its previous entry. */
-struct admit_ticket {
-    struct job *job;
-    unsigned gen;
-};
-
 static void admit_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
-    struct admit_ticket *t = privdata;
-    struct job *job = t->job;
+    struct job *job = job_ticket_redeem(privdata, JOB_ADMITTING);
     const redisReply *r = reply;
-    int current = job->gen == t->gen && job->state == JOB_ADMITTING;
-    free(t);
-    if (!current)
+    if (job == NULL)
         return;
     job->admit_sent = 0;
     if (r == NULL)
@@ -99,11 +89,9 @@ static void admit_send_one(struct processor *p, redisAsyncContext *ac, struct jo
 {
     char key[KEYS_MAX + UUID_LEN + 1], name[PACE_NAME_MAX], user[PACE_USER_MAX];
     char budget[KEYS_PREFIX_MAX + PACE_NAME_MAX + 16];
-    struct admit_ticket *t = malloc(sizeof(*t));
+    struct job_ticket *t = job_ticket_new(job);
     if (t == NULL)
         return; /* tried again by admit_flush */
-    t->job = job;
-    t->gen = job->gen;
     keys_trace(&p->keys, job->trace, key, sizeof(key));
     pace_budget_name(p, job->model, name, sizeof(name));
     pace_user_key(job->user, user);

@@ -247,20 +247,12 @@ long long pace_estimate(const struct processor *p, size_t message_len)
 
 /* ---- parking ------------------------------------------------------------------- */
 
-struct pace_ticket {
-    struct job *job;
-    unsigned gen;
-};
-
 static void pace_on_parked(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
-    struct pace_ticket *t = privdata;
-    struct job *job = t->job;
+    struct job *job = job_ticket_redeem(privdata, JOB_PARKING);
     const redisReply *r = reply;
-    int current = job->gen == t->gen && job->state == JOB_PARKING;
-    free(t);
-    if (!current)
+    if (job == NULL)
         return;
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
         if (r != NULL && !script_missing(&pace_park_script, r))
@@ -275,16 +267,14 @@ static void pace_on_parked(redisAsyncContext *ac, void *reply, void *privdata)
 static void pace_park(struct processor *p, struct job *job, long long wait_ms)
 {
     char name[PACE_NAME_MAX], user[PACE_USER_MAX];
-    struct pace_ticket *t = NULL;
+    struct job_ticket *t = NULL;
     struct cmd c;
     job->state = JOB_PARKING;
     job->park_wait_ms = wait_ms;
     redisAsyncContext *ac = rlink_ctx(p->wr);
     script_cmd(&c, &pace_park_script);
-    if (ac == NULL || (t = malloc(sizeof(*t))) == NULL)
+    if (ac == NULL || (t = job_ticket_new(job)) == NULL)
         goto fail;
-    t->job = job;
-    t->gen = job->gen;
     pace_budget_name(p, job->model, name, sizeof(name));
     pace_user_key(job->user, user);
     cmd_addz(&c, "1");

@@ -92,6 +92,29 @@ int processor_holds(const struct processor *p, const char *id)
     return 0;
 }
 
+struct job_ticket {
+    struct job *job;
+    unsigned gen;
+};
+
+struct job_ticket *job_ticket_new(struct job *job)
+{
+    struct job_ticket *t = malloc(sizeof(*t));
+    if (t != NULL) {
+        t->job = job;
+        t->gen = job->gen;
+    }
+    return t;
+}
+
+struct job *job_ticket_redeem(struct job_ticket *t, enum job_state state)
+{
+    struct job *job = t->job;
+    int current = job->gen == t->gen && job->state == state;
+    free(t);
+    return current ? job : NULL;
+}
+
 void processor_drop(struct processor *p, const char *id)
 {
     for (size_t i = 0; i < p->nused; i++) {

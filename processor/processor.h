@@ -159,6 +159,18 @@ void processor_stop(struct processor *p);
 /* Safe with NULL. */
 void processor_free(struct processor *p);
 
+/* A job as the privdata of an async command: the slot and its generation, so
+ * that a slot released and taken again meanwhile ignores an answer meant for its
+ * previous entry. */
+struct job_ticket;
+
+/* A new ticket for job, or NULL (out of memory); one never sent is free()d. */
+struct job_ticket *job_ticket_new(struct job *job);
+
+/* Frees t and returns its job if that is still the same entry, in state; else
+ * NULL. */
+struct job *job_ticket_redeem(struct job_ticket *t, enum job_state state);
+
 /* The answer of admit.h for job's next attempt: its number (> 0), ADMIT_EXHAUSTED
  * or ADMIT_UNCOUNTED. Starts the transfer, or ends the chat. */
 void processor_admitted(struct processor *p, struct job *job, long long verdict);

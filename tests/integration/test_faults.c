@@ -973,6 +973,21 @@ static void fault_begin(const char *name)
     fault_ledger_reset(name);
 }
 
+/* Replaces the stack's processor with one named name with extra settings (on top
+ * of the group's), which the next fault_begin replaces again. */
+static void fault_processor_swap(const char *name, const char *const *extra)
+{
+    struct stack *s = &fault_stack;
+    char why[512];
+    CHECK(s->processor != NULL, "the processor is not running");
+    CHECK(fault_term(&s->processor, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why,
+                     sizeof(why)) >= 0,
+          "%s", why);
+    fault_special |= FAULT_SPECIAL_PROCESSOR;
+    s->processor = stack_processor_start(s, name, extra);
+    CHECK(s->processor != NULL, "%s did not start", name);
+}
+
 static int fault_group_setup(void **state)
 {
     (void)state;
@@ -2302,12 +2317,7 @@ static void test_fault_redis_away_two_processors(void **state)
     char why[512];
 
     fault_begin("Redis away > claim interval, 2 procs");
-    CHECK(s->processor != NULL, "the processor is not running");
-    CHECK(fault_term(&s->processor, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why,
-                     sizeof(why)) >= 0,
-          "%s", why);
-    fault_special |= FAULT_SPECIAL_PROCESSOR;
-    s->processor = stack_processor_start(s, "processor-away", fault_patient);
+    fault_processor_swap("processor-away", fault_patient);
     fault_second = stack_processor_start(s, "processor-twin", fault_patient);
     struct proc **twin = &fault_second;
     CHECK(s->processor != NULL && *twin != NULL, "the processors did not start");
@@ -2598,13 +2608,7 @@ static void test_fault_attempts_across_kills(void **state)
     char why[512];
 
     fault_begin("killed mid-call twice, 2 attempts");
-    CHECK(s->processor != NULL, "the processor is not running");
-    CHECK(fault_term(&s->processor, FAULT_GRACE_MS + FAULT_EXIT_SLACK_MS, why,
-                     sizeof(why)) >= 0,
-          "%s", why);
-    fault_special |= FAULT_SPECIAL_PROCESSOR;
-    s->processor = stack_processor_start(s, "processor-spend-a", two);
-    CHECK(s->processor != NULL, "processor-spend-a did not start");
+    fault_processor_swap("processor-spend-a", two);
     fault_stats_get(s, &before);
     fault_post_all(s, "spend", kinds, 1, N);
     CHECK(fault_accepted() == N, "only %zu of %d POSTs accepted (%s)", fault_accepted(),
