@@ -211,6 +211,25 @@ static void test_http_strict_two_lengths(void **state)
     strict_check_error(&a, 400, "ambiguous_length");
 }
 
+/* The same in one line: civetweb reads the number "25, 5" starts with. */
+static void test_http_strict_length_list(void **state)
+{
+    (void)state;
+    struct stack *s = &strict_stack;
+    const char *body = "{\"message\":\"a length list\"}";
+    char req[1024];
+    snprintf(req, sizeof(req),
+             "POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu, 5\r\n\r\n%s",
+             strlen(body), body);
+    long long added = stack_xadded(s, s->keys.requests);
+    static struct strict_answer a;
+    CHECK(strict_exchange(req, strlen(req), &a) == 0, "could not send the request");
+    CHECK(stack_xadded(s, s->keys.requests) == added,
+          "a chat was queued (want none); the server sent:\n%s", a.raw);
+    strict_check_error(&a, 400, "ambiguous_length");
+}
+
 /* The same value twice says the same thing (RFC 9110 8.6 lets a recipient take
  * it): accepted. */
 static void test_http_strict_same_length_twice(void **state)
@@ -265,6 +284,7 @@ static void test_http_strict_headers_at_limit(void **state)
 static const struct CMUnitTest strict_tests[] = {
     cmocka_unit_test(test_http_strict_length_and_chunked),
     cmocka_unit_test(test_http_strict_two_lengths),
+    cmocka_unit_test(test_http_strict_length_list),
     cmocka_unit_test(test_http_strict_same_length_twice),
     cmocka_unit_test(test_http_strict_too_many_headers),
     cmocka_unit_test(test_http_strict_headers_at_limit),
