@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <civetweb.h>
@@ -198,12 +199,85 @@ static int server_log_message(const struct mg_connection *conn, const char *mess
     return 1;
 }
 
-/* Every route runs through here, so that server_stop knows what is still open. */
+/* civetweb keeps MG_MAX_HEADERS header lines and drops the rest without a word
+ * (parse_http_headers stops there; a dropped "Connection: close" or Content-Length
+ * is simply not seen). A request that filled them all may have lost some, so one
+ * fewer is the most we accept. */
+#define SERVER_MAX_HEADERS (MG_MAX_HEADERS - 1)
+
+/* 1 if v is one decimal number (civetweb has skipped the spaces before it), which
+ * is all a Content-Length may hold: civetweb would read "25, 5" as 25. */
+static int server_length_valid(const char *v)
+{
+    const char *p = v;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    if (p == v)
+        return 0;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return *p == '\0';
+}
+
+/* 1 if two valid Content-Length values are the same number (compared as digit
+ * strings: strtoll would make any two huge ones equal). */
+static int server_length_same(const char *a, const char *b)
+{
+    while (*a == '0' && a[1] >= '0' && a[1] <= '9')
+        a++;
+    while (*b == '0' && b[1] >= '0' && b[1] <= '9')
+        b++;
+    size_t na = strspn(a, "0123456789"), nb = strspn(b, "0123456789");
+    return na == nb && memcmp(a, b, na) == 0;
+}
+
+/* The request's framing as civetweb read it must be the only possible one: a proxy
+ * in front of us that reads it another way would forward bytes we then run as a
+ * second request (request smuggling). civetweb frames by Transfer-Encoding over
+ * Content-Length and by the first of several Content-Length lines. Returns 0 when
+ * the request may go on, else the status of the error sent (which closes the
+ * connection: where the next request starts is no longer known). */
+static int server_check_framing(struct mg_connection *conn)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    const char *length = NULL, *encoding = NULL;
+    struct reply r;
+
+    reply_init(&r);
+    r.close = 1;
+    if (ri->num_headers > SERVER_MAX_HEADERS)
+        return reply_error(&r, conn, 431, "too_many_headers",
+                           "a request may have at most %d header lines",
+                           SERVER_MAX_HEADERS);
+    for (int i = 0; i < ri->num_headers; i++) {
+        const char *name = ri->http_headers[i].name, *value = ri->http_headers[i].value;
+        if (strcasecmp(name, "Transfer-Encoding") == 0) {
+            encoding = value;
+        } else if (strcasecmp(name, "Content-Length") == 0) {
+            if (!server_length_valid(value) ||
+                (length != NULL && !server_length_same(length, value)))
+                return reply_error(&r, conn, 400, "ambiguous_length",
+                                   "Content-Length must be one decimal number, given "
+                                   "once (or repeated with the same value)");
+            length = value;
+        }
+    }
+    if (encoding != NULL && length != NULL)
+        return reply_error(&r, conn, 400, "ambiguous_length",
+                           "Content-Length and Transfer-Encoding must not both be "
+                           "given: the body's length would be ambiguous");
+    return 0;
+}
+
+/* Every route runs through here, so that server_stop knows what is still open,
+ * and so that every request's framing is checked before a handler reads it. */
 static int server_route(struct mg_connection *conn, void *cbdata)
 {
     const struct server_route *rt = cbdata;
     atomic_fetch_add(&rt->srv->inflight, 1);
-    int status = rt->fn(conn, rt->srv);
+    int status = server_check_framing(conn);
+    if (status == 0)
+        status = rt->fn(conn, rt->srv);
     atomic_fetch_sub(&rt->srv->inflight, 1);
     return status;
 }
