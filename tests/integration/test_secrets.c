@@ -2,8 +2,9 @@
  * quotes the Authorization header in its error bodies (as some proxies and
  * self-hosted servers do) and the key's head and tail (as OpenAI does), no 6-byte
  * piece of the key may appear in any log of the group, any Redis key or value, or
- * any answer of GET /chat/{id}/response. And OPENAI_API_KEY_FILE: the key from a
- * file, as docker secrets hand it over. */
+ * any answer of GET /chat/{id}/response. The processor takes its key from
+ * OPENAI_API_KEY_FILE, as docker secrets hand it over; test_config checks that
+ * setting's mistakes. */
 #include <glob.h>
 #include <limits.h>
 #include <stdio.h>
@@ -23,9 +24,18 @@
 
 static struct stack sec_stack;
 
-static const char *const sec_processor_env[] = {
-    "OPENAI_API_KEY=" SEC_KEY, "UPSTREAM_MAX_ATTEMPTS=2", "RETRY_BASE_MS=50",
-    "RETRY_MAX_MS=100",        "PARK_MIN_MS=0",           NULL};
+/* The key comes from OPENAI_API_KEY_FILE (the stack's OPENAI_API_KEY emptied),
+ * and the fake demands it: a chat that gets past the fake's key check proves the
+ * file was read, and read right. */
+static char sec_key_file_env[PATH_MAX + 32];
+static const char *const sec_processor_env[] = {"OPENAI_API_KEY=",
+                                                sec_key_file_env,
+                                                "UPSTREAM_MAX_ATTEMPTS=2",
+                                                "RETRY_BASE_MS=50",
+                                                "RETRY_MAX_MS=100",
+                                                "PARK_MIN_MS=0",
+                                                NULL};
+static const char *const sec_fake_args[] = {"--require-key", SEC_KEY, NULL};
 
 /* The answers of GET /chat/{id}/response, kept for the sweep at the end. */
 #define SEC_MAX_BODIES 8
@@ -35,7 +45,18 @@ static size_t sec_nbodies;
 static int sec_setup(void **state)
 {
     (void)state;
-    struct stack_settings set = {.processor = sec_processor_env};
+    char dir[PATH_MAX - 64], path[PATH_MAX];
+    struct stack_settings set = {.processor = sec_processor_env, .fake = sec_fake_args};
+    if (harness_subdir("secrets-key", dir, sizeof(dir)) != 0)
+        return -1;
+    snprintf(path, sizeof(path), "%s/openai-key", dir);
+    FILE *f = fopen(path, "w");
+    /* The line end a text editor on Windows leaves, which must not be sent. */
+    if (f == NULL || fputs(SEC_KEY "\r\n", f) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "integration: cannot write %s\n", path);
+        return -1;
+    }
+    snprintf(sec_key_file_env, sizeof(sec_key_file_env), "OPENAI_API_KEY_FILE=%s", path);
     return stack_start(&sec_stack, "secrets", "t9:", &set);
 }
 
@@ -219,7 +240,17 @@ static void sec_expect_failed(const char *message, const char *code)
 static void test_secrets_echoed_key_is_scrubbed(void **state)
 {
     (void)state;
-    char where[512], piece[SEC_PIECE + 1];
+    char where[512], piece[SEC_PIECE + 1], trace[UUID_LEN + 1];
+
+    /* The fake accepts the key from the file. */
+    CHECK(chat_post(&sec_stack, "hello from a key file", NULL, -1, trace) == 0,
+          "POST failed");
+    json_t *done = chat_wait(&sec_stack, trace, SEC_CHAT_MS, NULL);
+    CHECK(done != NULL && strcmp(STR(http_json_str(done, "status")), "completed") == 0,
+          "a plain chat ended %s (%s), want completed: the key from "
+          "OPENAI_API_KEY_FILE was not the fake's",
+          STR(http_json_str(done, "status")), STR(http_error_message(done)));
+    json_decref(done);
 
     sec_expect_failed("[[fake status=401 echo-auth]] who am I", "invalid_api_key");
     sec_expect_failed("[[fake status=400 echo-auth]] a bad request", "invalid_request");
