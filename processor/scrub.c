@@ -54,7 +54,11 @@ static void scrub_mark_patterns(const char *text, size_t len, unsigned char *mar
             size_t start = j;
             while (j < len && scrub_token_byte((unsigned char)text[j]))
                 j++;
-            memset(mark + start, 1, j - start);
+            /* The sentence's own punctuation is not part of the token. */
+            while (j > start && strchr(".)]}>", text[j - 1]) != NULL)
+                j--;
+            if (j - start >= SCRUB_MIN_BEARER)
+                memset(mark + start, 1, j - start);
         }
         if (word_start && len - i > 3 && memcmp(text + i, "sk-", 3) == 0) {
             size_t j = i + 3;

@@ -9,7 +9,9 @@
  *     covering the key's middle byte (the head and tail OpenAI shows, "sk-S" and
  *     "2345", are 4 bytes at the ends and say little; anything from the inside
  *     does);
- *   - the token after "Bearer " (any case): "Bearer [redacted]";
+ *   - the token after "Bearer " (any case) when it is SCRUB_MIN_BEARER or more
+ *     bytes, so that prose such as "using Bearer auth" survives:
+ *     "Bearer [redacted]";
  *   - what follows "sk-" at the start of a word when it is 4 or more of
  *     [A-Za-z0-9_-]: "sk-[redacted]", whoever's key it is.
  * A key shorter than SCRUB_MIN_MIDDLE is only matched whole. */
@@ -20,6 +22,7 @@
 
 #define SCRUB_MIN_RUN 6
 #define SCRUB_MIN_MIDDLE 4
+#define SCRUB_MIN_BEARER 8
 #define SCRUB_MARK "[redacted]"
 
 /* text[0..len) scrubbed of key (NUL-terminated, borrowed; NULL or "": only the

@@ -38,9 +38,13 @@ static void test_bearer_and_sk(void **state)
     (void)state;
     expect_scrub(NULL, "Authorization: Bearer abc.def-ghi, then",
                  "Authorization: Bearer [redacted], then");
-    expect_scrub("", "authorization: bearer xyz", "authorization: bearer [redacted]");
+    expect_scrub("", "authorization: bearer xyz12345abc",
+                 "authorization: bearer [redacted]");
     expect_scrub(NULL, "Incorrect API key provided: sk-proj-abcd****wxyz.",
                  "Incorrect API key provided: sk-[redacted]****wxyz.");
+    /* OpenAI's words when the header is missing keep their sense. */
+    expect_scrub(NULL, "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). You",
+                 "using Bearer auth (i.e. Authorization: Bearer [redacted]). You");
     /* Too short to be a key, or inside a word: left alone. */
     expect_scrub(NULL, "sk-ab and task-force and Bearer",
                  "sk-ab and task-force and Bearer");
