@@ -64,6 +64,7 @@ struct script {
     enum script_body body;
     int status;     /* 0: not set */
     int quota;      /* 429 becomes insufficient_quota */
+    int echo_auth;  /* an error body that quotes the Authorization header */
     int latency_ms; /* -1: not set */
     int drip_ms;    /* 0: send at once */
     long times;     /* -1: every attempt */
@@ -168,6 +169,11 @@ int reply_error_for_status(struct evbuffer *out, int status, int quota, const ch
                            long long prompt_tokens, const char **content_type);
 int reply_error(struct evbuffer *out, const char *message, const char *type,
                 const char *param, const char *code);
+/* The error of echo-auth: status's body, its message quoting auth (the request's
+ * Authorization header, borrowed; NULL if none) verbatim and the key's head and
+ * tail as OpenAI masks it, as careless proxies and servers do. */
+int reply_error_echo_auth(struct evbuffer *out, int status, const char *auth,
+                          const char **content_type);
 /* The 429 the limiter refused v with (v->allowed == 0), in OpenAI's words. */
 int reply_rate_limited(struct evbuffer *out, const char *model,
                        const struct limit_verdict *v);

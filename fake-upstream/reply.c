@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 
@@ -189,6 +190,27 @@ out:
     free(enc);
     json_decref(body);
     return rc;
+}
+
+int reply_error_echo_auth(struct evbuffer *out, int status, const char *auth,
+                          const char **content_type)
+{
+    const char *key = auth != NULL ? auth : "";
+    size_t len;
+    char msg[2048];
+
+    *content_type = REPLY_JSON;
+    if (strncasecmp(key, "Bearer ", 7) == 0)
+        key += 7;
+    len = strlen(key);
+    /* The head and tail OpenAI leaves visible, only longer: sk-proj-Ab****xyz123. */
+    snprintf(msg, sizeof(msg),
+             "Request rejected (HTTP %d): Authorization header was '%.1000s'. "
+             "Incorrect API key provided: %.*s****%s.",
+             status, auth != NULL ? auth : "(none)", (int)(len < 10 ? len : 10), key,
+             len > 16 ? key + len - 6 : "");
+    return reply_error(out, msg, status >= 500 ? "server_error" : "invalid_request_error",
+                       NULL, status == 401 ? "invalid_api_key" : "invalid_request");
 }
 
 int reply_error_for_status(struct evbuffer *out, int status, int quota, const char *model,

@@ -89,6 +89,8 @@ static void script_apply(struct script *s, const char *tok, size_t n)
             s->status = (int)x;
     } else if (script_key_is(tok, kn, "quota")) {
         s->quota = 1;
+    } else if (script_key_is(tok, kn, "echo-auth")) {
+        s->echo_auth = 1;
     } else if (script_key_is(tok, kn, "retry-after")) {
         if (v != NULL)
             script_header_value(v, vn, s->retry_after, sizeof(s->retry_after));

@@ -367,6 +367,12 @@ static int serve_build(struct pending *p, struct evbuffer *body, const char **ct
             return -1;
         return status;
     }
+    if (s->echo_auth) {
+        const char *auth =
+            evhttp_find_header(evhttp_request_get_input_headers(p->req), "Authorization");
+
+        return reply_error_echo_auth(body, status, auth, ctype) == -1 ? -1 : status;
+    }
     if (reply_error_for_status(body, status, s->quota, p->model, p->prompt_tokens,
                                ctype) == -1)
         return -1;

@@ -25,12 +25,19 @@
     "upstream, and writes each outcome to the results stream."
 
 static struct config cfg;
+static const char *main_key_file;
+/* The key read from main_key_file: cfg.api_key points here. Kept until exit. */
+static char *main_key_buf;
 
 static const struct config_var main_vars[] = {
     CONFIG_COMMON_VARS(cfg.common),
     {"OPENAI_API_KEY", "openai-api-key", CONFIG_STR, NULL,
      "API key sent as 'Authorization: Bearer'; unset: no such header", &cfg.api_key, 0, 0,
      1},
+    {"OPENAI_API_KEY_FILE", "openai-api-key-file", CONFIG_STR, NULL,
+     "file whose first line is the API key (docker secrets); instead of "
+     "OPENAI_API_KEY",
+     &main_key_file, 0, 0, 0},
     {"OPENAI_BASE_URL", "openai-base-url", CONFIG_STR, "https://api.openai.com/v1",
      "OpenAI-compatible API base; requests go to {base}/chat/completions", &cfg.base_url,
      0, 0, 0},
@@ -94,6 +101,58 @@ static const struct config_var main_vars[] = {
      "back",
      &cfg.shutdown_grace_ms, 0, 3600000, 0},
 };
+
+/* OPENAI_API_KEY_FILE: the key is the file's first line, without the line end
+ * or trailing blanks a text editor or `echo` leaves. Returns 0 with cfg.api_key
+ * set, or -1 with the reason on stderr (never the key itself). */
+static int main_read_key_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = -1;
+    if (f == NULL) {
+        fprintf(stderr, "%s: OPENAI_API_KEY_FILE %s: %s\n", MAIN_PROG, path,
+                strerror(errno));
+        return -1;
+    }
+    ssize_t n = getline(&line, &cap, f);
+    if (n < 0 && ferror(f)) {
+        fprintf(stderr, "%s: OPENAI_API_KEY_FILE %s: %s\n", MAIN_PROG, path,
+                strerror(errno));
+        goto out;
+    }
+    if (n < 0)
+        n = 0;
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
+                     line[n - 1] == '\t'))
+        n--;
+    if (n == 0) {
+        fprintf(stderr, "%s: OPENAI_API_KEY_FILE %s holds no key on its first line\n",
+                MAIN_PROG, path);
+        goto out;
+    }
+    /* It goes into a header line: a control byte would break (or forge) one. */
+    for (ssize_t i = 0; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f) {
+            fprintf(stderr,
+                    "%s: OPENAI_API_KEY_FILE %s: the key holds a control character\n",
+                    MAIN_PROG, path);
+            goto out;
+        }
+    line[n] = '\0';
+    main_key_buf = line;
+    line = NULL;
+    cfg.api_key = main_key_buf;
+    rc = 0;
+out:
+    if (line != NULL) {
+        memset(line, 0, cap); /* a half-read key need not linger */
+        free(line);
+    }
+    fclose(f);
+    return rc;
+}
 
 /* Every in-flight request may hold a connection of its own (HTTP/1.1). */
 static void main_raise_nofile(long long concurrency)
@@ -180,12 +239,24 @@ int main(int argc, char **argv)
         return 0;
     if (cr == CONFIG_ERROR)
         return 1;
+    /* An empty variable counts as unset, as it does for OPENAI_API_KEY. */
+    if (main_key_file != NULL && main_key_file[0]) {
+        if (cfg.api_key != NULL && cfg.api_key[0]) {
+            fprintf(stderr,
+                    "%s: OPENAI_API_KEY and OPENAI_API_KEY_FILE are both set; set "
+                    "one\n",
+                    MAIN_PROG);
+            return 1;
+        }
+        if (main_read_key_file(main_key_file) != 0)
+            return 1;
+    }
     if (strstr(cfg.base_url, "api.openai.com") &&
         (cfg.api_key == NULL || !cfg.api_key[0])) {
         fprintf(stderr,
-                "%s: OPENAI_API_KEY is not set; set it, or point OPENAI_BASE_URL at "
-                "an OpenAI-compatible server (e.g. the fake upstream: make run "
-                "starts one)\n",
+                "%s: OPENAI_API_KEY is not set; set it (or OPENAI_API_KEY_FILE), or "
+                "point OPENAI_BASE_URL at an OpenAI-compatible server (e.g. the fake "
+                "upstream: make run starts one)\n",
                 MAIN_PROG);
         return 1;
     }
@@ -252,5 +323,6 @@ out:
         event_free(sigint);
     processor_free(p);
     curl_global_cleanup();
+    free(main_key_buf);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "scrub.h"
 #include "utf8.h"
 
 void outcome_init(struct outcome *o)
@@ -207,6 +208,29 @@ static int outcome_http(const struct outcome_input *in, json_t *root, struct out
                         "upstream answered HTTP %ld", status);
 }
 
+/* Whatever the upstream said is scrubbed here, in one place, before anything
+ * keeps, logs or returns it. The answer itself is not: it is the model's text the
+ * client asked for, and may be megabytes. */
+static int outcome_scrub(const struct outcome_input *in, struct outcome *o)
+{
+    char **fields[] = {&o->message, &o->model};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        char *s = *fields[i];
+        size_t len;
+        if (s == NULL)
+            continue;
+        char *clean = scrub_text(s, strlen(s), in->secret, &len);
+        if (clean == NULL)
+            return -1;
+        /* "[redacted]" may be longer than what it replaced. */
+        if (fields[i] == &o->message)
+            clean[utf8_cut(clean, len, OUTCOME_MESSAGE_MAX)] = '\0';
+        free(s);
+        *fields[i] = clean;
+    }
+    return 0;
+}
+
 int outcome_classify(const struct outcome_input *in, struct outcome *out)
 {
     int rc;
@@ -240,6 +264,8 @@ int outcome_classify(const struct outcome_input *in, struct outcome *out)
 
 out:
     json_decref(root);
+    if (rc == 0)
+        rc = outcome_scrub(in, out);
     if (rc != 0) {
         /* Never leave the zero value, OUTCOME_COMPLETED, behind: that would write a
          * completed chat with no answer. Trying again is the safe reading. */

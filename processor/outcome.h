@@ -34,6 +34,8 @@ struct outcome_input {
     size_t body_len;
     long long retry_after_ms; /* the upstream's advice from the headers, -1: none */
     const char *request_model;
+    const char *secret; /* the API key, borrowed; NULL: none. Scrubbed from the
+                           message and model (scrub.h) */
 };
 
 /* Every string is owned by the outcome (outcome_clear frees them). */
@@ -44,7 +46,7 @@ struct outcome {
     char *model; /* completed: the upstream's model, else the request's */
     long long prompt_tokens, completion_tokens, total_tokens; /* -1: absent */
     char *code;                                               /* retry / failed */
-    char *message;            /* retry / failed; never contains the API key */
+    char *message;            /* retry / failed; scrubbed of the API key */
     long long retry_after_ms; /* retry: the upstream's advice, -1: none */
 };
 

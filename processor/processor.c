@@ -384,7 +384,8 @@ void processor_admitted(struct processor *p, struct job *job, long long verdict)
     struct outcome_input in = {.curl_code = CURLE_FAILED_INIT,
                                .curl_error = "could not start the transfer",
                                .retry_after_ms = -1,
-                               .request_model = job->model};
+                               .request_model = job->model,
+                               .secret = p->cfg->api_key};
     outcome_classify(&in, &job->outcome);
     processor_outcome(p, job);
 }
@@ -456,7 +457,8 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
                                .body = x->resp,
                                .body_len = x->resp_len,
                                .retry_after_ms = upstream_xfer_retry_after(x),
-                               .request_model = job->model};
+                               .request_model = job->model,
+                               .secret = p->cfg->api_key};
     if (outcome_classify(&in, &job->outcome) != 0)
         log_error(job->trace, "out of memory classifying an upstream answer");
     processor_adapt(p, &job->outcome);

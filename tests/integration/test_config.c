@@ -45,15 +45,15 @@ static void test_help_lists_every_setting(void **state)
     (void)state;
     static const struct {
         const char *prog;
-        const char *vars[8];
+        const char *vars[9];
     } cases[] = {
         {"chatq-api",
          {"REDIS_URL", "CHATQ_PREFIX", "PORT", "API_THREADS", "MAX_BODY_BYTES",
           "DEFAULT_MODEL", "CHATQ_RESULT_TTL", NULL}},
         {"chatq-processor",
-         {"OPENAI_API_KEY", "OPENAI_BASE_URL", "PROCESSOR_CONCURRENCY",
-          "UPSTREAM_TIMEOUT_MS", "UPSTREAM_MAX_ATTEMPTS", "CLAIM_IDLE_MS",
-          "MAX_DELIVERIES", NULL}},
+         {"OPENAI_API_KEY", "OPENAI_API_KEY_FILE", "OPENAI_BASE_URL",
+          "PROCESSOR_CONCURRENCY", "UPSTREAM_TIMEOUT_MS", "UPSTREAM_MAX_ATTEMPTS",
+          "CLAIM_IDLE_MS", "MAX_DELIVERIES", NULL}},
         {"chatq-handler",
          {"REDIS_URL", "CHATQ_RESULT_TTL", "HANDLER_BATCH", "CLAIM_IDLE_MS",
           "DEAD_LETTER_MAX", "LOG_LEVEL", NULL}},
@@ -119,6 +119,49 @@ static void test_processor_refuses_openai_without_key(void **state)
           "the refusal does not say why");
 }
 
+/* Writes text to <config dir>/name and its path into path. */
+static void config_write_file(const char *name, const char *text, char *path, size_t len)
+{
+    char dir[PATH_MAX - 64];
+    CHECK(harness_subdir("config", dir, sizeof(dir)) == 0, "no config dir");
+    snprintf(path, len, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL && fputs(text, f) >= 0 && fclose(f) == 0, "cannot write %s", path);
+}
+
+/* OPENAI_API_KEY_FILE: each mistake stops the processor at start, names what is
+ * wrong, and never prints a key. */
+static void test_processor_key_file_mistakes(void **state)
+{
+    (void)state;
+    char good[PATH_MAX], empty[PATH_MAX], missing[PATH_MAX + 16], log[PATH_MAX];
+    char env_good[PATH_MAX + 32], env_empty[PATH_MAX + 32], env_missing[PATH_MAX + 48];
+    config_write_file("key-good", "sk-from-file-Zq8TwX3nPd\n", good, sizeof(good));
+    config_write_file("key-empty", " \n", empty, sizeof(empty));
+    snprintf(missing, sizeof(missing), "%s.absent", good);
+    snprintf(env_good, sizeof(env_good), "OPENAI_API_KEY_FILE=%s", good);
+    snprintf(env_empty, sizeof(env_empty), "OPENAI_API_KEY_FILE=%s", empty);
+    snprintf(env_missing, sizeof(env_missing), "OPENAI_API_KEY_FILE=%s", missing);
+    struct {
+        char *env[3];
+        const char *says;
+    } cases[] = {
+        {{"OPENAI_API_KEY=sk-from-env-Mv4KcB7wLs", env_good, NULL},
+         "OPENAI_API_KEY and OPENAI_API_KEY_FILE are both set"},
+        {{env_missing, NULL}, missing},
+        {{env_empty, NULL}, "holds no key"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int st = config_run("chatq-processor", NULL, cases[i].env, log, sizeof(log));
+        CHECK(config_exit_code(st) == 1, "processor with %s exited %d, not 1",
+              cases[i].env[0], config_exit_code(st));
+        CHECK(harness_file_contains(log, cases[i].says) == 1,
+              "processor with %s did not say \"%s\" (see %s)", cases[i].env[0],
+              cases[i].says, log);
+        CHECK(harness_file_contains(log, "sk-from-") == 0, "%s printed a key", log);
+    }
+}
+
 static void test_make_install_honours_prefix_and_destdir(void **state)
 {
     (void)state;
@@ -154,6 +197,7 @@ static const struct CMUnitTest config_tests[] = {
     cmocka_unit_test(test_help_lists_every_setting),
     cmocka_unit_test(test_bad_setting_names_it),
     cmocka_unit_test(test_processor_refuses_openai_without_key),
+    cmocka_unit_test(test_processor_key_file_mistakes),
     cmocka_unit_test(test_make_install_honours_prefix_and_destdir),
 };
 
