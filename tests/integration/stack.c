@@ -21,6 +21,7 @@
 #define STACK_ENV_MAX 48
 #define STACK_ENV_LEN 512
 #define STACK_FAKE_ARGS_MAX 16
+#define STACK_REDIS_ARGS_MAX 32
 
 /* ---- environment lists ---------------------------------------------------- */
 
@@ -105,7 +106,7 @@ static int stack_check_redis(void *arg)
         return -1;
     redisContext *c = redisConnectWithTimeout("127.0.0.1", w->s->redis_port, tv);
     int ok = 0;
-    if (c != NULL && c->err == 0) {
+    if (c != NULL && c->err == 0 && stack_redis_auth(w->s, c) == 0) {
         redisReply *r = redisCommand(c, "PING");
         ok = r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
         if (r != NULL)
@@ -211,10 +212,22 @@ int stack_redis_start(struct stack *s)
     snprintf(data, sizeof(data), "%s/redis", s->dir);
     /* DEBUG is on for local clients: DEBUG SLEEP makes Redis slow rather than down. */
     /* clang-format off */
-    char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", data,
-                    "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-                    "--enable-debug-command", "local", NULL};
+    char *argv[STACK_REDIS_ARGS_MAX + 16] = {
+        "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", data,
+        "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+        "--enable-debug-command", "local"};
     /* clang-format on */
+    int n = 15;
+    for (int i = 0; s->settings.redis != NULL && s->settings.redis[i] != NULL; i++) {
+        if (i >= STACK_REDIS_ARGS_MAX) {
+            fprintf(stderr, "integration: too many redis-server options (max %d)\n",
+                    STACK_REDIS_ARGS_MAX);
+            return -1;
+        }
+        /* The words are only read, as for the fake's. */
+        argv[n++] = (char *)s->settings.redis[i];
+    }
+    argv[n] = NULL;
     if (s->redis != NULL) {
         proc_free(s->redis);
         s->redis = NULL;
@@ -302,7 +315,7 @@ int stack_api_restart(struct stack *s, const char *name, const char *const *extr
     return stack_wait_http(s, s->api, s->api_url);
 }
 
-static struct proc *stack_processor_spawn(struct stack *s, const char *name,
+struct proc *stack_processor_spawn(struct stack *s, const char *name,
                                           const char *const *extra)
 {
     char bin[PATH_MAX];
@@ -343,7 +356,7 @@ struct proc *stack_processor_start(struct stack *s, const char *name,
     return p;
 }
 
-static struct proc *stack_handler_spawn(struct stack *s, const char *name,
+struct proc *stack_handler_spawn(struct stack *s, const char *name,
                                         const char *const *extra)
 {
     char bin[PATH_MAX];
@@ -396,7 +409,13 @@ int stack_start(struct stack *s, const char *name, const char *prefix,
     s->api_port = harness_free_port();
     if (s->redis_port < 0 || s->fake_port < 0 || s->api_port < 0)
         return -1;
-    snprintf(s->redis_url, sizeof(s->redis_url), "redis://127.0.0.1:%d/0", s->redis_port);
+    if (s->settings.redis_pass != NULL)
+        snprintf(s->redis_url, sizeof(s->redis_url), "redis://%s:%s@127.0.0.1:%d/0",
+                 s->settings.redis_user != NULL ? s->settings.redis_user : "",
+                 s->settings.redis_pass, s->redis_port);
+    else
+        snprintf(s->redis_url, sizeof(s->redis_url), "redis://127.0.0.1:%d/0",
+                 s->redis_port);
     snprintf(s->api_url, sizeof(s->api_url), "http://127.0.0.1:%d", s->api_port);
     snprintf(s->fake_url, sizeof(s->fake_url), "http://127.0.0.1:%d", s->fake_port);
 
@@ -493,7 +512,26 @@ static int stack_redis_connect(struct stack *s)
         return -1;
     }
     redisSetTimeout(s->rc, cmd);
+    if (stack_redis_auth(s, s->rc) != 0) {
+        redisFree(s->rc);
+        s->rc = NULL;
+        return -1;
+    }
     return 0;
+}
+
+int stack_redis_auth(const struct stack *s, redisContext *c)
+{
+    if (s->settings.redis_admin_pass == NULL)
+        return 0;
+    redisReply *r = redisCommand(c, "AUTH %s", s->settings.redis_admin_pass);
+    int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+    if (!ok)
+        fprintf(stderr, "integration: AUTH on port %d: %s\n", s->redis_port,
+                r != NULL && r->type == REDIS_REPLY_ERROR ? r->str : c->errstr);
+    if (r != NULL)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
 }
 
 redisReply *stack_redis(struct stack *s, const char *fmt, ...)
@@ -538,7 +576,7 @@ redisContext *stack_redis_sleep(struct stack *s, const char *seconds)
     struct timeval tv = {30, 0};
     redisContext *c = redisConnectWithTimeout("127.0.0.1", s->redis_port, tv);
     int done = 0;
-    if (c == NULL || c->err != 0 ||
+    if (c == NULL || c->err != 0 || stack_redis_auth(s, c) != 0 ||
         redisAppendCommand(c, "DEBUG SLEEP %s", seconds) != REDIS_OK)
         goto fail;
     while (!done)

@@ -29,16 +29,24 @@ struct stack_settings {
     const char *const *processor;
     const char *const *handler;
     const char *const *fake;
+    /* Redis with credentials: redis-server command-line words (e.g.
+     * "--requirepass", "pw", "--user", ...) appended to the stack's; the user and
+     * password the binaries' REDIS_URL carries (user may be NULL: password
+     * alone); and the default user's password the tests' own connections send
+     * (NULL: none). */
+    const char *const *redis;
+    const char *redis_user, *redis_pass;
+    const char *redis_admin_pass;
 };
 
 struct stack {
     char name[32];
     char dir[1024]; /* <tmp>/<name>: logs and redis data */
+    struct stack_settings settings;
+    char redis_url[256]; /* redis://[user:pass@]127.0.0.1:P/0 */
     char prefix[KEYS_PREFIX_MAX + 1];
     struct keys keys;
-    struct stack_settings settings;
     int redis_port, fake_port, api_port;
-    char redis_url[64]; /* redis://127.0.0.1:P/0 */
     char api_url[64];   /* http://127.0.0.1:P */
     char fake_url[64];  /* http://127.0.0.1:P */
     struct proc *redis, *fake, *api, *processor, *handler;
@@ -60,6 +68,10 @@ int stack_stop(struct stack *s);
  * waits for PING. 0 or -1. */
 int stack_redis_start(struct stack *s);
 
+/* Sends AUTH with settings.redis_admin_pass (if set) on c, a connection of the
+ * tests' own. 0, or -1 if Redis refused it. */
+int stack_redis_auth(const struct stack *s, redisContext *c);
+
 /* SIGTERMs redis-server and waits for it to exit. 0 or -1. */
 int stack_redis_stop(struct stack *s);
 
@@ -69,6 +81,13 @@ int stack_redis_stop(struct stack *s);
  * Returns a new proc, or NULL. */
 struct proc *stack_processor_start(struct stack *s, const char *name,
                                    const char *const *extra);
+
+/* Starts a chatq-processor or chatq-handler like the above, without waiting for
+ * anything (for one that cannot get ready). Returns a new proc, or NULL. */
+struct proc *stack_processor_spawn(struct stack *s, const char *name,
+                                   const char *const *extra);
+struct proc *stack_handler_spawn(struct stack *s, const char *name,
+                                 const char *const *extra);
 
 /* The same for a chatq-handler. */
 struct proc *stack_handler_start(struct stack *s, const char *name);
