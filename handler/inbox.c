@@ -52,25 +52,21 @@ static void inbox_disconnect(struct inbox *in)
     in->client_id = -1;
 }
 
-int inbox_connect(struct inbox *in)
+int inbox_connect(struct inbox *in, char *err, size_t errlen)
 {
-    char err[512];
     /* The command timeout must outlast the XREADGROUP BLOCK. */
     in->c = rconn_connect(in->url, (int)(in->set.block_ms + INBOX_REPLY_SLACK_MS), err,
-                          sizeof(err));
-    if (in->c == NULL) {
-        log_debug(NULL, "%s", err);
+                          errlen);
+    if (in->c == NULL)
         return -1;
-    }
-    if (stream_group_ensure(in->c, in->keys->results, KEYS_GROUP_HANDLERS, err,
-                            sizeof(err)) != 0) {
-        log_warn(NULL, "%s", err);
+    if (stream_group_ensure(in->c, in->keys->results, KEYS_GROUP_HANDLERS, err, errlen) !=
+        0) {
         inbox_disconnect(in);
         return -1;
     }
     redisReply *r = redisCommand(in->c, "CLIENT ID");
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        log_warn(NULL, "CLIENT ID failed: %s",
+        snprintf(err, errlen, "CLIENT ID failed: %s",
                  r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply")
                    : in->c->errstr);
         freeReplyObject(r);

@@ -47,9 +47,9 @@ void inbox_init(struct inbox *in, const struct inbox_settings *set,
                 struct finalize *fin, const volatile sig_atomic_t *stop,
                 const sigset_t *waitmask);
 
-/* Connects and makes sure the group exists. Returns 0, or -1 (logged) if Redis
- * cannot be used now. */
-int inbox_connect(struct inbox *in);
+/* Connects and makes sure the group exists. Returns 0, or -1 with the reason
+ * in err (never the password; the caller logs it) if Redis cannot be used now. */
+int inbox_connect(struct inbox *in, char *err, size_t errlen);
 
 /* One turn: takes over abandoned results if that is due, then one read and the
  * writes it brings. Returns 0, or -1 when the connection was lost (it is then

@@ -116,10 +116,11 @@ int main(int argc, char **argv)
     long long backoff_ms = 0;
     while (!handler_stopping) {
         if (in.c == NULL) {
-            if (inbox_connect(&in) != 0) {
+            if (inbox_connect(&in, err, sizeof(err)) != 0) {
+                /* Once, with the reason: a wrong password must be plain to see. */
                 if (backoff_ms == 0)
-                    log_warn(NULL, "Redis at %s unavailable; retrying with backoff",
-                             where);
+                    log_warn(NULL, "Redis at %s unavailable (%s); retrying with backoff",
+                             where, err);
                 backoff_ms = rconn_backoff_ms(backoff_ms);
                 handler_sleep_ms(backoff_ms, &waitmask);
                 continue;

@@ -279,7 +279,7 @@ static int stack_fake_start(struct stack *s)
     return s->fake != NULL ? 0 : -1;
 }
 
-static int stack_api_spawn(struct stack *s, const char *name, const char *const *extra)
+int stack_api_spawn(struct stack *s, const char *name, const char *const *extra)
 {
     char bin[PATH_MAX];
     struct stack_env e;
@@ -316,7 +316,7 @@ int stack_api_restart(struct stack *s, const char *name, const char *const *extr
 }
 
 struct proc *stack_processor_spawn(struct stack *s, const char *name,
-                                          const char *const *extra)
+                                   const char *const *extra)
 {
     char bin[PATH_MAX];
     struct stack_env e;
@@ -357,7 +357,7 @@ struct proc *stack_processor_start(struct stack *s, const char *name,
 }
 
 struct proc *stack_handler_spawn(struct stack *s, const char *name,
-                                        const char *const *extra)
+                                 const char *const *extra)
 {
     char bin[PATH_MAX];
     struct stack_env e;

@@ -47,8 +47,8 @@ struct stack {
     char prefix[KEYS_PREFIX_MAX + 1];
     struct keys keys;
     int redis_port, fake_port, api_port;
-    char api_url[64];   /* http://127.0.0.1:P */
-    char fake_url[64];  /* http://127.0.0.1:P */
+    char api_url[64];  /* http://127.0.0.1:P */
+    char fake_url[64]; /* http://127.0.0.1:P */
     struct proc *redis, *fake, *api, *processor, *handler;
     redisContext *rc; /* the tests' own connection, for assertions */
 };
@@ -100,6 +100,10 @@ struct proc *stack_handler_start_with(struct stack *s, const char *name,
  * settings plus extra (may be NULL), after the previous one exited (it is
  * freed), and waits for GET /health. 0 or -1 (reason printed). */
 int stack_api_restart(struct stack *s, const char *name, const char *const *extra);
+
+/* Starts chatq-api as s->api (which must be NULL) like the above, without
+ * waiting for it. 0 or -1. */
+int stack_api_spawn(struct stack *s, const char *name, const char *const *extra);
 
 /* Runs a command on the tests' Redis connection, reconnecting first if the
  * connection was lost. Returns a new reply (freeReplyObject), or NULL. */
