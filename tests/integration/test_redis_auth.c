@@ -28,6 +28,7 @@ static const char *const auth_redis_args[] = {"--requirepass",
                                               "chatq",
                                               "on",
                                               ">" AUTH_PASS,
+                                              "resetkeys",
                                               "~" AUTH_PREFIX "*",
                                               "resetchannels",
                                               "-@all",
@@ -133,6 +134,21 @@ static void test_acl_processor_restart(void **state)
           j != NULL ? STR(http_json_str(j, "status")) : "(not at all)");
     json_decref(j);
     auth_chat_completes(s, "and one more after the restart");
+}
+
+/* Every connection of the ACL user cut at once (as a Redis failover or a
+ * restart of a proxy would): each binary logs in again on its own and the next
+ * chat completes. */
+static void test_acl_reconnect(void **state)
+{
+    (void)state;
+    struct stack *s = &auth_stack;
+    redisReply *r = stack_redis(s, "CLIENT KILL USER chatq");
+    CHECK(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer >= 3,
+          "CLIENT KILL USER chatq killed %lld connections, want at least 3",
+          r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer : -1);
+    freeReplyObject(r);
+    auth_chat_completes(s, "after every connection was cut");
 }
 
 /* ACL LOG's count of failed logins as user chatq, or -1. */
@@ -272,6 +288,7 @@ static void test_wrong_password(void **state)
 static const struct CMUnitTest auth_tests[] = {
     cmocka_unit_test(test_acl_user_end_to_end),
     cmocka_unit_test(test_acl_processor_restart),
+    cmocka_unit_test(test_acl_reconnect),
     cmocka_unit_test(test_wrong_password),
 };
 
