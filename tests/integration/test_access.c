@@ -354,6 +354,45 @@ static void test_access_sighup_reloads(void **state)
     CHECK(proc_alive(acc_stack.api), "the api died");
 }
 
+/* Without keys or origins, as by default: the api says at start that it is open,
+ * takes chats without a key, and answers no preflight with CORS headers, from any
+ * origin. A trace made with a key stays that key's. Runs last: it restarts the api
+ * without the group's keys. */
+static void test_access_open_by_default(void **state)
+{
+    (void)state;
+    const char *const open_env[] = {"API_KEYS=", "API_KEYS_FILE=", "CORS_ORIGINS=", NULL};
+    const char *const preflight[] = {"Origin: " ACC_ORIGIN,
+                                     "Access-Control-Request-Method: POST", NULL};
+    char keyed[UUID_LEN + 1], trace[UUID_LEN + 1], code[64], acao[256] = "";
+    char log[PATH_MAX];
+    struct http_response res;
+
+    acc_post(ACC_KEY_B, NULL, keyed);
+    int st = proc_stop(acc_stack.api);
+    CHECK(st == 0, "the keyed api did not exit 0 on SIGTERM (status %d)", st);
+    CHECK(stack_api_restart(&acc_stack, "api-open", open_env) == 0,
+          "the api did not start without keys");
+    snprintf(log, sizeof(log), "%s/api-open.log", acc_stack.dir);
+    CHECK(harness_file_contains(log, "the gateway is open") == 1,
+          "no warning that the gateway is open in %s", log);
+
+    acc_post(NULL, NULL, trace);
+    long s = acc_get(NULL, trace, code, sizeof(code));
+    CHECK(s == 200, "GET of an open trace without a key: %ld %s", s, code);
+    s = acc_get(NULL, keyed, code, sizeof(code));
+    CHECK(s == 404 && strcmp(code, "trace_not_found") == 0,
+          "a keyed trace read without its key on the open api: %ld %s", s, code);
+
+    acc_request("OPTIONS", "/chat", NULL, preflight, NULL, &res);
+    int has = http_header(&res, "Access-Control-Allow-Origin", acao, sizeof(acao));
+    long status = res.status;
+    http_response_free(&res);
+    CHECK(status != 0 && !has,
+          "preflight without CORS_ORIGINS: %ld with Access-Control-Allow-Origin: %s",
+          status, acao);
+}
+
 static const struct CMUnitTest acc_tests[] = {
     cmocka_unit_test(test_access_no_key_is_401),
     cmocka_unit_test(test_access_health_is_open),
@@ -362,6 +401,7 @@ static const struct CMUnitTest acc_tests[] = {
     cmocka_unit_test(test_access_cors),
     cmocka_unit_test(test_access_simple_post_refused),
     cmocka_unit_test(test_access_sighup_reloads),
+    cmocka_unit_test(test_access_open_by_default),
 };
 
 const struct suite_group suite_access = {"access", acc_tests,
