@@ -2,12 +2,15 @@
  * intake.h). */
 #include "intake.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <civetweb.h>
 #include <hiredis/hiredis.h>
 
+#include "access.h"
 #include "clock.h"
 #include "cmd.h"
 #include "keys.h"
@@ -190,7 +193,9 @@ static enum intake_store_result intake_store(struct worker *w,
                                              const char *idem, char trace[UUID_LEN + 1])
 {
     const struct server *srv = w->srv;
-    char key[KEYS_MAX + UUID_LEN + 1], idem_key[KEYS_MAX + VALIDATE_IDEM_KEY_MAX + 1];
+    char key[KEYS_MAX + UUID_LEN + 1];
+    char idem_key[KEYS_MAX + ACCESS_OWNER_LEN + 1 + VALIDATE_IDEM_KEY_MAX + 1];
+    char owned[ACCESS_OWNER_LEN + 1 + VALIDATE_IDEM_KEY_MAX + 1];
     struct cmd eval, fields, pending;
     redisReply *reply = NULL;
     enum intake_store_result result = INTAKE_NOT_WRITTEN;
@@ -202,12 +207,23 @@ static enum intake_store_result intake_store(struct worker *w,
     record_request_append(req, &fields);
     cmd_init(&pending, "HSET");
     record_pending_append(req, &pending);
+    /* Who may read it: GET answers another key as if it did not exist. */
+    if (w->owner[0] != '\0') {
+        cmd_addz(&pending, REC_OWNER);
+        cmd_addz(&pending, w->owner);
+    }
     cmd_init(&eval, "EVAL");
     cmd_addz(&eval, intake_script);
     cmd_addz(&eval, idem != NULL ? "3" : "2");
     cmd_addz(&eval, srv->keys.requests);
     cmd_addz(&eval, key);
     if (idem != NULL) {
+        /* Each key its own Idempotency-Keys: one key's client must neither be
+         * handed another's trace nor be refused for reusing another's key. */
+        if (w->owner[0] != '\0') {
+            snprintf(owned, sizeof(owned), "%s:%s", w->owner, idem);
+            idem = owned;
+        }
         keys_idem(&srv->keys, idem, idem_key, sizeof(idem_key));
         cmd_addz(&eval, idem_key);
     }
@@ -242,6 +258,23 @@ out:
     return result;
 }
 
+/* 1 if the Content-Type (may be NULL) is application/json, parameters allowed. A
+ * web page can have a browser send any other site a text/plain, form or multipart
+ * POST without asking first (no CORS preflight); JSON it cannot, so demanding it
+ * keeps pages from submitting chats through their visitors' browsers. */
+static int intake_is_json(const char *type)
+{
+    static const char json[] = "application/json";
+    if (type == NULL)
+        return 0;
+    while (*type == ' ' || *type == '\t')
+        type++;
+    if (strncasecmp(type, json, sizeof(json) - 1) != 0)
+        return 0;
+    type += sizeof(json) - 1;
+    return *type == '\0' || *type == ';' || *type == ' ' || *type == '\t';
+}
+
 int intake_handle(struct mg_connection *conn, struct server *srv, struct worker *w)
 {
     char stack[INTAKE_STACK_BODY];
@@ -252,6 +285,11 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
     int status;
 
     reply_init(&r);
+    if (!intake_is_json(mg_get_header(conn, "Content-Type"))) {
+        status = reply_error(&r, conn, 415, "unsupported_media_type",
+                             "the body must be sent as Content-Type: application/json");
+        goto out;
+    }
     switch (intake_read(conn, srv->max_body, stack, sizeof(stack), &body, &len)) {
     case INTAKE_READ_OK:
         break;

@@ -2,6 +2,7 @@
 #include "lookup.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include <civetweb.h>
 #include <hiredis/hiredis.h>
@@ -10,6 +11,7 @@
 #include "log.h"
 #include "record.h"
 #include "reply.h"
+#include "stream.h"
 #include "server.h"
 #include "uuid.h"
 #include "worker.h"
@@ -100,6 +102,13 @@ static int lookup_fetch(struct worker *w, const char *trace, redisReply **hash)
     return 0;
 }
 
+/* 1 if the trace was made with the key of this request (or both without one). */
+static int lookup_owned(const struct worker *w, const redisReply *hash)
+{
+    const char *owner = stream_field(hash, REC_OWNER, NULL);
+    return strcmp(owner != NULL ? owner : "", w->owner) == 0;
+}
+
 int lookup_handle(struct mg_connection *conn, struct worker *w, const char *trace)
 {
     redisReply *hash = NULL;
@@ -115,7 +124,7 @@ int lookup_handle(struct mg_connection *conn, struct worker *w, const char *trac
     } else if (lookup_fetch(w, trace, &hash) != 0) {
         status = reply_error(&r, conn, 503, "redis_unavailable",
                              "the store is unavailable; retry later");
-    } else if (hash->elements == 0) {
+    } else if (hash->elements == 0 || !lookup_owned(w, hash)) {
         status =
             reply_error(&r, conn, 404, "trace_not_found",
                         "no chat request with traceId '%s' (unknown, or expired)", trace);

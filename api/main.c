@@ -7,6 +7,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "access.h"
 #include "config.h"
 #include "keys.h"
 #include "log.h"
@@ -27,6 +28,9 @@ struct config {
     long long result_ttl;
     long long grace_ms;
     long long default_deadline_ms;
+    const char *api_keys;
+    const char *api_keys_file;
+    const char *cors_origins;
 };
 
 /* Checks what the table's ranges cannot and fills the server's settings. Returns 0,
@@ -87,8 +91,20 @@ int main(int argc, char **argv)
     int sig;
 
     const struct config_var vars[] = {
-        {"HOST", "host", CONFIG_STR, "0.0.0.0", "address to listen on", &cfg.host, 0, 0,
-         0},
+        {"HOST", "host", CONFIG_STR, "0.0.0.0",
+         "address to listen on (0.0.0.0: every interface; 127.0.0.1: this host only)",
+         &cfg.host, 0, 0, 0},
+        {"API_KEYS", "api-keys", CONFIG_STR, NULL,
+         "gateway keys, comma- or newline-separated: every request but GET /health then "
+         "needs 'Authorization: Bearer <key>' (unset, with API_KEYS_FILE: open to all)",
+         &cfg.api_keys, 0, 0, 1},
+        {"API_KEYS_FILE", "api-keys-file", CONFIG_STR, NULL,
+         "file of gateway keys, one a line ('#' comments), read again on SIGHUP",
+         &cfg.api_keys_file, 0, 0, 0},
+        {"CORS_ORIGINS", "cors-origins", CONFIG_STR, NULL,
+         "origins browsers may call the api from, comma-separated, e.g. "
+         "https://app.example.com (unset: none)",
+         &cfg.cors_origins, 0, 0, 0},
         {"PORT", "port", CONFIG_INT, "3000", "TCP port to listen on (0: any free port)",
          &cfg.port, 0, 65535, 0},
         {"API_THREADS", "threads", CONFIG_INT, "64",
@@ -127,28 +143,52 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: bad setting: %s\n", MAIN_PROG, err);
         return 1;
     }
+    if (access_init(cfg.api_keys, cfg.api_keys_file, cfg.cors_origins, err,
+                    sizeof(err)) != 0) {
+        fprintf(stderr, "%s: bad setting: %s\n", MAIN_PROG, err);
+        access_free();
+        return 1;
+    }
 
     /* Block the stop signals in every thread (civetweb's inherit this mask) and take
      * them with sigwait below: mg_stop must not run in a signal handler. */
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN); /* a client that hung up is an error return, not death */
 
     rconn_url_describe(&srv.redis, where, sizeof(where));
     if (server_start(&srv, err, sizeof(err)) != 0) {
         log_error(NULL, "%s", err);
+        access_free();
         return 1;
     }
     log_info(NULL, "listening on http://%s:%d, redis %s, %d threads", srv.host,
              srv.bound_port, where, srv.threads);
+    if (access_open())
+        log_warn(NULL,
+                 "no API_KEYS or API_KEYS_FILE: the gateway is open, anyone who "
+                 "reaches %s:%d can submit chats on the upstream key and read "
+                 "every result",
+                 srv.host, srv.bound_port);
     main_probe_redis(&srv, where);
 
-    if (sigwait(&stop, &sig) != 0)
-        sig = SIGTERM;
+    for (;;) {
+        if (sigwait(&stop, &sig) != 0)
+            sig = SIGTERM;
+        if (sig != SIGHUP)
+            break;
+        size_t count = 0;
+        if (access_reload(&count, err, sizeof(err)) != 0)
+            log_error(NULL, "SIGHUP: keys not reloaded, the old ones stay: %s", err);
+        else
+            log_info(NULL, "SIGHUP: %zu gateway keys in force", count);
+    }
     log_info(NULL, "%s: finishing open requests and stopping", strsignal(sig));
     server_stop(&srv);
+    access_free();
     log_info(NULL, "stopped");
     return 0;
 }

@@ -11,7 +11,7 @@
 
 struct mg_connection;
 
-#define REPLY_HEAD_ROOM 256
+#define REPLY_HEAD_ROOM 512 /* room for an allowed origin, see access.h */
 #define REPLY_INLINE 4096
 /* Unread request body bytes reply_send reads and drops to keep a connection alive;
  * with more than this left it closes the connection instead. */
@@ -24,6 +24,7 @@ struct reply {
     int oom;           /* an append failed: reply_send answers 500 instead */
     int close;         /* close the connection after this response */
     const char *allow; /* Allow header of a 405 (borrowed, static), or NULL */
+    const char *head;  /* more header lines, each ending "\r\n" (static), or NULL */
     char inline_buf[REPLY_HEAD_ROOM + REPLY_INLINE];
 };
 

@@ -16,6 +16,7 @@
 #include <civetweb.h>
 #include <hiredis/hiredis.h>
 
+#include "access.h"
 #include "clock.h"
 #include "intake.h"
 #include "log.h"
@@ -32,10 +33,10 @@
 /* civetweb's worker threads each get a worker; its master and timer threads none. */
 #define SERVER_WORKER_THREAD 1
 
-/* chatq has no users to authenticate (it runs behind whatever guards its network).
- * Without an authorization handler civetweb looks for a .htpasswd file on every
- * request, which with no document root means a stat("/.htpasswd") per request,
- * and would start demanding passwords if such a file ever appeared. */
+/* Gateway keys are checked in server_route, after the framing. Without an
+ * authorization handler civetweb looks for a .htpasswd file on every request, which
+ * with no document root means a stat("/.htpasswd") per request, and would start
+ * demanding passwords if such a file ever appeared. */
 static int server_authorize(struct mg_connection *conn, void *cbdata)
 {
     (void)conn;
@@ -269,13 +270,61 @@ static int server_check_framing(struct mg_connection *conn)
     return 0;
 }
 
+/* A CORS preflight from an origin CORS_ORIGINS names: 204 with what that origin may
+ * send (reply_send adds the Access-Control-Allow-Origin). Browsers send no
+ * credentials on a preflight, so it needs no key. Returns 0 when the request is no
+ * such preflight and goes on as any other (which a browser takes as a refusal). */
+static int server_preflight(struct mg_connection *conn)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    struct reply r;
+    if (!server_is(ri, "OPTIONS") ||
+        mg_get_header(conn, "Access-Control-Request-Method") == NULL ||
+        access_cors_origin(mg_get_header(conn, "Origin")) == NULL)
+        return 0;
+    reply_init(&r);
+    r.head = "Access-Control-Allow-Methods: GET, POST\r\n"
+             "Access-Control-Allow-Headers: Authorization, Content-Type, "
+             "Idempotency-Key\r\n"
+             "Access-Control-Max-Age: 600\r\n";
+    return reply_send(&r, conn, 204);
+}
+
+/* Every request but the health probe needs a configured key when there are any.
+ * Returns 0 with the owner id in the thread's worker, or the status of the 401 sent. */
+static int server_check_key(struct mg_connection *conn)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    struct worker *w = mg_get_thread_pointer(conn);
+    char owner[ACCESS_OWNER_LEN + 1];
+    struct reply r;
+
+    if (strcmp(server_path(ri), SERVER_HEALTH) == 0)
+        owner[0] = '\0';
+    else if (access_check(mg_get_header(conn, "Authorization"), owner) != 0) {
+        reply_init(&r);
+        r.head = "WWW-Authenticate: Bearer\r\n";
+        return reply_error(&r, conn, 401, "unauthorized",
+                           "this gateway needs a key: send the header "
+                           "'Authorization: Bearer <key>' with one of its keys");
+    }
+    if (w != NULL)
+        memcpy(w->owner, owner, sizeof(owner));
+    return 0;
+}
+
 /* Every route runs through here, so that server_stop knows what is still open,
- * and so that every request's framing is checked before a handler reads it. */
+ * and so that every request's framing, then its key, is checked before a handler
+ * reads it. */
 static int server_route(struct mg_connection *conn, void *cbdata)
 {
     const struct server_route *rt = cbdata;
     atomic_fetch_add(&rt->srv->inflight, 1);
     int status = server_check_framing(conn);
+    if (status == 0)
+        status = server_preflight(conn);
+    if (status == 0)
+        status = server_check_key(conn);
     if (status == 0)
         status = rt->fn(conn, rt->srv);
     atomic_fetch_sub(&rt->srv->inflight, 1);
@@ -330,6 +379,9 @@ int server_start(struct server *s, char *err, size_t errlen)
         "enable_keep_alive",  "yes",    /* a client polling GETs reuses its socket */
         "request_timeout_ms", "30000",  /* a stalled client frees its thread */
         "listen_backlog",     "1024",   /* bursts of connections wait, not fail */
+        /* civetweb's default "*" answers every preflight itself, before any
+         * handler: CORS is server_preflight's and reply_send's, per CORS_ORIGINS. */
+        "access_control_allow_origin", "",
         NULL};
     /* clang-format on */
 

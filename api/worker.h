@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include "access.h"
+
 struct server;
 struct redisContext;
 struct redisReply;
@@ -16,6 +18,9 @@ struct worker {
     struct server *srv;         /* borrowed */
     struct redisContext *redis; /* owned; NULL until first use and after a failure */
     int reused;                 /* redis served an earlier request */
+    /* The owner id of the request being served ("" when the gateway is open), set
+     * by server.c before the route runs. */
+    char owner[ACCESS_OWNER_LEN + 1];
 };
 
 /* Returns a new worker (free with worker_free), or NULL if out of memory. */

@@ -24,6 +24,7 @@ struct redisReply;
 #define REC_USER "user"         /* request: the end user it is for, for fair share */
 #define REC_ADMITTED "admitted" /* request: the attempt a dispatch already counted */
 #define REC_TRIES "tries" /* trace hash: upstream attempts begun, by every processor */
+#define REC_OWNER "owner" /* trace hash: owner id of the api key that made it */
 #define REC_STATUS "status"
 #define REC_RESPONSE "response"
 #define REC_PROMPT_TOKENS "prompt_tokens"
