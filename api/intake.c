@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <civetweb.h>
 #include <hiredis/hiredis.h>
@@ -258,23 +257,6 @@ out:
     return result;
 }
 
-/* 1 if the Content-Type (may be NULL) is application/json, parameters allowed. A
- * web page can have a browser send any other site a text/plain, form or multipart
- * POST without asking first (no CORS preflight); JSON it cannot, so demanding it
- * keeps pages from submitting chats through their visitors' browsers. */
-static int intake_is_json(const char *type)
-{
-    static const char json[] = "application/json";
-    if (type == NULL)
-        return 0;
-    while (*type == ' ' || *type == '\t')
-        type++;
-    if (strncasecmp(type, json, sizeof(json) - 1) != 0)
-        return 0;
-    type += sizeof(json) - 1;
-    return *type == '\0' || *type == ';' || *type == ' ' || *type == '\t';
-}
-
 int intake_handle(struct mg_connection *conn, struct server *srv, struct worker *w)
 {
     char stack[INTAKE_STACK_BODY];
@@ -285,11 +267,6 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
     int status;
 
     reply_init(&r);
-    if (!intake_is_json(mg_get_header(conn, "Content-Type"))) {
-        status = reply_error(&r, conn, 415, "unsupported_media_type",
-                             "the body must be sent as Content-Type: application/json");
-        goto out;
-    }
     switch (intake_read(conn, srv->max_body, stack, sizeof(stack), &body, &len)) {
     case INTAKE_READ_OK:
         break;

@@ -78,11 +78,7 @@ static int http_perform(CURL *h, int fresh, const char *method, const char *url,
         curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
     if (strcmp(method, "HEAD") == 0)
         curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    /* JSON, unless the test sends a Content-Type of its own. */
-    int typed = 0;
-    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++)
-        typed |= strncasecmp(extra[i], "Content-Type:", 13) == 0;
-    if (body != NULL && !typed)
+    if (body != NULL)
         headers = curl_slist_append(headers, "Content-Type: application/json");
     for (size_t i = 0; extra != NULL && extra[i] != NULL; i++)
         headers = curl_slist_append(headers, extra[i]);

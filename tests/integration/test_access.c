@@ -265,37 +265,6 @@ static void test_access_cors(void **state)
           status, acao);
 }
 
-/* What a page can make a browser send anywhere without a preflight: a form or
- * text/plain POST. Refused, whatever the key. */
-static void test_access_simple_post_refused(void **state)
-{
-    (void)state;
-    const char *const types[] = {"Content-Type: text/plain",
-                                 "Content-Type: application/x-www-form-urlencoded",
-                                 "Content-Type: multipart/form-data; boundary=x",
-                                 "Content-Type: application/jsonx", NULL};
-    long long before = stack_xadded(&acc_stack, acc_stack.keys.requests);
-    for (size_t i = 0; types[i] != NULL; i++) {
-        const char *const more[] = {"Origin: https://evil.example", types[i], NULL};
-        struct http_response res;
-        acc_request("POST", "/chat", ACC_KEY_A, more, ACC_BODY, &res);
-        json_t *doc = http_json(&res);
-        const char *code = doc != NULL ? http_error_code(doc) : NULL;
-        int ok = res.status == 415 && code != NULL &&
-                 strcmp(code, "unsupported_media_type") == 0;
-        long status = res.status;
-        json_decref(doc);
-        http_response_free(&res);
-        CHECK(ok, "POST with %s: %ld, want 415 unsupported_media_type", types[i], status);
-    }
-    const char *const charset[] = {"Content-Type: Application/JSON; charset=utf-8", NULL};
-    char trace[UUID_LEN + 1];
-    acc_post(ACC_KEY_A, charset, trace);
-    long long after = stack_xadded(&acc_stack, acc_stack.keys.requests);
-    CHECK(after == before + 1, "%lld chats queued, want the 1 sent as JSON",
-          after - before);
-}
-
 static int acc_key_c_works(void *arg)
 {
     (void)arg;
@@ -399,7 +368,6 @@ static const struct CMUnitTest acc_tests[] = {
     cmocka_unit_test(test_access_keys_read_own_traces),
     cmocka_unit_test(test_access_idempotency_per_key),
     cmocka_unit_test(test_access_cors),
-    cmocka_unit_test(test_access_simple_post_refused),
     cmocka_unit_test(test_access_sighup_reloads),
     cmocka_unit_test(test_access_open_by_default),
 };
