@@ -9,6 +9,7 @@
 #   make install         PREFIX=/usr/local DESTDIR=
 #   make SANITIZE=address,undefined   an instrumented build
 #   make valgrind        the unit and integration tests under valgrind
+#   make fuzz            each libFuzzer target for FUZZ_SECONDS (clang)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -48,7 +49,7 @@ PROGRAMS := $(BINDIR)/chatq-api $(BINDIR)/chatq-processor $(BINDIR)/chatq-handle
             $(BINDIR)/chatq-fake-upstream
 
 .PHONY: all install uninstall test test-programs unit run bench format format-check \
-        valgrind deps \
+        valgrind deps fuzz fuzz-programs \
         clean check-compose
 all: $(PROGRAMS)
 
@@ -104,13 +105,38 @@ $(INTEG_BIN): $(call obj,$(INTEG_SRC)) $(LIBCOMMON)
 
 test-programs: $(PROGRAMS) $(UNIT_BINS) $(INTEG_BIN)
 
+# Each tests/fuzz/fuzz_X.c is one libFuzzer target. They are built by clang in a
+# build of their own, the project's objects instrumented for coverage as well.
+FUZZ_O := build/fuzz
+FUZZ_SAN := fuzzer-no-link,address,undefined
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 2
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BINDIR)/fuzz/%,$(FUZZ_SRC))
+
+$(BINDIR)/fuzz/%: $(OBJDIR)/tests/fuzz/%.o $(LIB_OBJS) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ -lcivetweb -lcurl -levent -lhiredis \
+	    -ljansson -lpthread -lm
+
+fuzz-programs: $(FUZZ_BINS)
+
 deps:
 	@scripts/deps.sh build test run
 
+# Without T, a short fuzzing run of every target too (a crash fails the test).
 test: deps
 	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=$(TEST_SAN) WERROR=1 test-programs
+	@$(if $(T),true,$(MAKE) --no-print-directory O=$(FUZZ_O) CC=clang SANITIZE=$(FUZZ_SAN) \
+	    WERROR=1 fuzz-programs)
+	@$(if $(T),true,scripts/fuzz.sh $(FUZZ_O)/bin $(FUZZ_SMOKE_SECONDS))
 	@scripts/test.sh $(TEST_O)/bin $(T)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory O=$(FUZZ_O) CC=clang SANITIZE=$(FUZZ_SAN) WERROR=1 \
+	    fuzz-programs
+	@scripts/fuzz.sh $(FUZZ_O)/bin $(FUZZ_SECONDS)
 
 unit: deps
 	@$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=$(TEST_SAN) WERROR=1 test-programs

@@ -69,6 +69,13 @@ long long retry_after_parse(const char *value, size_t len, long long now_ms)
     time_t t = curl_getdate(buf, NULL);
     if (t == (time_t)-1)
         return -1;
+    /* curl reads any year, so the date may be far off: compare in seconds first
+     * and saturate at a day, as above, before anything is multiplied. */
+    long long now_s = now_ms / 1000;
+    if ((long long)t > now_s + 86400)
+        return 86400LL * 1000;
+    if ((long long)t < now_s)
+        return 0;
     long long ms = (long long)t * 1000 - now_ms;
     return ms > 0 ? ms : 0;
 }
