@@ -104,7 +104,8 @@ static void test_retry_after_date(void **state)
     /* A date far in the future saturates at a day rather than overflow (curl
      * reads the year 2026200000 here; found by tests/fuzz/fuzz_headers.c). */
     assert_int_equal(parse("Wed, 21 Oct 2026200000", at), 86400000);
-    assert_int_equal(parse("Wed, 21 Oct 2015 07:28:00 GMT", at - 2 * 86400000LL), 86400000);
+    assert_int_equal(parse("Wed, 21 Oct 2015 07:28:00 GMT", at - 2 * 86400000LL),
+                     86400000);
 }
 
 static void test_retry_after_garbage(void **state)
