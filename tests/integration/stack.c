@@ -552,6 +552,42 @@ redisReply *stack_redis(struct stack *s, const char *fmt, ...)
     return r;
 }
 
+int stack_redis_each(struct stack *s,
+                     int (*fn)(const char *key, const char *type, const redisReply *value,
+                               void *arg),
+                     void *arg)
+{
+    static const struct {
+        const char *type, *fmt;
+    } reads[] = {{"string", "GET %s"},        {"hash", "HGETALL %s"},
+                 {"stream", "XRANGE %s - +"}, {"list", "LRANGE %s 0 -1"},
+                 {"set", "SMEMBERS %s"},      {"zset", "ZRANGE %s 0 -1 WITHSCORES"}};
+    char cursor[32] = "0";
+    int rc = 0;
+    do {
+        redisReply *r = stack_redis(s, "SCAN %s COUNT 1000", cursor);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            freeReplyObject(r);
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; rc == 0 && i < r->element[1]->elements; i++) {
+            const char *key = r->element[1]->element[i]->str;
+            redisReply *t = stack_redis(s, "TYPE %s", key);
+            const char *type = t != NULL && t->type == REDIS_REPLY_STATUS ? t->str : "";
+            redisReply *v = NULL;
+            for (size_t k = 0; k < sizeof(reads) / sizeof(reads[0]) && v == NULL; k++)
+                if (strcmp(type, reads[k].type) == 0)
+                    v = stack_redis(s, reads[k].fmt, key);
+            rc = fn(key, type, v, arg);
+            freeReplyObject(v);
+            freeReplyObject(t);
+        }
+        freeReplyObject(r);
+    } while (rc == 0 && strcmp(cursor, "0") != 0);
+    return rc;
+}
+
 /* 1 once Redis does not answer a PING within 50 ms: it is asleep. */
 static int stack_check_asleep(void *arg)
 {

@@ -109,6 +109,15 @@ int stack_api_spawn(struct stack *s, const char *name, const char *const *extra)
  * connection was lost. Returns a new reply (freeReplyObject), or NULL. */
 redisReply *stack_redis(struct stack *s, const char *fmt, ...);
 
+/* Calls fn with every key of the stack's Redis, its type and its whole value
+ * (GET, HGETALL, XRANGE, LRANGE, SMEMBERS or ZRANGE WITHSCORES; NULL for another
+ * type), until fn returns nonzero. Returns what fn returned, 0 when every key was
+ * seen, or -1 if Redis failed. */
+int stack_redis_each(struct stack *s,
+                     int (*fn)(const char *key, const char *type, const redisReply *value,
+                               void *arg),
+                     void *arg);
+
 /* Makes Redis slow rather than down: sends DEBUG SLEEP seconds (e.g. "1.5") on a
  * connection of its own without waiting, and returns once Redis has stopped
  * answering. Returns that connection (new: read the reply, which comes when Redis

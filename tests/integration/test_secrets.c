@@ -99,51 +99,27 @@ static int sec_reply_has(const redisReply *r, char piece[SEC_PIECE + 1])
 /* Every key of the group's Redis, its name and its whole value (the dead-letter
  * stream included). 1 with the key in where if a piece is found, 0 if not, -1 on
  * error. */
+struct sec_where {
+    char *where;
+    size_t len;
+};
+
+static int sec_check_key(const char *key, const char *type, const redisReply *value,
+                         void *arg)
+{
+    struct sec_where *w = arg;
+    char piece[SEC_PIECE + 1];
+    if (!sec_has_piece(key, strlen(key), piece) && !sec_reply_has(value, piece))
+        return 0;
+    snprintf(w->where, w->len, "\"%s\" in %s (%s)", piece, key, type);
+    return 1;
+}
+
 static int sec_redis_has(struct stack *s, char *where, size_t len)
 {
-    char cursor[32] = "0";
-    char piece[SEC_PIECE + 1];
-    do {
-        redisReply *r = stack_redis(s, "SCAN %s COUNT 1000", cursor);
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-            if (r != NULL)
-                freeReplyObject(r);
-            return -1;
-        }
-        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-        for (size_t i = 0; i < r->element[1]->elements; i++) {
-            const char *key = r->element[1]->element[i]->str;
-            redisReply *t = stack_redis(s, "TYPE %s", key);
-            const char *type = t != NULL && t->type == REDIS_REPLY_STATUS ? t->str : "";
-            redisReply *v = NULL;
-            if (strcmp(type, "string") == 0)
-                v = stack_redis(s, "GET %s", key);
-            else if (strcmp(type, "hash") == 0)
-                v = stack_redis(s, "HGETALL %s", key);
-            else if (strcmp(type, "stream") == 0)
-                v = stack_redis(s, "XRANGE %s - +", key);
-            else if (strcmp(type, "list") == 0)
-                v = stack_redis(s, "LRANGE %s 0 -1", key);
-            else if (strcmp(type, "set") == 0)
-                v = stack_redis(s, "SMEMBERS %s", key);
-            else if (strcmp(type, "zset") == 0)
-                v = stack_redis(s, "ZRANGE %s 0 -1 WITHSCORES", key);
-            int hit = sec_has_piece(key, strlen(key), piece) || sec_reply_has(v, piece);
-            if (hit)
-                snprintf(where, len, "\"%s\" in %s (%s)", piece, key, type);
-            if (t != NULL)
-                freeReplyObject(t);
-            if (v != NULL)
-                freeReplyObject(v);
-            if (hit) {
-                freeReplyObject(r);
-                return 1;
-            }
-        }
-        freeReplyObject(r);
-    } while (strcmp(cursor, "0") != 0);
-    /* The dead-letter stream may not exist yet; SCAN saw it if it does. */
-    return 0;
+    /* The dead-letter stream may not exist yet; SCAN sees it if it does. */
+    struct sec_where w = {where, len};
+    return stack_redis_each(s, sec_check_key, &w);
 }
 
 /* Reads the whole file at path: new (free), or NULL. */

@@ -184,49 +184,26 @@ static int up_reply_has(const redisReply *r, const char *needle)
 
 /* Looks at every key of the group's Redis: its name and its whole value. Returns
  * 1 and the key in where if needle is found, 0 if not, -1 on error. */
+struct up_where {
+    const char *needle;
+    char *where;
+    size_t len;
+};
+
+static int up_check_key(const char *key, const char *type, const redisReply *value,
+                        void *arg)
+{
+    struct up_where *w = arg;
+    if (strstr(key, w->needle) == NULL && !up_reply_has(value, w->needle))
+        return 0;
+    snprintf(w->where, w->len, "%s (%s)", key, type);
+    return 1;
+}
+
 static int up_redis_has(struct stack *s, const char *needle, char *where, size_t len)
 {
-    char cursor[32] = "0";
-    do {
-        redisReply *r = stack_redis(s, "SCAN %s COUNT 1000", cursor);
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-            if (r != NULL)
-                freeReplyObject(r);
-            return -1;
-        }
-        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-        for (size_t i = 0; i < r->element[1]->elements; i++) {
-            const char *key = r->element[1]->element[i]->str;
-            redisReply *t = stack_redis(s, "TYPE %s", key);
-            const char *type = t != NULL && t->type == REDIS_REPLY_STATUS ? t->str : "";
-            redisReply *v = NULL;
-            if (strcmp(type, "string") == 0)
-                v = stack_redis(s, "GET %s", key);
-            else if (strcmp(type, "hash") == 0)
-                v = stack_redis(s, "HGETALL %s", key);
-            else if (strcmp(type, "stream") == 0)
-                v = stack_redis(s, "XRANGE %s - +", key);
-            else if (strcmp(type, "list") == 0)
-                v = stack_redis(s, "LRANGE %s 0 -1", key);
-            else if (strcmp(type, "set") == 0)
-                v = stack_redis(s, "SMEMBERS %s", key);
-            else if (strcmp(type, "zset") == 0)
-                v = stack_redis(s, "ZRANGE %s 0 -1", key);
-            int hit = strstr(key, needle) != NULL || up_reply_has(v, needle);
-            if (hit)
-                snprintf(where, len, "%s (%s)", key, type);
-            if (t != NULL)
-                freeReplyObject(t);
-            if (v != NULL)
-                freeReplyObject(v);
-            if (hit) {
-                freeReplyObject(r);
-                return 1;
-            }
-        }
-        freeReplyObject(r);
-    } while (strcmp(cursor, "0") != 0);
-    return 0;
+    struct up_where w = {needle, where, len};
+    return stack_redis_each(s, up_check_key, &w);
 }
 
 static void test_upstream_invalid_api_key(void **state)
