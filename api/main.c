@@ -115,9 +115,10 @@ int main(int argc, char **argv)
          "HTTP worker threads, each with its own Redis connection; each holds one "
          "connection, idle ones included, for as long as it is open",
          &cfg.threads, 1, 4096, 0},
-        {"KEEPALIVE_TIMEOUT_MS", "keepalive-timeout-ms", CONFIG_INT, "5000",
-         "how long an idle kept-alive connection stays open (announced to clients as "
-         "Keep-Alive: timeout=, rounded down to seconds; 0: one request per connection)",
+        {"KEEPALIVE_TIMEOUT_MS", "keepalive-timeout-ms", CONFIG_INT, "10000",
+         "how long an idle kept-alive connection stays open; clients are told half "
+         "(Keep-Alive: timeout=, in seconds) so they retire it first even when late "
+         "(0: one request per connection)",
          &cfg.keepalive_ms, 0, 600000, 0},
         {"REQUEST_TIMEOUT_MS", "request-timeout-ms", CONFIG_INT, "10000",
          "a request's headers must arrive within this; a connection silent this long "

@@ -381,7 +381,8 @@ int server_start(struct server *s, char *err, size_t errlen)
         /* A client polling GETs reuses its socket. civetweb's default idle time,
          * 500 ms, announced to no one, closed connections that clients such as
          * Node's fetch (4 s) were about to reuse: their next POST failed with
-         * "other side closed". Now it is long, and said (reply_keep_alive_hint). */
+         * "other side closed". Now it is long, and said (reply_keep_alive_hint,
+         * with room to spare). */
         "enable_keep_alive",  s->keepalive_ms > 0 ? "yes" : "no",
         "keep_alive_timeout_ms", keepalive,
         /* civetweb gives the whole head this long; for a body, each wait. */
@@ -408,7 +409,10 @@ int server_start(struct server *s, char *err, size_t errlen)
     error.text = why;
     error.text_buffer_size = sizeof(why);
 
-    reply_keep_alive_hint(s->keepalive_ms > 0 ? s->keepalive_ms / 1000 : -1);
+    /* Half: a client's idle timer may fire a second or more late (undici's
+     * timers are coarse, a loaded host is slow), and one that reuses the
+     * connection at the very moment the server closes it loses its request. */
+    reply_keep_alive_hint(s->keepalive_ms > 0 ? s->keepalive_ms / 2000 : -1);
     atomic_init(&s->redis_down, 0);
     atomic_init(&s->inflight, 0);
     mg_init_library(0);

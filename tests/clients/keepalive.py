@@ -17,9 +17,9 @@ import time
 # Neither requests nor httpx reads the server's Keep-Alive hint: an idle gap of
 # exactly the server's timeout races its close whatever the server does (an
 # application that must not lose such a POST retries it with an Idempotency-Key).
-# So the gaps here stay clear of 5 s, chatq's default: below it the connection
+# So the gaps here stay clear of 10 s, chatq's default: below it the connection
 # must still be open; past it the client must see it closed and open another.
-PAUSES = [0, 0, 0.45, 0.5, 0.55, 3.9, 4.5, 6.0, 6.5, 7.0]
+PAUSES = [0, 0, 0.45, 0.5, 0.55, 3.9, 4.5, 5.5, 6.5, 11.0]
 
 
 def main():

@@ -22,10 +22,14 @@
 
 static struct stack cli_stack;
 
+/* A slow Redis (a loaded test host) must not pass for a dropped connection. */
+static const char *const cli_api_env[] = {"REDIS_TIMEOUT_MS=5000", NULL};
+
 static int cli_setup(void **state)
 {
     (void)state;
-    return stack_start(&cli_stack, "clients", "tc:", NULL);
+    struct stack_settings set = {.api = cli_api_env};
+    return stack_start(&cli_stack, "clients", "tc:", &set);
 }
 
 static int cli_teardown(void **state)
