@@ -3,6 +3,7 @@
  *   POST /chat                      intake.c
  *   GET  /chat/{traceId}/response   lookup.c
  *   GET  /health                    here: a Redis PING
+ *   GET  /healthz, /readyz          here: the probes (alive; Redis and the group)
  *   anything else                   404 not_found; a wrong method on a route 405 */
 #include "server.h"
 
@@ -22,13 +23,17 @@
 #include "log.h"
 #include "lookup.h"
 #include "reply.h"
+#include "stream.h"
 #include "uuid.h"
+#include "version.h"
 #include "worker.h"
 
 #define SERVER_CHAT "/chat"
 #define SERVER_CHAT_DIR "/chat/"
 #define SERVER_RESPONSE "/response"
 #define SERVER_HEALTH "/health"
+#define SERVER_HEALTHZ "/healthz"
+#define SERVER_READYZ "/readyz"
 
 /* civetweb's worker threads each get a worker; its master and timer threads none. */
 #define SERVER_WORKER_THREAD 1
@@ -148,6 +153,68 @@ static int server_health(struct mg_connection *conn, void *cbdata)
         return reply_error(&r, conn, 503, "redis_unavailable", "Redis is unavailable");
     reply_lit(&r, "{\"status\":\"ok\"}");
     return reply_send(&r, conn, 200);
+}
+
+/* {"status":status,"version":...,"reason":reason (if not NULL)} as code. */
+static int server_probe_reply(struct mg_connection *conn, int code, const char *status,
+                              const char *reason)
+{
+    struct reply r;
+    reply_init(&r);
+    reply_lit(&r, "{\"status\":");
+    reply_strz(&r, status);
+    reply_lit(&r, ",\"version\":\"" CHATQ_VERSION "\"");
+    if (reason != NULL) {
+        reply_lit(&r, ",\"reason\":");
+        reply_strz(&r, reason);
+    }
+    reply_lit(&r, "}");
+    return reply_send(&r, conn, code);
+}
+
+/* "/healthz": the server turns (a thread took the request); no Redis. */
+static int server_healthz(struct mg_connection *conn, void *cbdata)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (strcmp(server_path(ri), SERVER_HEALTHZ) != 0)
+        return server_not_found(conn, cbdata);
+    if (!server_is(ri, "GET"))
+        return server_method_not_allowed(conn, "GET");
+    return server_probe_reply(conn, 200, "ok", NULL);
+}
+
+/* "/readyz": Redis answers and the processors' group exists on the requests
+ * stream, i.e. a chat accepted now will be read. */
+static int server_readyz(struct mg_connection *conn, void *cbdata)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    struct worker *w = mg_get_thread_pointer(conn);
+    struct server *s = cbdata;
+    char why[512] = "Redis is unreachable";
+    int ready = 0;
+
+    if (strcmp(server_path(ri), SERVER_READYZ) != 0)
+        return server_not_found(conn, cbdata);
+    if (!server_is(ri, "GET"))
+        return server_method_not_allowed(conn, "GET");
+    /* One retry on a fresh connection, as worker_command does: a Redis restart
+     * since the last request closed the kept one. */
+    for (int attempt = 0; attempt < 2 && w != NULL; attempt++) {
+        struct redisContext *c = worker_redis(w, NULL);
+        if (c == NULL)
+            break;
+        int rc = stream_group_exists(c, s->keys.requests, KEYS_GROUP_PROCESSORS, why,
+                                     sizeof(why));
+        if (rc >= 0) {
+            ready = rc;
+            break;
+        }
+        if (!worker_redis_failed(w, NULL, "XINFO GROUPS"))
+            break;
+    }
+    if (!ready)
+        return server_probe_reply(conn, 503, "not_ready", why);
+    return server_probe_reply(conn, 200, "ready", NULL);
 }
 
 static void *server_init_thread(const struct mg_context *ctx, int thread_type)
@@ -299,7 +366,10 @@ static int server_check_key(struct mg_connection *conn)
     char owner[ACCESS_OWNER_LEN + 1];
     struct reply r;
 
-    if (strcmp(server_path(ri), SERVER_HEALTH) == 0)
+    /* Probes come from load balancers and orchestrators, which hold no key. */
+    if (strcmp(server_path(ri), SERVER_HEALTH) == 0 ||
+        strcmp(server_path(ri), SERVER_HEALTHZ) == 0 ||
+        strcmp(server_path(ri), SERVER_READYZ) == 0)
         owner[0] = '\0';
     else if (access_check(mg_get_header(conn, "Authorization"), owner) != 0) {
         reply_init(&r);
@@ -353,7 +423,9 @@ static void server_init_context(const struct mg_context *cctx)
     server_add_route(s, ctx, 0, SERVER_CHAT, server_chat);
     server_add_route(s, ctx, 1, SERVER_CHAT_DIR, server_chat_response);
     server_add_route(s, ctx, 2, SERVER_HEALTH, server_health);
-    server_add_route(s, ctx, 3, "/", server_not_found);
+    server_add_route(s, ctx, 3, SERVER_HEALTHZ, server_healthz);
+    server_add_route(s, ctx, 4, SERVER_READYZ, server_readyz);
+    server_add_route(s, ctx, 5, "/", server_not_found);
     mg_set_auth_handler(ctx, "/", server_authorize, NULL);
 }
 

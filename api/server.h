@@ -39,7 +39,7 @@ struct server {
     struct server_route {
         struct server *srv;
         int (*fn)(struct mg_connection *conn, void *cbdata);
-    } routes[4];
+    } routes[6];
 };
 
 /* Starts listening and serving; returns 0, or -1 with the reason in err (e.g. the
