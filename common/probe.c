@@ -21,6 +21,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "rconn.h"
 #include "stream.h"
 #include "version.h"
@@ -74,7 +75,8 @@ static void probe_reply(struct evhttp_request *req, int code, const char *status
                       "application/json");
     evhttp_send_reply(req, code, code == 200 ? "OK" : "Service Unavailable", buf);
 out:
-    evbuffer_free(buf);
+    if (buf)
+        evbuffer_free(buf);
     free(text);
     json_decref(o);
 }
@@ -106,6 +108,26 @@ static int probe_ready(struct probe *p, char *why, size_t whylen)
     return 0;
 }
 
+static void probe_metrics(struct evhttp_request *req)
+{
+    char *text = NULL;
+    size_t len = 0;
+    struct evbuffer *buf = evbuffer_new();
+
+    if (buf == NULL || metrics_render(&text, &len) != 0) {
+        evhttp_send_error(req, 500, NULL);
+        goto out;
+    }
+    evbuffer_add(buf, text, len);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      METRICS_CONTENT_TYPE);
+    evhttp_send_reply(req, 200, "OK", buf);
+out:
+    if (buf)
+        evbuffer_free(buf);
+    free(text);
+}
+
 static void probe_route(struct evhttp_request *req, void *arg)
 {
     struct probe *p = arg;
@@ -129,6 +151,8 @@ static void probe_route(struct evhttp_request *req, void *arg)
             probe_reply(req, 200, "ready", NULL);
         else
             probe_reply(req, 503, "not_ready", why);
+    } else if (strcmp(path, "/metrics") == 0) {
+        probe_metrics(req);
     } else {
         evhttp_send_error(req, 404, NULL);
     }

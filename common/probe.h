@@ -1,16 +1,18 @@
 /* probe.h - the small HTTP port of chatq-processor and chatq-handler
- * (METRICS_PORT): GET /healthz and GET /readyz, served by a thread
+ * (METRICS_PORT): GET /healthz, GET /readyz and GET /metrics, served by a thread
  * of its own with its own libevent base and its own Redis connection.
  *
  * A thread rather than the binary's own loop: the handler's loop blocks in Redis
  * reads, and a readiness check that asks Redis must not stall the processor's
  * event loop while Redis is slow or gone. So the thread shares nothing with the
- * main loop but an atomic: the loop's tick (probe_tick), which /healthz checks.
+ * main loop but atomics: the loop's tick (probe_tick), which /healthz checks,
+ * and the metrics (metrics.h).
  *
  *   /healthz  200 while the main loop has ticked within stall_ms, else 503
  *   /readyz   200 when Redis answers and the group exists on the stream, else 503
  *             with the reason
- * Each answers JSON with the version. */
+ *   /metrics  Prometheus text format 0.0.4 (metrics.h)
+ * The first two answer JSON with the version. */
 #ifndef CHATQ_PROBE_H
 #define CHATQ_PROBE_H
 

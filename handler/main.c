@@ -16,6 +16,7 @@
 #include "inbox.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "probe.h"
 #include "rconn.h"
 
@@ -70,6 +71,7 @@ int main(int argc, char **argv)
         nvars, argc, argv, &cfg.common);
     if (cr != CONFIG_OK)
         return cr == CONFIG_HELP ? 0 : 1;
+    metrics_init(METRICS_HANDLER, "handler");
 
     char err[512];
     struct rconn_url url;
@@ -132,7 +134,7 @@ int main(int argc, char **argv)
     log_info(NULL, "started as %s, redis %s, stream %s, ttl %llds", in.consumer, where,
              keys.results, cfg.ttl_s);
 
-    long long backoff_ms = 0;
+    long long backoff_ms = 0, connects = 0;
     while (!handler_stopping) {
         probe_tick(probe);
         if (in.c == NULL) {
@@ -147,6 +149,8 @@ int main(int argc, char **argv)
             }
             if (backoff_ms != 0)
                 log_info(NULL, "Redis at %s is back", where);
+            if (connects++ > 0)
+                metrics_inc(metrics_redis_reconnects);
             backoff_ms = 0;
         }
         inbox_step(&in); /* a lost connection is made again next turn */

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "probe.h"
 #include "processor.h"
 #include "rconn.h"
@@ -232,12 +233,17 @@ static int main_group_ensure(const struct processor *p)
  * Redis connect and backoff while the group is made at start. */
 #define MAIN_STALL_MS 15000
 
+/* Also samples the gauges the probe thread cannot read from the loop's state. */
 static void main_on_tick(evutil_socket_t fd, short what, void *arg)
 {
+    const struct processor *p = arg;
     (void)fd;
     (void)what;
-    (void)arg;
     probe_tick(main_probe);
+    metrics_set(&metrics_inflight, upstream_running(p->up), NULL, NULL);
+    metrics_set(&metrics_slots, (long long)(p->njobs - p->nfree), "used", NULL);
+    metrics_set(&metrics_slots, (long long)p->nfree, "free", NULL);
+    metrics_set(&metrics_slots, (long long)p->climit, "limit", NULL);
 }
 
 static void main_on_signal(evutil_socket_t sig, short what, void *arg)
@@ -260,6 +266,7 @@ int main(int argc, char **argv)
         return 0;
     if (cr == CONFIG_ERROR)
         return 1;
+    metrics_init(METRICS_PROCESSOR, "processor");
     /* An empty variable counts as unset, as it does for OPENAI_API_KEY. */
     if (main_key_file != NULL && main_key_file[0]) {
         if (cfg.api_key != NULL && cfg.api_key[0]) {
@@ -330,7 +337,7 @@ int main(int argc, char **argv)
 
     sigterm = evsignal_new(processor_base(p), SIGTERM, main_on_signal, p);
     sigint = evsignal_new(processor_base(p), SIGINT, main_on_signal, p);
-    tick = event_new(processor_base(p), -1, EV_PERSIST, main_on_tick, NULL);
+    tick = event_new(processor_base(p), -1, EV_PERSIST, main_on_tick, p);
     struct timeval every = clock_timeval(MAIN_TICK_MS);
     if (sigterm == NULL || sigint == NULL || tick == NULL ||
         evsignal_add(sigterm, NULL) != 0 || evsignal_add(sigint, NULL) != 0 ||

@@ -20,6 +20,7 @@
 #include "admit.h"
 #include "inbox.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "pace.h"
 #include "record.h"
@@ -287,6 +288,7 @@ static void processor_dead(struct processor *p, struct job *job, const redisRepl
     }
     d->code = code;
     job->dead = d;
+    metrics_inc(metrics_dead_letters);
     log_warn(job->trace[0] ? job->trace : NULL, "dead-lettering entry %s (%s): %s",
              job->id, code, reason);
     outbox_push(p->out, job);
@@ -402,6 +404,14 @@ static void processor_on_timer(evutil_socket_t fd, short what, void *arg)
         processor_attempt(job->p, job);
 }
 
+static void processor_count_tokens(const struct outcome *o)
+{
+    if (o->prompt_tokens > 0)
+        metrics_add(&metrics_tokens, o->prompt_tokens, o->model, "prompt");
+    if (o->completion_tokens > 0)
+        metrics_add(&metrics_tokens, o->completion_tokens, o->model, "completion");
+}
+
 /* Acts on job->outcome: write it, or wait and try again. */
 static void processor_outcome(struct processor *p, struct job *job)
 {
@@ -414,14 +424,18 @@ static void processor_outcome(struct processor *p, struct job *job)
     switch (o->kind) {
     case OUTCOME_COMPLETED:
         log_debug(trace, "completed: attempts=%d model=%s", job->attempts, o->model);
+        metrics_inc(metrics_chats_completed);
+        processor_count_tokens(o);
         outbox_push(p->out, job);
         return;
     case OUTCOME_FAILED:
         log_warn(trace, "failed: code=%s attempts=%d: %s", o->code ? o->code : "?",
                  job->attempts, o->message ? o->message : "");
+        metrics_inc1(metrics_chats_failed, o->code ? o->code : "unknown");
         outbox_push(p->out, job);
         return;
     case OUTCOME_RETRY:
+        metrics_inc1(metrics_retries, o->code ? o->code : "unknown");
         break;
     }
     long long wait =
@@ -461,6 +475,9 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
                                .secret = p->cfg->api_key};
     if (outcome_classify(&in, &job->outcome) != 0)
         log_error(job->trace, "out of memory classifying an upstream answer");
+    metrics_inc1(metrics_upstream_attempts,
+                 upstream_outcome_label(curl_code, http_status));
+    metrics_observe(&metrics_upstream_duration, x->seconds);
     processor_adapt(p, &job->outcome);
     if (http_status == 429)
         log_warn(job->trace,
@@ -495,6 +512,7 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
     }
     snprintf(job->id, sizeof(job->id), "%s", id);
     job->deliveries = deliveries;
+    metrics_inc(metrics_chats_started);
 
     struct chat_request req;
     char err[256];

@@ -148,6 +148,19 @@ void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
         upstream_limit_header(&x->limits, line + 12, namelen - 12, value, valuelen);
 }
 
+const char *upstream_outcome_label(int curl_code, long http_status)
+{
+    if (curl_code == CURLE_OPERATION_TIMEDOUT)
+        return "timeout";
+    if (http_status == 429)
+        return "429";
+    if (http_status >= 200 && http_status < 600) {
+        static const char *const classes[] = {"2xx", "3xx", "4xx", "5xx"};
+        return classes[http_status / 100 - 2];
+    }
+    return "connection_error";
+}
+
 static size_t upstream_on_header(char *buf, size_t size, size_t n, void *userp)
 {
     upstream_header_line(userp, buf, size * n, clock_now_ms());
@@ -268,6 +281,7 @@ static void upstream_collect(struct upstream *up)
         long status = 0;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &x->seconds);
         upstream_cancel(x);
         up->done(x, (int)rc, status, up->done_arg);
     }

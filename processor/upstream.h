@@ -43,6 +43,7 @@ struct upstream_xfer {
     struct upstream_limits limits; /* from the x-ratelimit-* headers */
     int too_large;                 /* we stopped the body at max_response_bytes */
     char errbuf[CURL_ERROR_SIZE];  /* curl's detail on a failure */
+    double seconds;                /* the last call's time, for the metrics */
 };
 
 /* Called when a transfer ended, after its handle left the multi handle, with the
@@ -71,6 +72,10 @@ void upstream_cancel(struct upstream_xfer *x);
 long upstream_running(const struct upstream *up);
 
 void upstream_xfer_init(struct upstream_xfer *x);
+
+/* What a call came to, as the metrics' outcome label (static): "2xx", "3xx",
+ * "4xx", "429", "5xx", "timeout" or "connection_error". */
+const char *upstream_outcome_label(int curl_code, long http_status);
 
 /* Frees body and response and re-initialises. x must not be running. */
 void upstream_xfer_clear(struct upstream_xfer *x);

@@ -172,8 +172,170 @@ static void test_ops_probes_follow_redis(void **state)
           p.status);
 }
 
+/* ---- Prometheus ----------------------------------------------------------------- */
+
+#define OPS_CHATS 12
+#define OPS_SCRAPE_MS 60000
+
+/* Fetches url's /metrics into <dir>/<name>.prom and runs promtool check metrics on
+ * it (the exposition parses, and follows the naming conventions). */
+static void ops_promtool(const char *dir, const char *name, const char base[64])
+{
+    char url[256], file[PATH_MAX - 64], cmd[2 * PATH_MAX];
+    struct http_response r;
+    snprintf(url, sizeof(url), "%s/metrics", base);
+    CHECK(http_request("GET", url, NULL, 0, OPS_PROBE_MS, &r) == 0 && r.status == 200,
+          "GET %s answered %ld", url, r.status);
+    snprintf(file, sizeof(file), "%s/%s.prom", dir, name);
+    FILE *f = fopen(file, "w");
+    CHECK(f != NULL, "cannot write %s", file);
+    fwrite(r.body, 1, r.body_len, f);
+    fclose(f);
+    int text = strncmp(r.content_type, "text/plain; version=0.0.4", 25) == 0;
+    http_response_free(&r);
+    CHECK(text, "%s is not served as text/plain; version=0.0.4", url);
+    snprintf(cmd, sizeof(cmd), "promtool check metrics < %s > %s.check 2>&1", file, file);
+    int rc = system(cmd);
+    CHECK(rc == 0, "promtool check metrics failed on %s's /metrics: see %s.check", name,
+          file);
+}
+
+/* GET /api/v1/<path> of the Prometheus server: its "data" member (new), or NULL. */
+static json_t *ops_prom_api(int port, const char *path)
+{
+    char url[512];
+    struct http_response r;
+    json_t *data = NULL;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/api/v1/%s", port, path);
+    if (http_request("GET", url, NULL, 0, OPS_PROBE_MS, &r) == 0 && r.status == 200) {
+        json_t *body = json_loads(r.body, 0, NULL);
+        data = json_incref(json_object_get(body, "data"));
+        json_decref(body);
+    }
+    http_response_free(&r);
+    return data;
+}
+
+struct ops_prom {
+    int port;
+    int up;       /* targets with health "up" */
+    double value; /* the query's value, when found */
+    const char *query;
+    double want; /* -1: any value */
+};
+
+static int ops_check_targets(void *arg)
+{
+    struct ops_prom *pr = arg;
+    json_t *data = ops_prom_api(pr->port, "targets?state=active");
+    json_t *list = json_object_get(data, "activeTargets"), *t;
+    size_t i;
+    pr->up = 0;
+    json_array_foreach (list, i, t) {
+        const char *health = json_string_value(json_object_get(t, "health"));
+        if (health != NULL && strcmp(health, "up") == 0)
+            pr->up++;
+    }
+    json_decref(data);
+    return pr->up == 3;
+}
+
+/* 1 once the instant query has a sample (equal to want unless want < 0). */
+static int ops_check_query(void *arg)
+{
+    struct ops_prom *pr = arg;
+    char path[256];
+    snprintf(path, sizeof(path), "query?query=%s", pr->query);
+    json_t *data = ops_prom_api(pr->port, path);
+    json_t *first = json_array_get(json_object_get(data, "result"), 0);
+    const char *v = json_string_value(json_array_get(json_object_get(first, "value"), 1));
+    int found = v != NULL;
+    if (found)
+        pr->value = atof(v);
+    json_decref(data);
+    return found && (pr->want < 0 || pr->value == pr->want);
+}
+
+static void test_ops_prometheus_scrapes_every_binary(void **state)
+{
+    (void)state;
+    struct stack *s = &ops_stack;
+    char dir[PATH_MAX - 256], bases[3][64];
+    CHECK(harness_subdir("ops", dir, sizeof(dir)) == 0, "no log dir");
+    ops_bases(bases);
+
+    /* The exposition of each binary, as promtool reads it. */
+    static const char *const names[] = {"api", "processor", "handler"};
+    for (int i = 0; i < 3; i++)
+        ops_promtool(dir, names[i], bases[i]);
+
+    /* A real Prometheus scraping all three every second. */
+    char conf[PATH_MAX], data[PATH_MAX], log[PATH_MAX], flag[3][PATH_MAX + 32];
+    snprintf(conf, sizeof(conf), "%s/prometheus.yml", dir);
+    snprintf(data, sizeof(data), "%s/prometheus-data", dir);
+    snprintf(log, sizeof(log), "%s/prometheus.log", dir);
+    FILE *f = fopen(conf, "w");
+    CHECK(f != NULL, "cannot write %s", conf);
+    fprintf(f,
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+            "scrape_configs:\n"
+            "  - job_name: api\n    static_configs: [{targets: ['127.0.0.1:%d']}]\n"
+            "  - job_name: processor\n    static_configs: [{targets: ['127.0.0.1:%d']}]\n"
+            "  - job_name: handler\n    static_configs: [{targets: ['127.0.0.1:%d']}]\n",
+            s->api_port, ops_proc_port, ops_hand_port);
+    fclose(f);
+    struct ops_prom pr = {.port = harness_free_port(), .want = -1};
+    CHECK(pr.port > 0, "no free port");
+    snprintf(flag[0], sizeof(flag[0]), "--config.file=%s", conf);
+    snprintf(flag[1], sizeof(flag[1]), "--storage.tsdb.path=%s", data);
+    snprintf(flag[2], sizeof(flag[2]), "--web.listen-address=127.0.0.1:%d", pr.port);
+    char *argv[] = {"prometheus", flag[0], flag[1], flag[2], NULL};
+    struct proc *prom = proc_start("prometheus", log, argv, NULL, 0);
+    CHECK(prom != NULL, "cannot start prometheus");
+
+    int up = harness_poll(harness_timeout(OPS_SCRAPE_MS), 200, ops_check_targets, &pr);
+    if (up != 0)
+        proc_free(prom);
+    CHECK(up == 0, "Prometheus sees %d of the 3 targets up; see %s", pr.up, log);
+
+    /* The counter as Prometheus has it before, then after the chats. */
+    pr.query = "sum(chatq_processor_chats_completed_total)";
+    int seen = harness_poll(harness_timeout(OPS_SCRAPE_MS), 200, ops_check_query, &pr);
+    double before = pr.value;
+    int sent = 0;
+    for (int i = 0; seen == 0 && i < OPS_CHATS; i++) {
+        char trace[UUID_LEN + 1];
+        if (chat_post(s, "count me", NULL, -1, trace) != 0)
+            break;
+        json_t *done = chat_wait(s, trace, harness_timeout(30000), NULL);
+        const char *status = http_json_str(done, "status");
+        sent += status != NULL && strcmp(status, "completed") == 0;
+        json_decref(done);
+    }
+    pr.want = before + OPS_CHATS;
+    int rose =
+        seen == 0 && sent == OPS_CHATS
+            ? harness_poll(harness_timeout(OPS_SCRAPE_MS), 200, ops_check_query, &pr)
+            : -1;
+    /* And it stays there: the next scrapes count nothing twice. */
+    int stayed = 0;
+    if (rose == 0) {
+        harness_sleep_ms(2500);
+        stayed = ops_check_query(&pr);
+    }
+    proc_free(prom);
+    CHECK(seen == 0, "Prometheus never had chatq_processor_chats_completed_total");
+    CHECK(sent == OPS_CHATS, "only %d of %d chats completed", sent, OPS_CHATS);
+    CHECK(rose == 0 && stayed,
+          "chatq_processor_chats_completed_total went from %g to %g in Prometheus, "
+          "want %g",
+          before, pr.value, before + OPS_CHATS);
+    print_message("Prometheus: 3 targets up, completed %g -> %g\n", before, pr.value);
+}
+
 static const struct CMUnitTest ops_tests[] = {
     cmocka_unit_test(test_ops_version),
+    cmocka_unit_test(test_ops_prometheus_scrapes_every_binary),
     cmocka_unit_test(test_ops_probes_follow_redis),
 };
 
