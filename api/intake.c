@@ -354,6 +354,7 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
         goto out;
     }
 
+    r.trace = answer;
     reply_lit(&r, "{\"traceId\":\"");
     reply_raw(&r, answer, UUID_LEN);
     reply_lit(&r, "\",\"message\":\"Chat request received and is being processed\","

@@ -23,6 +23,7 @@ void reply_init(struct reply *r)
     r->allow = NULL;
     r->head = NULL;
     r->type = NULL;
+    r->trace = NULL;
 }
 
 void reply_free(struct reply *r)
@@ -211,15 +212,18 @@ int reply_send(struct reply *r, struct mg_connection *conn, int status)
         "Connection: %s\r\n"
         "%s%s%s"
         "%s%s%s%s%s"
+        "%s%s%s%s"
         "\r\n",
         status, mg_get_response_code_text(conn, status),
         r->type ? r->type : "application/json", r->len, keep ? "keep-alive" : "close",
         r->allow ? "Allow: " : "", r->allow ? r->allow : "", r->allow ? "\r\n" : "",
         r->head ? r->head : "", access_cors_on() ? "Vary: Origin\r\n" : "",
         origin ? "Access-Control-Allow-Origin: " : "", origin ? origin : "",
-        origin ? "\r\n" : "");
-    /* The head is made of fixed text, a number, a static method list, static lines
-     * and an origin of at most ACCESS_ORIGIN_MAX bytes: it fits. */
+        origin ? "\r\n" : "", r->trace ? "X-Trace-Id: " : "", r->trace ? r->trace : "",
+        r->trace ? "\r\n" : "",
+        r->trace && origin ? "Access-Control-Expose-Headers: X-Trace-Id\r\n" : "");
+    /* The head is made of fixed text, a number, a static method list, static lines,
+     * an origin of at most ACCESS_ORIGIN_MAX bytes and a UUID: it fits. */
     if (hlen > 0 && (size_t)hlen < sizeof(head)) {
         char *start = r->buf + REPLY_HEAD_ROOM - hlen;
         const struct mg_request_info *ri = mg_get_request_info(conn);

@@ -11,7 +11,7 @@
 
 struct mg_connection;
 
-#define REPLY_HEAD_ROOM 512 /* room for an allowed origin, see access.h */
+#define REPLY_HEAD_ROOM 640 /* room for an allowed origin (access.h) and a trace id */
 #define REPLY_INLINE 4096
 /* Unread request body bytes reply_send reads and drops to keep a connection alive;
  * with more than this left it closes the connection instead. */
@@ -26,6 +26,7 @@ struct reply {
     const char *allow; /* Allow header of a 405 (borrowed, static), or NULL */
     const char *head;  /* more header lines, each ending "\r\n" (static), or NULL */
     const char *type;  /* Content-Type (static); NULL: application/json */
+    const char *trace; /* X-Trace-Id (borrowed: a UUID, valid until sent), or NULL */
     char inline_buf[REPLY_HEAD_ROOM + REPLY_INLINE];
 };
 

@@ -379,6 +379,7 @@ void processor_admitted(struct processor *p, struct job *job, long long verdict)
     job->attempts = verdict > 0 ? (int)verdict : job->attempts + 1;
     outcome_clear(&job->outcome);
     job->state = JOB_RUNNING;
+    upstream_xfer_trace(&job->xfer, job->trace, job->attempts);
     if (upstream_start(p->up, &job->xfer) == 0)
         return;
     /* Treated like a failed connection: retried, and failed after the last

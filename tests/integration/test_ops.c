@@ -333,9 +333,97 @@ static void test_ops_prometheus_scrapes_every_binary(void **state)
     print_message("Prometheus: 3 targets up, completed %g -> %g\n", before, pr.value);
 }
 
+/* ---- trace ids ------------------------------------------------------------------- */
+
+/* The traceparent W3C Trace Context wants for trace: 00-<32 hex>-<16 hex>-01, the
+ * trace id being the UUID without its dashes. Returns the span id part, or NULL. */
+static const char *ops_traceparent_span(const char *tp, const char *trace)
+{
+    char hex[33];
+    size_t n = 0;
+    for (const char *c = trace; *c && n < 32; c++)
+        if (*c != '-')
+            hex[n++] = *c;
+    hex[n] = '\0';
+    if (strlen(tp) != 55 || strncmp(tp, "00-", 3) != 0 || strncmp(tp + 3, hex, 32) != 0 ||
+        tp[35] != '-' || strcmp(tp + 52, "-01") != 0)
+        return NULL;
+    for (int i = 36; i < 52; i++)
+        if (!strchr("0123456789abcdef", tp[i]))
+            return NULL;
+    return tp + 36;
+}
+
+static void test_ops_trace_id_everywhere(void **state)
+{
+    (void)state;
+    struct stack *s = &ops_stack;
+    const char *body = "{\"message\":\"[[fake status=500 times=1]] trace me\"}";
+    char url[256], header[128] = "";
+    struct http_response r;
+
+    /* POST: the 202's X-Trace-Id is the traceId of its body. */
+    CHECK(http_request("POST", stack_url(s, "/chat", url, sizeof(url)), body,
+                       strlen(body), OPS_PROBE_MS, &r) == 0 &&
+              r.status == 202,
+          "POST /chat answered %ld", r.status);
+    json_t *doc = http_json(&r);
+    char trace[UUID_LEN + 1];
+    snprintf(trace, sizeof(trace), "%s", STR(http_json_str(doc, "traceId")));
+    json_decref(doc);
+    int has = http_header(&r, "X-Trace-Id", header, sizeof(header));
+    http_response_free(&r);
+    CHECK(has && strcmp(header, trace) == 0, "the 202 has X-Trace-Id '%s', want '%s'",
+          header, trace);
+
+    json_t *done = chat_wait(s, trace, harness_timeout(30000), NULL);
+    const char *status = http_json_str(done, "status");
+    int completed = status != NULL && strcmp(status, "completed") == 0;
+    json_decref(done);
+    CHECK(completed, "the chat did not complete");
+
+    /* GET: the same header. */
+    char path[128];
+    snprintf(path, sizeof(path), "/chat/%s/response", trace);
+    CHECK(http_request("GET", stack_url(s, path, url, sizeof(url)), NULL, 0, OPS_PROBE_MS,
+                       &r) == 0 &&
+              r.status == 200,
+          "GET %s answered %ld", path, r.status);
+    has = http_header(&r, "X-Trace-Id", header, sizeof(header));
+    http_response_free(&r);
+    CHECK(has && strcmp(header, trace) == 0, "the GET has X-Trace-Id '%s', want '%s'",
+          header, trace);
+
+    /* The upstream got both attempts (a 500, then the answer) with the trace id as
+     * X-Request-Id and in a traceparent, a span of its own per attempt. */
+    json_t *stats = stack_fake_stats(s);
+    json_t *recent = json_object_get(stats, "recent"), *seen;
+    size_t i;
+    int attempts = 0;
+    char spans[2][17] = {"", ""}, bad[128] = "";
+    json_array_foreach (recent, i, seen) {
+        const char *rid = json_string_value(json_object_get(seen, "x_request_id"));
+        const char *tp = json_string_value(json_object_get(seen, "traceparent"));
+        if (rid == NULL || strcmp(rid, trace) != 0)
+            continue;
+        const char *span = ops_traceparent_span(STR(tp), trace);
+        if (span == NULL)
+            snprintf(bad, sizeof(bad), "%s", STR(tp));
+        else if (attempts < 2)
+            snprintf(spans[attempts], sizeof(spans[attempts]), "%.16s", span);
+        attempts++;
+    }
+    json_decref(stats);
+    CHECK(attempts == 2, "the upstream saw X-Request-Id %s on %d calls, want 2", trace,
+          attempts);
+    CHECK(bad[0] == '\0', "traceparent '%s' is not 00-<trace id>-<span>-01", bad);
+    CHECK(strcmp(spans[0], spans[1]) != 0, "both attempts had the span %s", spans[0]);
+}
+
 static const struct CMUnitTest ops_tests[] = {
     cmocka_unit_test(test_ops_version),
     cmocka_unit_test(test_ops_prometheus_scrapes_every_binary),
+    cmocka_unit_test(test_ops_trace_id_everywhere),
     cmocka_unit_test(test_ops_probes_follow_redis),
 };
 
