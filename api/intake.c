@@ -326,8 +326,7 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
     }
     switch (intake_store(w, &req, idem, answer)) {
     case INTAKE_STORED:
-        log_debug(trace, "accepted: model=%s, %zu bytes of message", req.model,
-                  req.message_len);
+        log_debug(trace, "event=accepted model=%s bytes=%zu", req.model, req.message_len);
         break;
     case INTAKE_REPLAYED:
         log_debug(answer, "Idempotency-Key seen before for this request: answered with "

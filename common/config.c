@@ -133,6 +133,13 @@ enum config_result config_start(const char *prog, const char *summary,
                 prog, common->log_level);
         return CONFIG_ERROR;
     }
+    enum log_format format;
+    if (log_format_parse(common->log_format, &format) != 0) {
+        fprintf(stderr, "%s: bad setting: LOG_FORMAT: '%s' is not logfmt or json\n", prog,
+                common->log_format);
+        return CONFIG_ERROR;
+    }
     log_init(prog, level);
+    log_set_format(format);
     return CONFIG_OK;
 }

@@ -28,6 +28,7 @@ struct config_common {
     const char *redis_url;
     const char *prefix;
     const char *log_level;
+    const char *log_format;
 };
 
 #define CONFIG_COMMON_VARS(c)                                                            \
@@ -49,9 +50,12 @@ struct config_common {
          0,                                                                              \
          0,                                                                              \
          0},                                                                             \
+        {"LOG_LEVEL",    "log-level", CONFIG_STR, "info", "debug, info, warn or error",  \
+         &(c).log_level, 0,           0,          0},                                    \
     {                                                                                    \
-        "LOG_LEVEL", "log-level", CONFIG_STR, "info", "debug, info, warn or error",      \
-            &(c).log_level, 0, 0, 0                                                      \
+        "LOG_FORMAT", "log-format", CONFIG_STR, "logfmt",                                \
+            "logfmt (one line of key=value per event) or json (one object per line)",    \
+            &(c).log_format, 0, 0, 0                                                     \
     }
 
 #define CONFIG_TTL_VAR(dst)                                                              \

@@ -155,6 +155,16 @@ static void finalize_failure_note(struct finalize *f, const char *id, const char
     snprintf(slot->error, sizeof(slot->error), "%s", error);
 }
 
+/* From acceptance to the outcome, for the log; -1 if either time is unreadable. */
+static long long finalize_duration_ms(const struct chat_result *res)
+{
+    long long a, b;
+    if (clock_iso8601_parse(res->accepted, &a) != 0 ||
+        clock_iso8601_parse(res->timestamp, &b) != 0)
+        return -1;
+    return b - a;
+}
+
 static void finalize_log(struct finalize *f, const struct chat_result *res,
                          const redisReply *r)
 {
@@ -164,16 +174,23 @@ static void finalize_log(struct finalize *f, const struct chat_result *res,
         f->stats.written++;
         metrics_inc(metrics_results_written);
         if (res->status == CHAT_COMPLETED)
-            log_info(res->trace, "completed model=%s total_tokens=%lld attempts=%lld",
-                     res->model ? res->model : "?", res->total_tokens, res->attempts);
+            log_info(res->trace,
+                     "event=completed model=%s total_tokens=%lld attempts=%lld "
+                     "duration_ms=%lld",
+                     res->model ? res->model : "?", res->total_tokens, res->attempts,
+                     finalize_duration_ms(res));
         else
-            log_info(res->trace, "failed code=%s attempts=%lld message=\"%.300s\"",
+            log_info(res->trace,
+                     "event=failed code=%s attempts=%lld duration_ms=%lld "
+                     "message=\"%.300s\"",
                      res->error_code ? res->error_code : "?", res->attempts,
+                     finalize_duration_ms(res),
                      res->error_message ? res->error_message : "");
     } else if (found[0]) {
         f->stats.duplicate++;
         metrics_inc(metrics_results_duplicate);
-        log_info(res->trace, "duplicate result ignored: trace already %s", found);
+        log_info(res->trace, "event=duplicate duplicate result ignored: trace already %s",
+                 found);
     } else {
         f->stats.orphan++;
         metrics_inc(metrics_results_orphan);

@@ -113,6 +113,7 @@ int main(int argc, char **argv)
                                        .max_deliveries = cfg.max_deliveries};
     finalize_init(&fin, &keys, cfg.ttl_s, cfg.dead_max);
     inbox_init(&in, &set, &url, &keys, &fin, &handler_stopping, &waitmask);
+    log_set_consumer(in.consumer);
 
     /* The loop turns at least every HANDLER_BLOCK_MS (a read, a reply's slack) or
      * backoff: past twice that and half a minute it is stuck. */

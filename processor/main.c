@@ -314,6 +314,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", MAIN_PROG, err);
         goto out;
     }
+    log_set_consumer(p->consumer);
     char redis[512];
     rconn_url_describe(&p->url, redis, sizeof(redis));
     log_info(NULL, "starting: consumer=%s redis=%s upstream=%s concurrency=%lld",

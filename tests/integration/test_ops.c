@@ -2,6 +2,7 @@
  * probes (/healthz, /readyz) of the api on its port and of the processor and
  * the handler on METRICS_PORT, following Redis going away and coming back. */
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,10 @@
 static struct stack ops_stack;
 static int ops_proc_port, ops_hand_port;
 static char ops_proc_env[32], ops_hand_env[32];
-static const char *ops_proc_list[] = {ops_proc_env, NULL};
-static const char *ops_hand_list[] = {ops_hand_env, NULL};
+/* The processor logs logfmt at debug (every attempt and outcome), the handler
+ * JSON: each format is read back by the log test. */
+static const char *ops_proc_list[] = {ops_proc_env, "LOG_LEVEL=debug", NULL};
+static const char *ops_hand_list[] = {ops_hand_env, "LOG_FORMAT=json", NULL};
 
 static int ops_setup(void **state)
 {
@@ -420,10 +423,184 @@ static void test_ops_trace_id_everywhere(void **state)
     CHECK(strcmp(spans[0], spans[1]) != 0, "both attempts had the span %s", spans[0]);
 }
 
+/* ---- logs ------------------------------------------------------------------------ */
+
+/* A model name that tries to close its quotes, add fields and start a line of its
+ * own that looks like an error from the handler. */
+#define OPS_FORGED_LINE "2020-01-01T00:00:00.000Z ERROR chatq-handler forged=1"
+static const char ops_evil_model[] =
+    "gpt\" level=ERROR trace=forged \\ x=\"y\n" OPS_FORGED_LINE " {\"forged\":1}";
+
+/* The logfmt fields of line (key=value, key="value" with \", \\, \n, \t, \r
+ * undone); bare words skipped. Returns how many, at most max. */
+struct ops_field {
+    char key[32];
+    char value[1024];
+};
+
+static size_t ops_logfmt(const char *line, struct ops_field *out, size_t max)
+{
+    size_t n = 0;
+    const char *p = line;
+    while (*p && n < max) {
+        while (*p == ' ')
+            p++;
+        const char *k = p;
+        while (*p && *p != ' ' && *p != '=' && *p != '"')
+            p++;
+        if (*p != '=') {
+            while (*p && *p != ' ')
+                p++;
+            continue;
+        }
+        struct ops_field *f = &out[n++];
+        size_t kl =
+            (size_t)(p - k) < sizeof(f->key) ? (size_t)(p - k) : sizeof(f->key) - 1;
+        memcpy(f->key, k, kl);
+        f->key[kl] = '\0';
+        p++;
+        size_t o = 0;
+        int quoted = *p == '"';
+        p += quoted;
+        while (*p && (quoted ? *p != '"' : *p != ' ')) {
+            char c = *p;
+            if (quoted && c == '\\' && p[1]) {
+                p++;
+                c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p == 'r' ? '\r' : *p;
+            }
+            if (o < sizeof(f->value) - 1)
+                f->value[o++] = c;
+            p++;
+        }
+        f->value[o] = '\0';
+        if (quoted && *p == '"')
+            p++;
+    }
+    return n;
+}
+
+/* The log file at path, read whole (new), or NULL. */
+static char *ops_slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t cap = 0;
+    if (f == NULL)
+        return NULL;
+    FILE *m = open_memstream(&buf, &cap);
+    char chunk[4096];
+    size_t n;
+    while (m != NULL && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        fwrite(chunk, 1, n, m);
+    if (m != NULL)
+        fclose(m);
+    fclose(f);
+    return buf;
+}
+
+struct ops_logs {
+    const char *trace;
+    int json_found, json_bad_lines, json_forged, json_model_ok;
+    int fmt_found, fmt_bad, fmt_forged_line;
+    char why[256];
+};
+
+/* Reads both logs; 1 once the chat's completion line is in each. */
+static int ops_check_logs(void *arg)
+{
+    struct ops_logs *l = arg;
+    char *hand = ops_slurp(ops_stack.handler->log);
+    char *proc = ops_slurp(ops_stack.processor->log);
+    int done = 0;
+    memset(&l->json_found, 0, sizeof(*l) - offsetof(struct ops_logs, json_found));
+    if (hand == NULL || proc == NULL)
+        goto out;
+
+    /* The handler's JSON: every line one object; the chat's completion line has
+     * the trace, the event and the model exactly as sent. */
+    for (char *line = strtok(hand, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        json_t *o = json_loads(line, 0, NULL);
+        if (!json_is_object(o)) {
+            l->json_bad_lines++;
+            snprintf(l->why, sizeof(l->why), "not a JSON object: %.200s", line);
+        } else {
+            l->json_forged += json_object_get(o, "forged") != NULL;
+            const char *t = json_string_value(json_object_get(o, "trace"));
+            const char *ev = json_string_value(json_object_get(o, "event"));
+            const char *model = json_string_value(json_object_get(o, "model"));
+            if (t != NULL && strcmp(t, l->trace) == 0 && ev != NULL &&
+                strcmp(ev, "completed") == 0) {
+                l->json_found = 1;
+                l->json_model_ok = model != NULL && strcmp(model, ops_evil_model) == 0;
+            }
+        }
+        json_decref(o);
+    }
+
+    /* The processor's logfmt: the chat's lines carry its trace once, the model
+     * comes back whole from its quotes, and no line is the forged one. */
+    char want[64];
+    snprintf(want, sizeof(want), "trace=%s ", l->trace);
+    for (char *line = strtok(proc, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        if (strncmp(line, OPS_FORGED_LINE, 24) == 0)
+            l->fmt_forged_line = 1;
+        if (strstr(line, want) == NULL || strstr(line, "event=completed") == NULL)
+            continue;
+        struct ops_field f[24];
+        size_t n = ops_logfmt(line, f, 24);
+        int traces = 0, levels = 0, model_ok = 0;
+        for (size_t i = 0; i < n; i++) {
+            traces += strcmp(f[i].key, "trace") == 0;
+            levels += strcmp(f[i].key, "level") == 0 || strcmp(f[i].key, "forged") == 0;
+            model_ok |=
+                strcmp(f[i].key, "model") == 0 && strcmp(f[i].value, ops_evil_model) == 0;
+        }
+        l->fmt_found = 1;
+        if (traces != 1 || levels != 0 || !model_ok) {
+            l->fmt_bad = 1;
+            snprintf(l->why, sizeof(l->why), "forged or broken: %.200s", line);
+        }
+    }
+    done = l->json_found && l->fmt_found;
+out:
+    free(hand);
+    free(proc);
+    return done;
+}
+
+static void test_ops_logs_carry_trace_unforgeable(void **state)
+{
+    (void)state;
+    struct stack *s = &ops_stack;
+    char trace[UUID_LEN + 1];
+    CHECK(chat_post(s, "quotes \" and = signs\nand a \\ newline", ops_evil_model, -1,
+                    trace) == 0,
+          "POST /chat failed");
+    json_t *done = chat_wait(s, trace, harness_timeout(30000), NULL);
+    const char *status = http_json_str(done, "status");
+    int completed = status != NULL && strcmp(status, "completed") == 0;
+    json_decref(done);
+    CHECK(completed, "the chat did not complete");
+
+    struct ops_logs l = {.trace = trace};
+    int seen = harness_poll(harness_timeout(10000), 100, ops_check_logs, &l);
+    CHECK(seen == 0,
+          "no completion line with trace %s: handler (json) %d, processor "
+          "(logfmt) %d",
+          trace, l.json_found, l.fmt_found);
+    CHECK(l.json_bad_lines == 0, "the handler's JSON log has %d bad lines: %s",
+          l.json_bad_lines, l.why);
+    CHECK(l.json_forged == 0 && l.json_model_ok,
+          "the handler's JSON line forged a member or lost the model");
+    CHECK(!l.fmt_bad && !l.fmt_forged_line, "the processor's logfmt log: %s%s", l.why,
+          l.fmt_forged_line ? " (the forged line is there)" : "");
+}
+
 static const struct CMUnitTest ops_tests[] = {
     cmocka_unit_test(test_ops_version),
     cmocka_unit_test(test_ops_prometheus_scrapes_every_binary),
     cmocka_unit_test(test_ops_trace_id_everywhere),
+    cmocka_unit_test(test_ops_logs_carry_trace_unforgeable),
     cmocka_unit_test(test_ops_probes_follow_redis),
 };
 
