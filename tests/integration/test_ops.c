@@ -336,6 +336,88 @@ static void test_ops_prometheus_scrapes_every_binary(void **state)
     print_message("Prometheus: 3 targets up, completed %g -> %g\n", before, pr.value);
 }
 
+/* ---- what the metrics count ------------------------------------------------------ */
+
+/* The sum of the samples in base's /metrics whose series starts with prefix (a
+ * name, or a name and its first labels), or -1 if the scrape failed. */
+static double ops_metric(const char *base, const char *prefix)
+{
+    char url[128];
+    struct http_response r;
+    double sum = -1;
+    snprintf(url, sizeof(url), "%s/metrics", base);
+    if (http_request("GET", url, NULL, 0, OPS_PROBE_MS, &r) == 0 && r.status == 200) {
+        size_t n = strlen(prefix);
+        sum = 0;
+        for (const char *p = r.body; p != NULL && *p;
+             p = strchr(p, '\n'), p = p ? p + 1 : p)
+            if (strncmp(p, prefix, n) == 0 &&
+                (strchr(" {,}", p[n]) != NULL || prefix[n - 1] == '"'))
+                sum += atof(strchr(p, ' ') + 1);
+    }
+    http_response_free(&r);
+    return sum;
+}
+
+static const char *const ops_counted[] = {
+    "chatq_processor_chats_started_total",
+    "chatq_processor_chats_completed_total",
+    "chatq_processor_chats_failed_total{code=\"context_length_exceeded\"",
+    "chatq_processor_upstream_attempts_total{outcome=\"2xx\"",
+    "chatq_processor_upstream_attempts_total{outcome=\"4xx\"",
+    "chatq_processor_upstream_attempts_total{outcome=\"5xx\"",
+    "chatq_processor_retries_total{cause=\"upstream_unavailable\"",
+    "chatq_processor_upstream_duration_seconds_count",
+    "chatq_handler_results_written_total",
+    "chatq_api_requests_total{route=\"chat\",status=\"202\"",
+};
+/* What one completed chat after a 500, and one failed by a 400, add to each. */
+static const double ops_counted_delta[] = {2, 1, 1, 1, 1, 1, 1, 3, 2, 2};
+
+static void test_ops_metrics_count_what_happened(void **state)
+{
+    (void)state;
+    struct stack *s = &ops_stack;
+    char bases[3][64];
+    const size_t n = sizeof(ops_counted) / sizeof(ops_counted[0]);
+    double before[sizeof(ops_counted) / sizeof(ops_counted[0])];
+    ops_bases(bases);
+    /* Which binary serves each: by its name. */
+    const char *base_of[sizeof(ops_counted) / sizeof(ops_counted[0])];
+    for (size_t i = 0; i < n; i++) {
+        base_of[i] = strncmp(ops_counted[i], "chatq_api", 9) == 0        ? bases[0]
+                     : strncmp(ops_counted[i], "chatq_handler", 13) == 0 ? bases[2]
+                                                                         : bases[1];
+        before[i] = ops_metric(base_of[i], ops_counted[i]);
+        CHECK(before[i] >= 0, "cannot scrape %s", base_of[i]);
+    }
+
+    static const char *const messages[] = {"[[fake status=500 times=1]] then fine",
+                                           "[[fake status=400]] too long"};
+    for (int m = 0; m < 2; m++) {
+        char trace[UUID_LEN + 1];
+        CHECK(chat_post(s, messages[m], NULL, -1, trace) == 0, "POST /chat failed");
+        json_t *done = chat_wait(s, trace, harness_timeout(30000), NULL);
+        const char *status = http_json_str(done, "status");
+        int ok = status != NULL && strcmp(status, m == 0 ? "completed" : "failed") == 0;
+        json_decref(done);
+        CHECK(ok, "chat %d did not end %s", m, m == 0 ? "completed" : "failed");
+    }
+    for (size_t i = 0; i < n; i++) {
+        double after = ops_metric(base_of[i], ops_counted[i]);
+        CHECK(after - before[i] == ops_counted_delta[i],
+              "%s went from %g to %g, want +%g", ops_counted[i], before[i], after,
+              ops_counted_delta[i]);
+    }
+    CHECK(ops_metric(bases[1], "chatq_processor_tokens_total{model=\"gpt-3.5-turbo\","
+                               "kind=\"prompt\"") > 0,
+          "no prompt tokens counted for the default model");
+    CHECK(ops_metric(bases[0], "chatq_api_open_connections") >= 1,
+          "the api counts no open connection while serving a scrape");
+    CHECK(ops_metric(bases[0], "chatq_redis_used_memory_bytes") > 0,
+          "the api reports no Redis memory");
+}
+
 /* ---- trace ids ------------------------------------------------------------------- */
 
 /* The traceparent W3C Trace Context wants for trace: 00-<32 hex>-<16 hex>-01, the
@@ -599,6 +681,7 @@ static void test_ops_logs_carry_trace_unforgeable(void **state)
 static const struct CMUnitTest ops_tests[] = {
     cmocka_unit_test(test_ops_version),
     cmocka_unit_test(test_ops_prometheus_scrapes_every_binary),
+    cmocka_unit_test(test_ops_metrics_count_what_happened),
     cmocka_unit_test(test_ops_trace_id_everywhere),
     cmocka_unit_test(test_ops_logs_carry_trace_unforgeable),
     cmocka_unit_test(test_ops_probes_follow_redis),
