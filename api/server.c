@@ -532,7 +532,13 @@ static int server_route(struct mg_connection *conn, void *cbdata)
         status = rt->fn(conn, rt->srv);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     snprintf(code, sizeof(code), "%d", status);
-    metrics_inc2(metrics_api_requests, rt->name, code);
+    /* The "/chat" handler also gets "/chat/..." from civetweb (see server_chat). */
+    const char *path = server_path(mg_get_request_info(conn));
+    metrics_inc2(metrics_api_requests,
+                 strncmp(path, SERVER_CHAT_DIR, strlen(SERVER_CHAT_DIR)) == 0
+                     ? "chat_response"
+                     : rt->name,
+                 code);
     metrics_observe(&metrics_api_duration,
                     (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
     atomic_fetch_sub(&rt->srv->inflight, 1);
