@@ -8,7 +8,8 @@
  * cardinality is bounded at compile time whatever values come (a model name is
  * the client's choice). Label values are cut to METRICS_VALUE_MAX - 1 bytes and
  * every byte outside [A-Za-z0-9._:/+-] becomes '_': a value needs no escaping and
- * is valid UTF-8. Never pass a trace id or a user's text.
+ * is valid UTF-8. Never pass a trace id or a message; a model name (the client's
+ * choice) is what the bound is for.
  *
  * Everything is thread-safe (the api updates from civetweb's threads, the probe
  * thread of the processor and the handler renders while their loops update):
