@@ -226,6 +226,7 @@ struct probe *probe_start(const struct probe_settings *s, char *err, size_t errl
     if (p->port == 0) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
+        memset(&ss, 0, sizeof(ss));
         evutil_socket_t fd = evhttp_bound_socket_get_fd(sock);
         if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET)
             p->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
