@@ -66,11 +66,11 @@ $(BINDIR)/chatq-api: $(call obj,$(API_SRC)) $(LIBCOMMON)
 
 $(BINDIR)/chatq-processor: $(call obj,$(PROCESSOR_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcurl -levent -lhiredis -ljansson -lm
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcurl -levent -lhiredis -ljansson -lpthread -lm
 
 $(BINDIR)/chatq-handler: $(call obj,$(HANDLER_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lhiredis -ljansson -lm
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -levent -lhiredis -ljansson -lpthread -lm
 
 # The fake takes from the common archive only what it shares with chatq: the log
 # line, clock and UTF-8 helpers (it needs no Redis, so no other member is linked).

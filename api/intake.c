@@ -339,8 +339,7 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
     }
     switch (intake_store(w, &req, idem, answer)) {
     case INTAKE_STORED:
-        log_debug(trace, "accepted: model=%s, %zu bytes of message", req.model,
-                  req.message_len);
+        log_debug(trace, "event=accepted model=%s bytes=%zu", req.model, req.message_len);
         break;
     case INTAKE_REPLAYED:
         log_debug(answer, "Idempotency-Key seen before for this request: answered with "
@@ -367,6 +366,7 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
         goto out;
     }
 
+    r.trace = answer;
     reply_lit(&r, "{\"traceId\":\"");
     reply_raw(&r, answer, UUID_LEN);
     reply_lit(&r, "\",\"message\":\"Chat request received and is being processed\","

@@ -118,6 +118,7 @@ int lookup_handle(struct mg_connection *conn, struct worker *w, const char *trac
     int status;
 
     reply_init(&r);
+    r.trace = trace;
     if (w == NULL) {
         status = reply_error(&r, conn, 500, "internal_error",
                              "the server could not set up this thread");

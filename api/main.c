@@ -11,6 +11,7 @@
 #include "config.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "rconn.h"
 #include "server.h"
 #include "validate.h"
@@ -153,6 +154,7 @@ int main(int argc, char **argv)
         return 0;
     if (cr == CONFIG_ERROR)
         return 1;
+    metrics_init(METRICS_API, "api");
     if (main_settings(&cfg, &srv, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s: bad setting: %s\n", MAIN_PROG, err);
         return 1;

@@ -22,6 +22,8 @@ void reply_init(struct reply *r)
     r->close = 0;
     r->allow = NULL;
     r->head = NULL;
+    r->type = NULL;
+    r->trace = NULL;
 }
 
 void reply_free(struct reply *r)
@@ -212,25 +214,28 @@ int reply_send(struct reply *r, struct mg_connection *conn, int status)
     int secs = atomic_load(&reply_keepalive);
     if (keep && secs > 0)
         snprintf(hint, sizeof(hint), "Keep-Alive: timeout=%d\r\n", secs);
-    int hlen =
-        snprintf(head, sizeof(head),
-                 "HTTP/1.1 %d %s\r\n"
-                 "Content-Type: application/json\r\n"
-                 "Content-Length: %zu\r\n"
-                 "Cache-Control: no-store\r\n"
-                 "Connection: %s\r\n"
-                 "%s"
-                 "%s%s%s"
-                 "%s%s%s%s%s"
-                 "\r\n",
-                 status, mg_get_response_code_text(conn, status), r->len,
-                 keep ? "keep-alive" : "close", hint, r->allow ? "Allow: " : "",
-                 r->allow ? r->allow : "", r->allow ? "\r\n" : "", r->head ? r->head : "",
-                 access_cors_on() ? "Vary: Origin\r\n" : "",
-                 origin ? "Access-Control-Allow-Origin: " : "", origin ? origin : "",
-                 origin ? "\r\n" : "");
-    /* The head is made of fixed text, a number, a static method list, static lines
-     * and an origin of at most ACCESS_ORIGIN_MAX bytes: it fits. */
+    int hlen = snprintf(
+        head, sizeof(head),
+        "HTTP/1.1 %d %s\r\n"
+        "Content-Type: %s\r\n"
+        "Content-Length: %zu\r\n"
+        "Cache-Control: no-store\r\n"
+        "Connection: %s\r\n"
+        "%s"
+        "%s%s%s"
+        "%s%s%s%s%s"
+        "%s%s%s%s"
+        "\r\n",
+        status, mg_get_response_code_text(conn, status),
+        r->type ? r->type : "application/json", r->len, keep ? "keep-alive" : "close",
+        hint, r->allow ? "Allow: " : "", r->allow ? r->allow : "", r->allow ? "\r\n" : "",
+        r->head ? r->head : "", access_cors_on() ? "Vary: Origin\r\n" : "",
+        origin ? "Access-Control-Allow-Origin: " : "", origin ? origin : "",
+        origin ? "\r\n" : "", r->trace ? "X-Trace-Id: " : "", r->trace ? r->trace : "",
+        r->trace ? "\r\n" : "",
+        r->trace && origin ? "Access-Control-Expose-Headers: X-Trace-Id\r\n" : "");
+    /* The head is made of fixed text, a number, a static method list, static lines,
+     * an origin of at most ACCESS_ORIGIN_MAX bytes and a UUID: it fits. */
     if (hlen > 0 && (size_t)hlen < sizeof(head)) {
         char *start = r->buf + REPLY_HEAD_ROOM - hlen;
         const struct mg_request_info *ri = mg_get_request_info(conn);

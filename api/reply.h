@@ -12,8 +12,9 @@
 struct mg_connection;
 
 /* The longest head: a CORS preflight's 204 (its three lines, 146 bytes) to an origin
- * of ACCESS_ORIGIN_MAX bytes, with the Keep-Alive hint: about 550 bytes. */
-#define REPLY_HEAD_ROOM 768
+ * of ACCESS_ORIGIN_MAX bytes, with the Keep-Alive hint: about 550 bytes; an answer
+ * with a trace id adds its two lines, about 100. */
+#define REPLY_HEAD_ROOM 896
 #define REPLY_INLINE 4096
 /* Unread request body bytes reply_send reads and drops to keep a connection alive;
  * with more than this left it closes the connection instead. */
@@ -27,6 +28,8 @@ struct reply {
     int close;         /* close the connection after this response */
     const char *allow; /* Allow header of a 405 (borrowed, static), or NULL */
     const char *head;  /* more header lines, each ending "\r\n" (static), or NULL */
+    const char *type;  /* Content-Type (static); NULL: application/json */
+    const char *trace; /* X-Trace-Id (borrowed: a UUID, valid until sent), or NULL */
     char inline_buf[REPLY_HEAD_ROOM + REPLY_INLINE];
 };
 

@@ -40,8 +40,9 @@ struct server {
     /* One per route; civetweb hands the route to server_route as its cbdata. */
     struct server_route {
         struct server *srv;
+        const char *name; /* the metrics' route label */
         int (*fn)(struct mg_connection *conn, void *cbdata);
-    } routes[4];
+    } routes[7];
 };
 
 /* Starts listening and serving; returns 0, or -1 with the reason in err (e.g. the

@@ -20,6 +20,7 @@
 #include "admit.h"
 #include "inbox.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "pace.h"
 #include "record.h"
@@ -287,8 +288,9 @@ static void processor_dead(struct processor *p, struct job *job, const redisRepl
     }
     d->code = code;
     job->dead = d;
-    log_warn(job->trace[0] ? job->trace : NULL, "dead-lettering entry %s (%s): %s",
-             job->id, code, reason);
+    metrics_inc(metrics_dead_letters);
+    log_warn(job->trace[0] ? job->trace : NULL,
+             "event=dead_letter entry=%s code=%s reason=\"%s\"", job->id, code, reason);
     outbox_push(p->out, job);
 }
 
@@ -377,6 +379,7 @@ void processor_admitted(struct processor *p, struct job *job, long long verdict)
     job->attempts = verdict > 0 ? (int)verdict : job->attempts + 1;
     outcome_clear(&job->outcome);
     job->state = JOB_RUNNING;
+    upstream_xfer_trace(&job->xfer, job->trace, job->attempts);
     if (upstream_start(p->up, &job->xfer) == 0)
         return;
     /* Treated like a failed connection: retried, and failed after the last
@@ -402,6 +405,14 @@ static void processor_on_timer(evutil_socket_t fd, short what, void *arg)
         processor_attempt(job->p, job);
 }
 
+static void processor_count_tokens(const struct outcome *o)
+{
+    if (o->prompt_tokens > 0)
+        metrics_add(&metrics_tokens, o->prompt_tokens, o->model, "prompt");
+    if (o->completion_tokens > 0)
+        metrics_add(&metrics_tokens, o->completion_tokens, o->model, "completion");
+}
+
 /* Acts on job->outcome: write it, or wait and try again. */
 static void processor_outcome(struct processor *p, struct job *job)
 {
@@ -413,15 +424,19 @@ static void processor_outcome(struct processor *p, struct job *job)
 
     switch (o->kind) {
     case OUTCOME_COMPLETED:
-        log_debug(trace, "completed: attempts=%d model=%s", job->attempts, o->model);
+        log_debug(trace, "event=completed attempts=%d model=%s", job->attempts, o->model);
+        metrics_inc(metrics_chats_completed);
+        processor_count_tokens(o);
         outbox_push(p->out, job);
         return;
     case OUTCOME_FAILED:
-        log_warn(trace, "failed: code=%s attempts=%d: %s", o->code ? o->code : "?",
-                 job->attempts, o->message ? o->message : "");
+        log_warn(trace, "event=failed code=%s attempts=%d message=\"%s\"",
+                 o->code ? o->code : "?", job->attempts, o->message ? o->message : "");
+        metrics_inc1(metrics_chats_failed, o->code ? o->code : "unknown");
         outbox_push(p->out, job);
         return;
     case OUTCOME_RETRY:
+        metrics_inc1(metrics_retries, o->code ? o->code : "unknown");
         break;
     }
     long long wait =
@@ -433,13 +448,14 @@ static void processor_outcome(struct processor *p, struct job *job)
      * slots are for calls on the wire. What the upstream said about the key as a
      * whole (x-ratelimit-*) has already paused its budget for every processor. */
     if (p->cfg->park_min_ms > 0 && wait >= p->cfg->park_min_ms) {
-        log_info(trace, "parking: attempt=%d code=%s wait_ms=%lld: %s", job->attempts,
-                 o->code ? o->code : "?", wait, o->message ? o->message : "");
+        log_info(trace, "event=park attempt=%d code=%s wait_ms=%lld message=\"%s\"",
+                 job->attempts, o->code ? o->code : "?", wait,
+                 o->message ? o->message : "");
         pace_park_delay(p, job, wait);
         return;
     }
-    log_info(trace, "retrying: attempt=%d code=%s wait_ms=%lld: %s", job->attempts,
-             o->code ? o->code : "?", wait, o->message ? o->message : "");
+    log_info(trace, "event=retry attempt=%d code=%s wait_ms=%lld message=\"%s\"",
+             job->attempts, o->code ? o->code : "?", wait, o->message ? o->message : "");
     job->state = JOB_WAITING;
     processor_timer(job->timer, wait);
 }
@@ -461,6 +477,16 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
                                .secret = p->cfg->api_key};
     if (outcome_classify(&in, &job->outcome) != 0)
         log_error(job->trace, "out of memory classifying an upstream answer");
+    metrics_inc1(metrics_upstream_attempts,
+                 upstream_outcome_label(curl_code, http_status));
+    metrics_observe(&metrics_upstream_duration, x->seconds);
+    /* A failed call is worth a line at info; a good one only when debugging. */
+    log_msg(job->outcome.kind == OUTCOME_COMPLETED ? LOG_DEBUG : LOG_INFO, job->trace,
+            "event=upstream_call attempt=%d status=%ld duration_ms=%lld "
+            "upstream_request_id=%s outcome=%s",
+            job->attempts, http_status, (long long)(x->seconds * 1000),
+            x->upstream_id[0] ? x->upstream_id : "-",
+            upstream_outcome_label(curl_code, http_status));
     processor_adapt(p, &job->outcome);
     if (http_status == 429)
         log_warn(job->trace,
@@ -495,6 +521,7 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
     }
     snprintf(job->id, sizeof(job->id), "%s", id);
     job->deliveries = deliveries;
+    metrics_inc(metrics_chats_started);
 
     struct chat_request req;
     char err[256];
