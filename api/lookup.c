@@ -76,13 +76,15 @@ void lookup_render(const struct chat_result *res, const char *trace, struct repl
         reply_lit(r, "}");
         lookup_field(r, "timestamp", res->timestamp);
         break;
+    case CHAT_CANCELLED:
+        lookup_field(r, "status", record_status_name(res->status));
+        lookup_field(r, "timestamp", res->timestamp);
+        break;
     }
     reply_lit(r, "}");
 }
 
-/* Reads the trace's hash into *hash (a new reply, caller frees: an array, maybe
- * empty). Returns 0, or -1 if Redis is unavailable or refused (logged). */
-static int lookup_fetch(struct worker *w, const char *trace, redisReply **hash)
+int lookup_fetch(struct worker *w, const char *trace, redisReply **hash)
 {
     char key[KEYS_MAX + UUID_LEN + 1];
 
@@ -102,8 +104,7 @@ static int lookup_fetch(struct worker *w, const char *trace, redisReply **hash)
     return 0;
 }
 
-/* 1 if the trace was made with the key of this request (or both without one). */
-static int lookup_owned(const struct worker *w, const redisReply *hash)
+int lookup_owned(const struct worker *w, const redisReply *hash)
 {
     const char *owner = stream_field(hash, REC_OWNER, NULL);
     return strcmp(owner != NULL ? owner : "", w->owner) == 0;

@@ -5,8 +5,17 @@
 
 struct chat_result;
 struct mg_connection;
+struct redisReply;
 struct reply;
 struct worker;
+
+/* Reads the trace's hash into *hash (a new reply, caller frees: an array, maybe
+ * empty). Returns 0, or -1 if Redis is unavailable or refused (logged). */
+int lookup_fetch(struct worker *w, const char *trace, struct redisReply **hash);
+
+/* 1 if the trace was made with the key of this request (or both without one): any
+ * other is answered as if it did not exist. */
+int lookup_owned(const struct worker *w, const struct redisReply *hash);
 
 /* Answers the request on conn for trace (a well-formed, lower-case UUID); returns
  * the HTTP status sent. w (borrowed) is the calling thread's worker, or NULL. */

@@ -28,6 +28,7 @@ struct config {
     long long result_ttl;
     long long grace_ms;
     long long default_deadline_ms;
+    long long wait_max_ms;
     const char *api_keys;
     const char *api_keys_file;
     const char *cors_origins;
@@ -68,6 +69,7 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     s->result_ttl = cfg->result_ttl;
     s->grace_ms = cfg->grace_ms;
     s->default_deadline_ms = cfg->default_deadline_ms;
+    s->wait_max_ms = cfg->wait_max_ms;
     return 0;
 }
 
@@ -125,6 +127,10 @@ int main(int argc, char **argv)
          "deadline of a chat that sets no deadline_ms: ms after acceptance past which "
          "no upstream attempt starts (0: none)",
          &cfg.default_deadline_ms, 0, VALIDATE_DEADLINE_MAX_MS, 0},
+        {"WAIT_MAX_MS", "wait-max-ms", CONFIG_INT, "600000",
+         "longest a call that answers with the result (POST /v1/chat/completions, POST "
+         "/v1/responses without background) waits for it; the chat itself goes on",
+         &cfg.wait_max_ms, 0, 3600000, 0},
         CONFIG_TTL_VAR(cfg.result_ttl),
         CONFIG_COMMON_VARS(cfg.common),
     };

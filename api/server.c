@@ -3,6 +3,7 @@
  *   POST /chat                      intake.c
  *   GET  /chat/{traceId}/response   lookup.c
  *   GET  /health                    here: a Redis PING
+ *   /v1/...                         openai.c: the OpenAI front
  *   anything else                   404 not_found; a wrong method on a route 405 */
 #include "server.h"
 
@@ -21,6 +22,7 @@
 #include "intake.h"
 #include "log.h"
 #include "lookup.h"
+#include "openai.h"
 #include "reply.h"
 #include "uuid.h"
 #include "worker.h"
@@ -121,6 +123,12 @@ static int server_chat(struct mg_connection *conn, void *cbdata)
     if (!server_is(ri, "POST"))
         return server_method_not_allowed(conn, "POST");
     return intake_handle(conn, cbdata, mg_get_thread_pointer(conn));
+}
+
+/* "/v1" and everything under it. */
+static int server_v1(struct mg_connection *conn, void *cbdata)
+{
+    return openai_handle(conn, cbdata, mg_get_thread_pointer(conn));
 }
 
 /* "/health": 200 when Redis answers a PING, for docker healthchecks. */
@@ -283,7 +291,7 @@ static int server_preflight(struct mg_connection *conn)
         access_cors_origin(mg_get_header(conn, "Origin")) == NULL)
         return 0;
     reply_init(&r);
-    r.head = "Access-Control-Allow-Methods: GET, POST\r\n"
+    r.head = "Access-Control-Allow-Methods: GET, POST, DELETE\r\n"
              "Access-Control-Allow-Headers: Authorization, Content-Type, "
              "Idempotency-Key\r\n"
              "Access-Control-Max-Age: 600\r\n";
@@ -353,7 +361,9 @@ static void server_init_context(const struct mg_context *cctx)
     server_add_route(s, ctx, 0, SERVER_CHAT, server_chat);
     server_add_route(s, ctx, 1, SERVER_CHAT_DIR, server_chat_response);
     server_add_route(s, ctx, 2, SERVER_HEALTH, server_health);
-    server_add_route(s, ctx, 3, "/", server_not_found);
+    server_add_route(s, ctx, 3, "/v1", server_v1);
+    server_add_route(s, ctx, 4, "/v1/", server_v1);
+    server_add_route(s, ctx, 5, "/", server_not_found);
     mg_set_auth_handler(ctx, "/", server_authorize, NULL);
 }
 
@@ -402,6 +412,7 @@ int server_start(struct server *s, char *err, size_t errlen)
 
     atomic_init(&s->redis_down, 0);
     atomic_init(&s->inflight, 0);
+    atomic_init(&s->draining, 0);
     mg_init_library(0);
     s->ctx = mg_start2(&init, &error);
     if (s->ctx == NULL) {
@@ -425,6 +436,7 @@ void server_stop(struct server *s)
      * whose body is still arriving: so first let what is open finish, telling every
      * client to close its connection meanwhile. */
     reply_close_all();
+    atomic_store(&s->draining, 1);
     long long deadline = clock_mono_ms() + s->grace_ms;
     while (atomic_load(&s->inflight) > 0 && clock_mono_ms() < deadline) {
         struct timespec tick = {0, 10 * 1000 * 1000};

@@ -509,7 +509,8 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
     /* Counted by the dispatch that put it back in the stream; a takeover (a later
      * delivery) may follow a crash mid-call, so it counts again. */
     job->admitted = deliveries == 1 ? req.admitted : 0;
-    job->estimate = pace_estimate(p, req.message_len);
+    job->estimate =
+        pace_estimate(p, req.messages != NULL ? req.messages_len : req.message_len);
     job->model = strdup(req.model);
     job->accepted = req.accepted ? strdup(req.accepted) : NULL;
     job->user = req.user && req.user[0] ? strdup(req.user) : NULL;
@@ -529,11 +530,9 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
         return;
     }
 
-    job->xfer.body =
-        upstream_body_build(req.model, req.message, req.message_len, req.temperature);
+    job->xfer.body = upstream_body_build(&req, err, sizeof(err));
     if (job->xfer.body == NULL) {
-        processor_dead(p, job, fields, "invalid_request",
-                       "field 'message' is not valid UTF-8");
+        processor_dead(p, job, fields, "invalid_request", err);
         return;
     }
     job->xfer.body_len = strlen(job->xfer.body);

@@ -1,0 +1,366 @@
+/* test_openai.c - the OpenAI front over plain HTTP, as any client sees it: background
+ * responses queued at once and read by their id, the conversation and its parameters
+ * reaching the upstream in order, length-cut answers ending incomplete, waiting calls
+ * (chat completions, responses without background) answering the result or the
+ * upstream's error, OpenAI's error bodies, and both fronts reading one record. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "stack.h"
+#include "suite.h"
+
+#define OAI_HTTP_MS 10000
+#define OAI_CHAT_MS 15000
+
+static struct stack oai_stack;
+
+static int oai_setup(void **state)
+{
+    (void)state;
+    return stack_start(&oai_stack, "openai", "t20:", NULL);
+}
+
+static int oai_teardown(void **state)
+{
+    (void)state;
+    return stack_stop(&oai_stack);
+}
+
+/* Sends method path with body (may be NULL); returns the parsed body (new, or NULL
+ * when it is not JSON) with the response in *r (free it). */
+static json_t *oai_call(const char *method, const char *path, const char *body,
+                        struct http_response *r)
+{
+    char url[256];
+    stack_url(&oai_stack, path, url, sizeof(url));
+    if (http_request(method, url, body, body ? strlen(body) : 0, OAI_HTTP_MS, r) != 0) {
+        fprintf(stderr, "integration: %s %s: %s\n", method, path, r->error);
+        return NULL;
+    }
+    return http_json(r);
+}
+
+/* Checks an OpenAI error body: {"error": {"message", "type", "param", "code"}}. */
+static void oai_check_error(const json_t *j, const char *type, const char *param)
+{
+    json_t *e = json_object_get(j, "error");
+    CHECK(json_is_object(e), "no error object");
+    CHECK(json_is_string(json_object_get(e, "message")) &&
+              json_string_length(json_object_get(e, "message")) > 0,
+          "error.message missing");
+    CHECK(json_object_get(e, "param") != NULL && json_object_get(e, "code") != NULL,
+          "error.param and error.code must be present (null or a value)");
+    CHECK(strcmp(STR(http_json_str(e, "type")), type) == 0, "error.type %s, want %s",
+          STR(http_json_str(e, "type")), type);
+    if (param != NULL)
+        CHECK(strcmp(STR(http_json_str(e, "param")), param) == 0,
+              "error.param %s, want %s", STR(http_json_str(e, "param")), param);
+}
+
+/* The first output_text of a Response object, or NULL. */
+static const char *oai_output_text(const json_t *resp)
+{
+    json_t *item = json_array_get(json_object_get(resp, "output"), 0);
+    json_t *part = json_array_get(json_object_get(item, "content"), 0);
+    return http_json_str(part, "text");
+}
+
+/* Polls GET /v1/responses/{id} until its status is not queued or in_progress;
+ * returns the final object (new) or NULL. */
+static json_t *oai_wait(const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/responses/%s", id);
+    long long deadline = harness_now_ms() + harness_timeout(OAI_CHAT_MS);
+    for (;;) {
+        struct http_response r;
+        json_t *j = oai_call("GET", path, NULL, &r);
+        long status = r.status;
+        http_response_free(&r);
+        const char *st = http_json_str(j, "status");
+        if (status != 200 || st == NULL) {
+            fprintf(stderr, "integration: GET %s: HTTP %ld\n", path, status);
+            json_decref(j);
+            return NULL;
+        }
+        if (strcmp(st, "queued") != 0 && strcmp(st, "in_progress") != 0)
+            return j;
+        json_decref(j);
+        if (harness_now_ms() >= deadline)
+            return NULL;
+        harness_sleep_ms(20);
+    }
+}
+
+static void test_openai_background(void **state)
+{
+    (void)state;
+    struct http_response r;
+    char trace[80], reqid[80];
+    const char *body = "{\"model\":\"gpt-4o-mini\",\"input\":\"hello from the sdk\","
+                       "\"background\":true,\"metadata\":{\"team\":\"blue\"}}";
+    json_t *j = oai_call("POST", "/v1/responses", body, &r);
+    CHECK(r.status == 200, "POST /v1/responses: HTTP %ld: %s", r.status, STR(r.body));
+    CHECK(http_header(&r, "x-chatq-trace-id", trace, sizeof(trace)) &&
+              http_is_uuid_v4(trace),
+          "no x-chatq-trace-id header with a UUID");
+    CHECK(http_header(&r, "x-request-id", reqid, sizeof(reqid)), "no x-request-id");
+    http_response_free(&r);
+    const char *id = http_json_str(j, "id");
+    CHECK(id != NULL && strncmp(id, "resp_", 5) == 0 && strlen(id) == 37,
+          "id %s is not resp_<32 hex>", STR(id));
+    CHECK(strcmp(STR(http_json_str(j, "object")), "response") == 0, "object");
+    CHECK(strcmp(STR(http_json_str(j, "status")), "queued") == 0 ||
+              strcmp(STR(http_json_str(j, "status")), "in_progress") == 0,
+          "status %s, want queued", STR(http_json_str(j, "status")));
+    CHECK(json_is_true(json_object_get(j, "background")), "background not true");
+    CHECK(json_integer_value(json_object_get(j, "created_at")) > 1700000000,
+          "created_at is not a Unix time");
+    CHECK(json_is_null(json_object_get(j, "error")), "a queued response has no error");
+    CHECK(strcmp(STR(http_json_str(json_object_get(j, "metadata"), "team")), "blue") == 0,
+          "metadata not echoed");
+    char rid[64];
+    snprintf(rid, sizeof(rid), "%s", id);
+    json_decref(j);
+
+    json_t *done = oai_wait(rid);
+    CHECK(done != NULL, "response %s did not finish", rid);
+    CHECK(strcmp(STR(http_json_str(done, "status")), "completed") == 0, "status %s",
+          STR(http_json_str(done, "status")));
+    CHECK(strcmp(STR(oai_output_text(done)), "Fake answer to: hello from the sdk") == 0,
+          "output_text %s", STR(oai_output_text(done)));
+    json_t *usage = json_object_get(done, "usage");
+    CHECK(json_integer_value(json_object_get(usage, "total_tokens")) ==
+                  json_integer_value(json_object_get(usage, "input_tokens")) +
+                      json_integer_value(json_object_get(usage, "output_tokens")) &&
+              json_integer_value(json_object_get(usage, "total_tokens")) > 0,
+          "usage does not add up");
+    CHECK(strcmp(STR(http_json_str(done, "model")), "gpt-4o-mini") == 0, "model");
+    json_decref(done);
+
+    /* The same record through the other front. */
+    json_t *seed = chat_wait(&oai_stack, trace, OAI_CHAT_MS, NULL);
+    CHECK(seed != NULL && strcmp(STR(http_json_str(seed, "response")),
+                                 "Fake answer to: hello from the sdk") == 0,
+          "GET /chat/%s/response does not show the same chat", trace);
+    json_decref(seed);
+}
+
+static void test_openai_conversation(void **state)
+{
+    (void)state;
+    struct http_response r;
+    const char *body =
+        "{\"model\":\"m\",\"instructions\":\"be brief\",\"temperature\":0.3,"
+        "\"top_p\":0.9,\"max_output_tokens\":50,\"background\":true,\"input\":["
+        "{\"role\":\"developer\",\"content\":\"no jokes\"},"
+        "{\"role\":\"user\",\"content\":\"first\"},"
+        "{\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":"
+        "\"output_text\",\"text\":\"answer one\"}]},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":"
+        "\"[[fake echo-request]] second\"}]}]}";
+    json_t *j = oai_call("POST", "/v1/responses", body, &r);
+    CHECK(r.status == 200, "POST: HTTP %ld: %s", r.status, STR(r.body));
+    http_response_free(&r);
+    char rid[64];
+    snprintf(rid, sizeof(rid), "%s", STR(http_json_str(j, "id")));
+    json_decref(j);
+
+    json_t *done = oai_wait(rid);
+    CHECK(done != NULL, "response %s did not finish", rid);
+    CHECK(strcmp(STR(http_json_str(done, "instructions")), "be brief") == 0,
+          "instructions not echoed");
+    CHECK(json_real_value(json_object_get(done, "temperature")) == 0.3 &&
+              json_integer_value(json_object_get(done, "max_output_tokens")) == 50,
+          "temperature or max_output_tokens not echoed");
+    const char *seen = oai_output_text(done);
+    const char *want =
+        "{\"max_tokens\":50,\"messages\":[{\"content\":\"be brief\",\"role\":\"system\"},"
+        "{\"content\":\"no jokes\",\"role\":\"system\"},"
+        "{\"content\":\"first\",\"role\":\"user\"},"
+        "{\"content\":\"answer one\",\"role\":\"assistant\"},"
+        "{\"content\":\"[[fake echo-request]] second\",\"role\":\"user\"}],"
+        "\"temperature\":0.3,\"top_p\":0.9}";
+    CHECK(seen != NULL && strcmp(seen, want) == 0, "the upstream got\n%s\nwant\n%s",
+          STR(seen), want);
+    json_decref(done);
+}
+
+static void test_openai_incomplete(void **state)
+{
+    (void)state;
+    struct http_response r;
+    const char *body = "{\"model\":\"m\",\"input\":\"[[fake finish=length]] go on\","
+                       "\"max_output_tokens\":16}";
+    /* Without background: the call waits and answers the final object. */
+    json_t *j = oai_call("POST", "/v1/responses", body, &r);
+    CHECK(r.status == 200, "POST: HTTP %ld: %s", r.status, STR(r.body));
+    http_response_free(&r);
+    CHECK(strcmp(STR(http_json_str(j, "status")), "incomplete") == 0, "status %s",
+          STR(http_json_str(j, "status")));
+    CHECK(strcmp(STR(http_json_str(json_object_get(j, "incomplete_details"), "reason")),
+                 "max_output_tokens") == 0,
+          "incomplete_details.reason");
+    CHECK(oai_output_text(j) != NULL, "the cut answer is still there");
+    json_decref(j);
+}
+
+static void test_openai_chat_completions(void **state)
+{
+    (void)state;
+    struct http_response r;
+    char trace[80];
+    const char *body = "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"system\","
+                       "\"content\":\"s\"},{\"role\":\"user\",\"content\":\"hi there\"}],"
+                       "\"max_tokens\":20,\"n\":1,\"seed\":7,\"stop\":[\"x\"]}";
+    json_t *j = oai_call("POST", "/v1/chat/completions", body, &r);
+    CHECK(r.status == 200, "POST: HTTP %ld: %s", r.status, STR(r.body));
+    CHECK(http_header(&r, "x-chatq-trace-id", trace, sizeof(trace)) &&
+              http_is_uuid_v4(trace),
+          "no x-chatq-trace-id");
+    http_response_free(&r);
+    CHECK(strcmp(STR(http_json_str(j, "object")), "chat.completion") == 0, "object");
+    CHECK(strncmp(STR(http_json_str(j, "id")), "chatcmpl-", 9) == 0, "id");
+    json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+    CHECK(strcmp(STR(http_json_str(json_object_get(c, "message"), "content")),
+                 "Fake answer to: hi there") == 0,
+          "content %s", STR(http_json_str(json_object_get(c, "message"), "content")));
+    CHECK(strcmp(STR(http_json_str(c, "finish_reason")), "stop") == 0, "finish_reason");
+    CHECK(json_integer_value(
+              json_object_get(json_object_get(j, "usage"), "total_tokens")) > 0,
+          "usage");
+    json_decref(j);
+
+    /* Readable afterwards through the seed contract, by the header's id. */
+    json_t *seed = chat_wait(&oai_stack, trace, OAI_CHAT_MS, NULL);
+    CHECK(seed != NULL && strcmp(STR(http_json_str(seed, "status")), "completed") == 0,
+          "GET /chat/%s/response", trace);
+    json_decref(seed);
+
+    /* stop and seed reach the upstream as they were sent. */
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+           "\"[[fake echo-request]] p\"}],\"seed\":7,\"stop\":\"x\"}";
+    j = oai_call("POST", "/v1/chat/completions", body, &r);
+    CHECK(r.status == 200, "POST: HTTP %ld: %s", r.status, STR(r.body));
+    http_response_free(&r);
+    c = json_array_get(json_object_get(j, "choices"), 0);
+    const char *seen = http_json_str(json_object_get(c, "message"), "content");
+    CHECK(seen != NULL && strstr(seen, "\"temperature\":1") != NULL,
+          "OpenAI's default temperature 1 was not sent: %s", STR(seen));
+    json_decref(j);
+}
+
+static void test_openai_upstream_errors(void **state)
+{
+    (void)state;
+    struct http_response r;
+    char retry[16];
+    /* A waiting call gets the upstream's status, message and code. */
+    const char *body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+                       "\"[[fake status=400]] too long\"}]}";
+    json_t *j = oai_call("POST", "/v1/chat/completions", body, &r);
+    CHECK(r.status == 400, "upstream 400: HTTP %ld: %s", r.status, STR(r.body));
+    CHECK(http_header(&r, "x-should-retry", retry, sizeof(retry)) &&
+              strcmp(retry, "false") == 0,
+          "x-should-retry: false missing");
+    http_response_free(&r);
+    oai_check_error(j, "invalid_request_error", NULL);
+    CHECK(strcmp(STR(http_json_str(json_object_get(j, "error"), "code")),
+                 "context_length_exceeded") == 0,
+          "code %s", STR(http_json_str(json_object_get(j, "error"), "code")));
+    json_decref(j);
+
+    /* A background one ends failed, with the code. */
+    body = "{\"model\":\"m\",\"input\":\"[[fake status=401]] hi\",\"background\":true}";
+    j = oai_call("POST", "/v1/responses", body, &r);
+    CHECK(r.status == 200, "POST: HTTP %ld: %s", r.status, STR(r.body));
+    http_response_free(&r);
+    char rid[64];
+    snprintf(rid, sizeof(rid), "%s", STR(http_json_str(j, "id")));
+    json_decref(j);
+    json_t *done = oai_wait(rid);
+    CHECK(done != NULL, "response %s did not finish", rid);
+    CHECK(strcmp(STR(http_json_str(done, "status")), "failed") == 0, "status %s",
+          STR(http_json_str(done, "status")));
+    CHECK(strcmp(STR(http_json_str(json_object_get(done, "error"), "code")),
+                 "invalid_api_key") == 0,
+          "error.code %s", STR(http_json_str(json_object_get(done, "error"), "code")));
+    json_decref(done);
+}
+
+static void test_openai_bad_requests(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *path, *body, *param;
+    } cases[] = {
+        {"/v1/responses", "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{}]}", "tools"},
+        {"/v1/responses",
+         "{\"model\":\"m\",\"input\":\"x\",\"previous_response_id\":\"r\"}",
+         "previous_response_id"},
+        {"/v1/responses", "{\"model\":\"m\",\"input\":\"x\",\"stream\":true}", "stream"},
+        {"/v1/responses", "{\"input\":\"x\"}", "model"},
+        {"/v1/responses", "{\"model\":\"m\"}", "input"},
+        {"/v1/responses", "{\"model\":\"m\",\"input\":\"x\",\"temperature\":3}",
+         "temperature"},
+        {"/v1/responses",
+         "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":"
+         "\"input_image\",\"image_url\":\"u\"}]}]}",
+         "input[0].content"},
+        {"/v1/responses",
+         "{\"model\":\"m\",\"input\":\"x\",\"metadata\":{\"a\":\"1\",\"b\":\"2\",\"c\":"
+         "\"3\",\"d\":\"4\",\"e\":\"5\",\"f\":\"6\",\"g\":\"7\",\"h\":\"8\",\"i\":\"9\","
+         "\"j\":\"10\",\"k\":\"11\",\"l\":\"12\",\"m\":\"13\",\"n\":\"14\",\"o\":\"15\","
+         "\"p\":\"16\",\"q\":\"17\"}}",
+         "metadata"},
+        {"/v1/chat/completions",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}",
+         "n"},
+        {"/v1/chat/completions",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}",
+         "messages[0]"},
+        {"/v1/chat/completions", "{\"model\":\"m\",\"messages\":[]}", "messages"},
+        {"/v1/chat/completions", "not json", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct http_response r;
+        json_t *j = oai_call("POST", cases[i].path, cases[i].body, &r);
+        CHECK(r.status == 400, "%s %s: HTTP %ld, want 400", cases[i].path, cases[i].body,
+              r.status);
+        http_response_free(&r);
+        oai_check_error(j, "invalid_request_error", cases[i].param);
+        json_decref(j);
+    }
+}
+
+static void test_openai_not_found(void **state)
+{
+    (void)state;
+    const char *paths[] = {"/v1/responses/resp_0123456789abcdef0123456789abcdef",
+                           "/v1/responses/resp_nope", "/v1/responses/chatcmpl-x",
+                           "/v1/models"};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        struct http_response r;
+        json_t *j = oai_call("GET", paths[i], NULL, &r);
+        CHECK(r.status == 404, "GET %s: HTTP %ld, want 404", paths[i], r.status);
+        http_response_free(&r);
+        oai_check_error(j, "not_found_error", NULL);
+        json_decref(j);
+    }
+}
+
+static const struct CMUnitTest oai_tests[] = {
+    cmocka_unit_test(test_openai_background),
+    cmocka_unit_test(test_openai_conversation),
+    cmocka_unit_test(test_openai_incomplete),
+    cmocka_unit_test(test_openai_chat_completions),
+    cmocka_unit_test(test_openai_upstream_errors),
+    cmocka_unit_test(test_openai_bad_requests),
+    cmocka_unit_test(test_openai_not_found),
+};
+
+const struct suite_group suite_openai = {"openai", oai_tests,
+                                         sizeof(oai_tests) / sizeof(oai_tests[0]),
+                                         oai_setup, oai_teardown};
