@@ -265,6 +265,8 @@ int reply_send(struct reply *r, struct mg_connection *conn, int status)
     int keep = reply_keep_alive(r, conn);
     if (!keep)
         mg_disable_keep_alive(conn);
+    else
+        reply_header(r, "Keep-Alive", "timeout=%s", REPLY_KEEP_ALIVE_S);
 
     /* A browser page may read the answer only when its origin is one CORS_ORIGINS
      * names; Vary keeps a cache from handing one origin's answer to another. */

@@ -14,6 +14,13 @@ struct mg_connection;
 #define REPLY_HEAD_ROOM 768 /* room for an allowed origin (access.h) and REPLY_EXTRA */
 #define REPLY_EXTRA 224     /* bytes of header lines added with reply_header */
 #define REPLY_INLINE 4096
+/* How long an idle keep-alive connection stays open (civetweb's
+ * keep_alive_timeout_ms), and what every keep-alive answer tells the client in
+ * "Keep-Alive: timeout=" (seconds), so that a client pooling connections lets go
+ * of one before the server closes it. */
+#define REPLY_KEEP_ALIVE_MS "5000"
+#define REPLY_KEEP_ALIVE_S "5"
+
 /* Unread request body bytes reply_send reads and drops to keep a connection alive;
  * with more than this left it closes the connection instead. */
 #define REPLY_DRAIN_MAX 65536

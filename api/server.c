@@ -387,6 +387,11 @@ int server_start(struct server *s, char *err, size_t errlen)
         "num_threads",        threads,  /* API_THREADS, one Redis connection each */
         "tcp_nodelay",        "1",      /* each response is one write: send it now */
         "enable_keep_alive",  "yes",    /* a client polling GETs reuses its socket */
+        /* civetweb's 500 ms closes connections that HTTP clients with pools
+         * (undici in Node: 4 s, httpx: 5 s) still take for idle and reuse: their
+         * next request meets the close ("other side closed"). Kept as long as
+         * reply_send's Keep-Alive header says. */
+        "keep_alive_timeout_ms", REPLY_KEEP_ALIVE_MS,
         "request_timeout_ms", "30000",  /* a stalled client frees its thread */
         "listen_backlog",     "1024",   /* bursts of connections wait, not fail */
         /* civetweb's default "*" answers every preflight itself, before any

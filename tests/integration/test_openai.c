@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "stack.h"
@@ -13,6 +15,8 @@
 
 #define OAI_HTTP_MS 10000
 #define OAI_CHAT_MS 15000
+#define OAI_SDK_MS 180000
+#define OAI_SDK_DIR "tests/sdk"
 
 static struct stack oai_stack;
 
@@ -351,6 +355,47 @@ static void test_openai_not_found(void **state)
     }
 }
 
+/* Prints a file to stderr (the SDK run's whole report, when it failed). */
+static void oai_print_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        fputs(line, stderr);
+    if (f != NULL)
+        fclose(f);
+}
+
+/* The official openai npm package, unchanged, against this stack: node runs
+ * tests/sdk/sdk.test.mjs (make test installs the package, pinned by
+ * tests/sdk/package-lock.json); any failing SDK test fails this one. */
+static void test_openai_sdk(void **state)
+{
+    (void)state;
+    char log[1100], base[128], fake[128], desc[64];
+    int status = -1;
+    CHECK(access(OAI_SDK_DIR "/node_modules/openai/package.json", R_OK) == 0,
+          "the openai npm package is not installed: run make test, or npm ci in "
+          "%s",
+          OAI_SDK_DIR);
+    snprintf(log, sizeof(log), "%s/sdk.log", oai_stack.dir);
+    snprintf(base, sizeof(base), "CHATQ_BASE_URL=%s/v1", oai_stack.api_url);
+    snprintf(fake, sizeof(fake), "CHATQ_FAKE_URL=%s", oai_stack.fake_url);
+    char *const argv[] = {"node", "--test", "--test-reporter=spec",
+                          OAI_SDK_DIR "/sdk.test.mjs", NULL};
+    char *const env[] = {base, fake, NULL};
+    struct proc *p = proc_start("sdk", log, argv, env, 0);
+    CHECK(p != NULL, "cannot start node");
+    int waited = proc_wait(p, harness_timeout(OAI_SDK_MS), &status);
+    proc_free(p);
+    if (waited != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        oai_print_file(log);
+        fail_msg("the SDK tests failed (%s); their report is above",
+                 waited != 0 ? "still running"
+                             : proc_describe(status, desc, sizeof(desc)));
+    }
+}
+
 static const struct CMUnitTest oai_tests[] = {
     cmocka_unit_test(test_openai_background),
     cmocka_unit_test(test_openai_conversation),
@@ -359,6 +404,7 @@ static const struct CMUnitTest oai_tests[] = {
     cmocka_unit_test(test_openai_upstream_errors),
     cmocka_unit_test(test_openai_bad_requests),
     cmocka_unit_test(test_openai_not_found),
+    cmocka_unit_test(test_openai_sdk),
 };
 
 const struct suite_group suite_openai = {"openai", oai_tests,
