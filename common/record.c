@@ -14,7 +14,7 @@
 #include "uuid.h"
 
 static const char *const record_status_names[] = {"processing", "completed", "failed",
-                                                  "cancelled"};
+                                                  CHAT_CANCELLED_NAME};
 
 const char *record_status_name(enum chat_status s)
 {

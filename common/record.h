@@ -67,6 +67,9 @@ struct redisReply;
 /* CHAT_CANCELLED is final like the other two: written by the api's cancel, never
  * by a result (see handler/finalize.h: only a processing record takes one). */
 enum chat_status { CHAT_PROCESSING, CHAT_COMPLETED, CHAT_FAILED, CHAT_CANCELLED };
+#define CHAT_CANCELLED_NAME                                                              \
+    "cancelled" /* record_status_name(CHAT_CANCELLED), for Lua                           \
+                 */
 
 const char *record_status_name(enum chat_status s);
 

@@ -3,6 +3,7 @@
  * reaching the upstream in order, length-cut answers ending incomplete, waiting calls
  * (chat completions, responses without background) answering the result or the
  * upstream's error, OpenAI's error bodies, and both fronts reading one record. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +21,13 @@
 
 static struct stack oai_stack;
 
+static const char *const oai_claim_env[] = {"CLAIM_IDLE_MS=1500", NULL};
+
 static int oai_setup(void **state)
 {
     (void)state;
-    return stack_start(&oai_stack, "openai", "t20:", NULL);
+    struct stack_settings set = {.processor = oai_claim_env, .handler = oai_claim_env};
+    return stack_start(&oai_stack, "openai", "t20:", &set);
 }
 
 static int oai_teardown(void **state)
@@ -355,6 +359,195 @@ static void test_openai_not_found(void **state)
     }
 }
 
+/* POSTs a background response; its id goes into id (64 bytes), its trace into
+ * trace (when not NULL). */
+static void oai_background(const char *input, char *id, char *trace)
+{
+    struct http_response r;
+    char body[512], hdr[80];
+    snprintf(body, sizeof(body), "{\"model\":\"m\",\"input\":\"%s\",\"background\":true}",
+             input);
+    json_t *j = oai_call("POST", "/v1/responses", body, &r);
+    CHECK(r.status == 200, "POST: HTTP %ld: %s", r.status, STR(r.body));
+    CHECK(http_header(&r, "x-chatq-trace-id", hdr, sizeof(hdr)), "no trace header");
+    http_response_free(&r);
+    snprintf(id, 64, "%s", STR(http_json_str(j, "id")));
+    if (trace != NULL)
+        snprintf(trace, UUID_LEN + 1, "%.36s", hdr);
+    json_decref(j);
+}
+
+/* POST /v1/responses/{id}/cancel: the status it answers (new string in *status,
+ * caller frees) and the HTTP status. */
+static long oai_cancel(const char *id, char **status)
+{
+    struct http_response r;
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/responses/%s/cancel", id);
+    json_t *j = oai_call("POST", path, NULL, &r);
+    long http = r.status;
+    http_response_free(&r);
+    *status = strdup(STR(http_json_str(j, "status")));
+    json_decref(j);
+    return http;
+}
+
+struct oai_watch {
+    struct stack *s;
+    const char *name;
+    long long above;
+    long long seen;
+};
+
+/* 1 once the fake's counter name is above w->above. */
+static int oai_check_stat(void *arg)
+{
+    struct oai_watch *w = arg;
+    json_t *st = stack_fake_stats(w->s);
+    w->seen = stack_stat(st, w->name, 0);
+    json_decref(st);
+    return w->seen > w->above;
+}
+
+/* A running upstream call is aborted within a second of the cancel; the chat ends
+ * cancelled, through both fronts; cancelling again returns the same object. */
+static void test_openai_cancel_aborts(void **state)
+{
+    (void)state;
+    struct stack *s = &oai_stack;
+    char id[64], trace[UUID_LEN + 1], *st = NULL;
+    json_t *stats = stack_fake_stats(s);
+    long long aborted = stack_stat(stats, "aborted", 0);
+    long long in_flight = stack_stat(stats, "in_flight", 0);
+    json_decref(stats);
+
+    oai_background("[[fake latency=60000]] a slow one", id, trace);
+    struct oai_watch w = {s, "in_flight", in_flight, 0};
+    CHECK(harness_poll(harness_timeout(10000), 10, oai_check_stat, &w) == 0,
+          "the call never reached the upstream");
+
+    long long t0 = harness_now_ms();
+    CHECK(oai_cancel(id, &st) == 200 && strcmp(st, "cancelled") == 0,
+          "cancel answered %s", STR(st));
+    free(st);
+    struct oai_watch a = {s, "aborted", aborted, 0};
+    CHECK(harness_poll(harness_timeout(5000), 10, oai_check_stat, &a) == 0,
+          "the upstream call was not aborted (aborted %lld)", a.seen);
+    long long took = harness_now_ms() - t0;
+    fprintf(stderr, "integration: cancel -> upstream call aborted in %lld ms\n", took);
+    CHECK(took < harness_timeout(1000) + 1000,
+          "the abort took %lld ms, want about a second at most", took);
+
+    CHECK(oai_cancel(id, &st) == 200 && strcmp(st, "cancelled") == 0,
+          "a second cancel answered %s", STR(st));
+    free(st);
+    json_t *seed = chat_wait(s, trace, OAI_CHAT_MS, NULL);
+    CHECK(seed != NULL && strcmp(STR(http_json_str(seed, "status")), "cancelled") == 0,
+          "GET /chat/%s/response: %s", trace, STR(http_json_str(seed, "status")));
+    json_decref(seed);
+    char why[256];
+    CHECK(stack_drained(s, harness_timeout(10000), why, sizeof(why)) == 0,
+          "the cancelled chat's entries were not all acknowledged: %s", why);
+    json_t *done = oai_wait(id);
+    CHECK(done != NULL && strcmp(STR(http_json_str(done, "status")), "cancelled") == 0,
+          "the record changed after the cancel: %s", STR(http_json_str(done, "status")));
+    CHECK(json_array_size(json_object_get(done, "output")) == 0, "a cancelled output");
+    json_decref(done);
+}
+
+#define OAI_RACE_CHATS 40
+
+/* Cancels racing completions: each chat ends exactly one way, the way the cancel
+ * answered, and stays so. */
+static void test_openai_cancel_race(void **state)
+{
+    (void)state;
+    struct stack *s = &oai_stack;
+    char ids[OAI_RACE_CHATS][64], answered[OAI_RACE_CHATS][16];
+    int cancelled = 0, completed = 0;
+    for (int i = 0; i < OAI_RACE_CHATS; i++) {
+        char input[96];
+        /* Latencies around the moment the cancel comes. */
+        snprintf(input, sizeof(input), "[[fake latency=%d]] race %d", (i % 8) * 15, i);
+        oai_background(input, ids[i], NULL);
+        harness_sleep_ms((i % 5) * 12);
+        char *st = NULL;
+        CHECK(oai_cancel(ids[i], &st) == 200, "cancel %d failed", i);
+        snprintf(answered[i], sizeof(answered[i]), "%s", STR(st));
+        free(st);
+    }
+    for (int i = 0; i < OAI_RACE_CHATS; i++) {
+        json_t *done = oai_wait(ids[i]);
+        CHECK(done != NULL, "response %d did not end", i);
+        const char *st = STR(http_json_str(done, "status"));
+        CHECK(strcmp(st, answered[i]) == 0, "chat %d: cancel answered %s, now %s", i,
+              answered[i], st);
+        if (strcmp(st, "cancelled") == 0) {
+            cancelled++;
+            CHECK(json_array_size(json_object_get(done, "output")) == 0 &&
+                      json_is_null(json_object_get(done, "usage")),
+                  "chat %d is cancelled and has an answer too", i);
+        } else {
+            completed++;
+            CHECK(strcmp(st, "completed") == 0, "chat %d ended %s", i, st);
+            CHECK(oai_output_text(done) != NULL, "chat %d completed without output", i);
+        }
+        json_decref(done);
+    }
+    fprintf(stderr, "integration: cancel race: %d cancelled, %d completed\n", cancelled,
+            completed);
+    char why[256];
+    CHECK(stack_drained(s, harness_timeout(15000), why, sizeof(why)) == 0,
+          "not drained: %s", why);
+    CHECK(stack_xlen(s, s->keys.dead) <= 0, "dead letters were written");
+}
+
+/* A processor dies mid-call; the chat is cancelled while nobody holds it; the
+ * processor that takes it over makes no new upstream call and acknowledges it. */
+static void test_openai_cancel_takeover(void **state)
+{
+    (void)state;
+    struct stack *s = &oai_stack;
+    char id[64], trace[UUID_LEN + 1], how[64], *st = NULL, why[256];
+    int status;
+    json_t *stats = stack_fake_stats(s);
+    long long requests = stack_stat(stats, "requests", 0);
+    long long in_flight = stack_stat(stats, "in_flight", 0);
+    json_decref(stats);
+
+    oai_background("[[fake latency=60000]] orphaned", id, trace);
+    struct oai_watch w = {s, "in_flight", in_flight, 0};
+    CHECK(harness_poll(harness_timeout(10000), 10, oai_check_stat, &w) == 0,
+          "the call never reached the upstream");
+    CHECK(proc_signal(s->processor, SIGKILL) == 0, "the processor is not running");
+    CHECK(proc_wait(s->processor, 5000, &status) == 0, "the processor did not die (%s)",
+          proc_describe(status, how, sizeof(how)));
+    proc_free(s->processor);
+    s->processor = NULL;
+
+    CHECK(oai_cancel(id, &st) == 200 && strcmp(st, "cancelled") == 0,
+          "cancel answered %s", STR(st));
+    free(st);
+    s->processor = stack_processor_start(s, "processor-b", NULL);
+    CHECK(s->processor != NULL, "processor B did not start");
+    /* B takes the entry over after CLAIM_IDLE_MS and must only acknowledge it. */
+    CHECK(stack_drained(s, harness_timeout(20000), why, sizeof(why)) == 0,
+          "the cancelled entry was not taken over and acknowledged: %s", why);
+    stats = stack_fake_stats(s);
+    long long after = stack_stat(stats, "requests", 0);
+    json_decref(stats);
+    CHECK(after == requests + 1, "the upstream got %lld calls for the chat, want 1",
+          after - requests);
+    json_t *done = oai_wait(id);
+    CHECK(done != NULL && strcmp(STR(http_json_str(done, "status")), "cancelled") == 0,
+          "status %s", STR(http_json_str(done, "status")));
+    json_decref(done);
+    char log[sizeof(s->dir) + 32];
+    snprintf(log, sizeof(log), "%.1000s/processor-b.log", s->dir);
+    CHECK(harness_file_contains(log, "cancelled by the client") == 1,
+          "processor B did not see the cancel");
+}
+
 /* Prints a file to stderr (the SDK run's whole report, when it failed). */
 static void oai_print_file(const char *path)
 {
@@ -378,7 +571,7 @@ static void test_openai_sdk(void **state)
           "the openai npm package is not installed: run make test, or npm ci in "
           "%s",
           OAI_SDK_DIR);
-    snprintf(log, sizeof(log), "%s/sdk.log", oai_stack.dir);
+    snprintf(log, sizeof(log), "%.1000s/sdk.log", oai_stack.dir);
     snprintf(base, sizeof(base), "CHATQ_BASE_URL=%s/v1", oai_stack.api_url);
     snprintf(fake, sizeof(fake), "CHATQ_FAKE_URL=%s", oai_stack.fake_url);
     char *const argv[] = {"node", "--test", "--test-reporter=spec",
@@ -404,6 +597,9 @@ static const struct CMUnitTest oai_tests[] = {
     cmocka_unit_test(test_openai_upstream_errors),
     cmocka_unit_test(test_openai_bad_requests),
     cmocka_unit_test(test_openai_not_found),
+    cmocka_unit_test(test_openai_cancel_aborts),
+    cmocka_unit_test(test_openai_cancel_race),
+    cmocka_unit_test(test_openai_cancel_takeover),
     cmocka_unit_test(test_openai_sdk),
 };
 

@@ -116,6 +116,33 @@ test('an upstream 401 ends a background response failed, with a code', async () 
   assert.equal(done.error.code, 'invalid_api_key');
 });
 
+test('cancel aborts the slow upstream call', async () => {
+  const before = (await fakeStats()).aborted;
+  const created = await client.responses.create({
+    model: 'gpt-4o-mini',
+    input: '[[fake latency=60000]] take your time',
+    background: true,
+  });
+  // Wait until the call is on the wire, so that the cancel has something to abort.
+  let resp = created;
+  const deadline = Date.now() + 20000;
+  while (resp.status !== 'in_progress' || (await fakeStats()).in_flight === 0) {
+    assert.ok(Date.now() < deadline, 'the call never started');
+    await sleep(50);
+    resp = await client.responses.retrieve(created.id);
+  }
+  const t0 = Date.now();
+  const cancelled = await client.responses.cancel(created.id);
+  assert.equal(cancelled.status, 'cancelled');
+  while ((await fakeStats()).aborted <= before) {
+    assert.ok(Date.now() - t0 < 5000, 'the upstream call was not aborted');
+    await sleep(25);
+  }
+  // Cancelling again returns the same final object; reading it too.
+  assert.equal((await client.responses.cancel(created.id)).status, 'cancelled');
+  assert.equal((await client.responses.retrieve(created.id)).status, 'cancelled');
+});
+
 test('an unknown id raises NotFoundError', async () => {
   await assert.rejects(client.responses.retrieve('resp_0123456789abcdef0123456789abcdef'),
     OpenAI.NotFoundError);
