@@ -7,6 +7,7 @@
 #include <civetweb.h>
 #include <hiredis/hiredis.h>
 
+#include "cancel.h"
 #include "keys.h"
 #include "log.h"
 #include "record.h"
@@ -140,4 +141,26 @@ int lookup_handle(struct mg_connection *conn, struct worker *w, const char *trac
     }
     freeReplyObject(hash);
     return status;
+}
+
+int lookup_cancel(struct mg_connection *conn, struct worker *w, const char *trace)
+{
+    struct reply r;
+    reply_init(&r);
+    if (w == NULL)
+        return reply_error(&r, conn, 500, "internal_error",
+                           "the server could not set up this thread");
+    switch (cancel_run(w, trace, 0)) {
+    case CANCEL_FAILED:
+        return reply_error(&r, conn, 503, "redis_unavailable",
+                           "the store is unavailable; retry later");
+    case CANCEL_NONE:
+        return reply_error(&r, conn, 404, "trace_not_found",
+                           "no chat request with traceId '%s' (unknown, or expired)",
+                           trace);
+    case CANCEL_NOW:
+    case CANCEL_FINAL:
+        break;
+    }
+    return lookup_handle(conn, w, trace);
 }

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "await.h"
+#include "cancel.h"
 #include "clock.h"
 #include "intake.h"
 #include "keys.h"
@@ -489,59 +490,6 @@ out:
     return status;
 }
 
-/* Cancel, or delete, in one step. KEYS: the trace hash. ARGV: the cancel channel,
- * the trace id, the time, the owner of the request, "cancel" or "delete". Only a
- * record still processing becomes cancelled, and only here; the handler writes an
- * outcome only into a record still processing (handler/finalize.c): whichever
- * comes first is the one final state. The processors hear the channel and abort
- * the call in flight. Returns 0 (no such record of this owner), 1 (cancelled now)
- * or 2 (already final; deleted when asked). */
-/* clang-format off */
-static const char openai_cancel_script[] =
-    "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
-    "if not st or redis.call('HGET', KEYS[1], '" REC_DELETED "') == '1' then\n"
-    "  return 0\n"
-    "end\n"
-    "if (redis.call('HGET', KEYS[1], '" REC_OWNER "') or '') ~= ARGV[4] then\n"
-    "  return 0\n"
-    "end\n"
-    "if st == 'processing' then\n"
-    "  redis.call('HSET', KEYS[1], '" REC_STATUS "', 'cancelled',\n"
-    "             '" REC_TIMESTAMP "', ARGV[3])\n"
-    "  if ARGV[5] == 'delete' then\n"
-    "    redis.call('HSET', KEYS[1], '" REC_DELETED "', '1')\n"
-    "  end\n"
-    "  redis.call('PUBLISH', ARGV[1], ARGV[2])\n"
-    "  return 1\n"
-    "end\n"
-    "if ARGV[5] == 'delete' then redis.call('DEL', KEYS[1]) end\n"
-    "return 2\n";
-/* clang-format on */
-
-/* Runs the cancel script; returns its answer, or -1 if Redis failed (logged). */
-static long long openai_cancel_run(struct worker *w, const char *trace, const char *mode)
-{
-    char key[KEYS_MAX + UUID_LEN + 1], now[CLOCK_ISO_LEN], channel[KEYS_MAX];
-    keys_trace(&w->srv->keys, trace, key, sizeof(key));
-    keys_cancel(&w->srv->keys, channel, sizeof(channel));
-    clock_iso8601(now, clock_now_ms());
-    const char *argv[] = {
-        "EVAL", openai_cancel_script, "1", key, channel, trace, now, w->owner, mode};
-    /* Safe to repeat: a second run finds the record final. */
-    redisReply *rep = worker_command(w, trace, 9, argv);
-    long long v = -1;
-    if (rep != NULL && rep->type == REDIS_REPLY_INTEGER)
-        v = rep->integer;
-    else if (rep != NULL)
-        log_warn(trace, "Redis refused the cancel: %s",
-                 rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
-    freeReplyObject(rep);
-    if (v == 1)
-        log_info(trace, "cancelled by the client%s",
-                 strcmp(mode, "delete") == 0 ? " (deleted)" : "");
-    return v;
-}
-
 /* /v1/responses/{id}[/cancel]. */
 static int openai_response(struct mg_connection *conn, struct worker *w, const char *rest)
 {
@@ -573,11 +521,11 @@ static int openai_response(struct mg_connection *conn, struct worker *w, const c
     if (strcmp(method, "GET") == 0)
         return openai_answer(&r, conn, w, trace, OPENAI_FRONT_RESPONSES, 0);
 
-    long long done = openai_cancel_run(w, trace, cancel ? "cancel" : "delete");
-    if (done < 0)
+    enum cancel_result done = cancel_run(w, trace, !cancel);
+    if (done == CANCEL_FAILED)
         return openai_fail(&r, conn, 503, NULL, "redis_unavailable",
                            "The store is unavailable; retry later.");
-    if (done == 0)
+    if (done == CANCEL_NONE)
         return openai_not_found(&r, conn, id);
     if (cancel)
         return openai_answer(&r, conn, w, trace, OPENAI_FRONT_RESPONSES, 0);

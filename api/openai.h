@@ -5,7 +5,7 @@
  *   POST   /v1/responses               create; background: true answers queued at
  *                                      once, otherwise waits (await.h) for the end
  *   GET    /v1/responses/{id}          the Response object of any trace
- *   POST   /v1/responses/{id}/cancel   cancel (see openai_cancel_script in openai.c)
+ *   POST   /v1/responses/{id}/cancel   cancel (cancel.h)
  *   DELETE /v1/responses/{id}          cancel if running, then forget
  *   POST   /v1/chat/completions        create and wait; a chat.completion object
  * Ids are "resp_" / "chatcmpl-" and the trace id's 32 hex digits, so both fronts

@@ -2,6 +2,8 @@
  * (see server.h). The routes:
  *   POST /chat                      intake.c
  *   GET  /chat/{traceId}/response   lookup.c
+ *   POST /chat/{traceId}/cancel     lookup.c (cancel.h)
+ *   DELETE /chat/{traceId}          the same
  *   GET  /health                    here: a Redis PING
  *   /v1/...                         openai.c: the OpenAI front
  *   anything else                   404 not_found; a wrong method on a route 405 */
@@ -30,6 +32,7 @@
 #define SERVER_CHAT "/chat"
 #define SERVER_CHAT_DIR "/chat/"
 #define SERVER_RESPONSE "/response"
+#define SERVER_CANCEL "/cancel"
 #define SERVER_HEALTH "/health"
 
 /* civetweb's worker threads each get a worker; its master and timer threads none. */
@@ -78,7 +81,8 @@ static const char *server_path(const struct mg_request_info *ri)
     return ri->local_uri != NULL ? ri->local_uri : "";
 }
 
-/* "/chat/{traceId}/response"; any other "/chat/..." is a 404. */
+/* "/chat/{traceId}/response", "/chat/{traceId}/cancel" and "/chat/{traceId}"; any
+ * other "/chat/..." is a 404. */
 static int server_chat_response(struct mg_connection *conn, void *cbdata)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
@@ -88,10 +92,19 @@ static int server_chat_response(struct mg_connection *conn, void *cbdata)
         return server_not_found(conn, cbdata);
     id = path + strlen(SERVER_CHAT_DIR);
     slash = strchr(id, '/');
-    if (slash == NULL || slash == id || strcmp(slash, SERVER_RESPONSE) != 0)
+    int cancel = slash != NULL && strcmp(slash, SERVER_CANCEL) == 0;
+    if (slash == NULL && *id != '\0') {
+        /* DELETE /chat/{traceId}: cancels, as POST .../cancel does. */
+        if (!server_is(ri, "DELETE"))
+            return server_method_not_allowed(conn, "DELETE");
+        slash = id + strlen(id);
+        cancel = 1;
+    } else if (slash == NULL || slash == id ||
+               (!cancel && strcmp(slash, SERVER_RESPONSE) != 0)) {
         return server_not_found(conn, cbdata);
-    if (!server_is(ri, "GET"))
-        return server_method_not_allowed(conn, "GET");
+    } else if (!server_is(ri, cancel ? "POST" : "GET")) {
+        return server_method_not_allowed(conn, cancel ? "POST" : "GET");
+    }
 
     /* UUIDs are case-insensitive; ours are stored lower-case. */
     char trace[UUID_LEN + 1];
@@ -108,6 +121,8 @@ static int server_chat_response(struct mg_connection *conn, void *cbdata)
                            "the traceId in the path must be a UUID such as "
                            "3f2b8c1e-7d4a-4e5f-9a6b-0c1d2e3f4a5b");
     }
+    if (cancel)
+        return lookup_cancel(conn, mg_get_thread_pointer(conn), trace);
     return lookup_handle(conn, mg_get_thread_pointer(conn), trace);
 }
 

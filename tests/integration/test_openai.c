@@ -548,6 +548,66 @@ static void test_openai_cancel_takeover(void **state)
           "processor B did not see the cancel");
 }
 
+/* The seed contract's cancel: POST /chat/{traceId}/cancel and DELETE /chat/{traceId}
+ * abort the call the same way, and the OpenAI front reads the same record. */
+static void test_chat_cancel(void **state)
+{
+    (void)state;
+    struct stack *s = &oai_stack;
+    struct http_response r;
+    char trace[UUID_LEN + 1], path[128], hex[40];
+    json_t *stats = stack_fake_stats(s);
+    long long aborted = stack_stat(stats, "aborted", 0);
+    long long in_flight = stack_stat(stats, "in_flight", 0);
+    json_decref(stats);
+
+    CHECK(chat_post(s, "[[fake latency=60000]] cancel me", NULL, -1, trace) == 0,
+          "POST /chat failed");
+    struct oai_watch w = {s, "in_flight", in_flight, 0};
+    CHECK(harness_poll(harness_timeout(10000), 10, oai_check_stat, &w) == 0,
+          "the call never reached the upstream");
+    snprintf(path, sizeof(path), "/chat/%s/cancel", trace);
+    json_t *j = oai_call("POST", path, NULL, &r);
+    CHECK(r.status == 200, "POST %s: HTTP %ld: %s", path, r.status, STR(r.body));
+    http_response_free(&r);
+    CHECK(strcmp(STR(http_json_str(j, "status")), "cancelled") == 0 &&
+              strcmp(STR(http_json_str(j, "traceId")), trace) == 0,
+          "cancel answered status %s", STR(http_json_str(j, "status")));
+    json_decref(j);
+    struct oai_watch a = {s, "aborted", aborted, 0};
+    CHECK(harness_poll(harness_timeout(5000), 10, oai_check_stat, &a) == 0,
+          "the upstream call was not aborted");
+
+    snprintf(path, sizeof(path), "/chat/%s", trace);
+    j = oai_call("DELETE", path, NULL, &r);
+    CHECK(r.status == 200 && strcmp(STR(http_json_str(j, "status")), "cancelled") == 0,
+          "DELETE %s: HTTP %ld: %s", path, r.status, STR(r.body));
+    http_response_free(&r);
+    json_decref(j);
+    j = oai_call("GET", path, NULL, &r);
+    CHECK(r.status == 405, "GET %s: HTTP %ld, want 405", path, r.status);
+    http_response_free(&r);
+    json_decref(j);
+
+    size_t n = 0;
+    for (const char *p = trace; *p; p++)
+        if (*p != '-')
+            hex[n++] = *p;
+    hex[n] = '\0';
+    snprintf(path, sizeof(path), "/v1/responses/resp_%s", hex);
+    j = oai_call("GET", path, NULL, &r);
+    CHECK(r.status == 200 && strcmp(STR(http_json_str(j, "status")), "cancelled") == 0,
+          "GET %s: HTTP %ld: %s", path, r.status, STR(r.body));
+    http_response_free(&r);
+    json_decref(j);
+
+    j = oai_call("POST", "/chat/0f2b8c1e-7d4a-4e5f-9a6b-0c1d2e3f4a5b/cancel", NULL, &r);
+    CHECK(r.status == 404 && strcmp(STR(http_error_code(j)), "trace_not_found") == 0,
+          "cancel of an unknown trace: HTTP %ld: %s", r.status, STR(r.body));
+    http_response_free(&r);
+    json_decref(j);
+}
+
 /* Prints a file to stderr (the SDK run's whole report, when it failed). */
 static void oai_print_file(const char *path)
 {
@@ -600,6 +660,7 @@ static const struct CMUnitTest oai_tests[] = {
     cmocka_unit_test(test_openai_cancel_aborts),
     cmocka_unit_test(test_openai_cancel_race),
     cmocka_unit_test(test_openai_cancel_takeover),
+    cmocka_unit_test(test_chat_cancel),
     cmocka_unit_test(test_openai_sdk),
 };
 
