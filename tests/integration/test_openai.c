@@ -649,6 +649,55 @@ static void test_openai_sdk(void **state)
     }
 }
 
+/* A wait that ends (WAIT_MAX_MS) loses nothing: the chat goes on and is read by the
+ * id the answer carried. Runs last: it restarts the api with a short wait. */
+static void test_openai_wait_bounded(void **state)
+{
+    (void)state;
+    struct stack *s = &oai_stack;
+    static const char *const short_wait[] = {"WAIT_MAX_MS=300", NULL};
+    struct http_response r;
+    char trace[80], retry[16], poll[16];
+    int status = proc_stop(s->api);
+    CHECK(status >= 0, "the api did not stop on SIGTERM");
+    CHECK(stack_api_restart(s, "api-short-wait", short_wait) == 0,
+          "the api did not start");
+
+    const char *body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+                       "\"[[fake latency=1500]] slow\"}]}";
+    json_t *j = oai_call("POST", "/v1/chat/completions", body, &r);
+    CHECK(r.status == 504, "HTTP %ld, want 504: %s", r.status, STR(r.body));
+    CHECK(http_header(&r, "x-chatq-trace-id", trace, sizeof(trace)), "no trace id");
+    CHECK(http_header(&r, "x-should-retry", retry, sizeof(retry)) &&
+              strcmp(retry, "false") == 0,
+          "x-should-retry: false missing");
+    http_response_free(&r);
+    CHECK(strcmp(STR(http_json_str(json_object_get(j, "error"), "code")),
+                 "wait_timeout") == 0,
+          "code %s", STR(http_json_str(json_object_get(j, "error"), "code")));
+    json_decref(j);
+    json_t *done = chat_wait(s, trace, OAI_CHAT_MS, NULL);
+    CHECK(done != NULL && strcmp(STR(http_json_str(done, "status")), "completed") == 0,
+          "the chat behind the 504 did not complete");
+    json_decref(done);
+
+    body = "{\"model\":\"m\",\"input\":\"[[fake latency=1500]] slow too\"}";
+    j = oai_call("POST", "/v1/responses", body, &r);
+    CHECK(r.status == 200, "HTTP %ld: %s", r.status, STR(r.body));
+    CHECK(http_header(&r, "openai-poll-after-ms", poll, sizeof(poll)),
+          "no openai-poll-after-ms on an unfinished response");
+    http_response_free(&r);
+    const char *st = STR(http_json_str(j, "status"));
+    CHECK(strcmp(st, "queued") == 0 || strcmp(st, "in_progress") == 0, "status %s", st);
+    char rid[64];
+    snprintf(rid, sizeof(rid), "%s", STR(http_json_str(j, "id")));
+    json_decref(j);
+    done = oai_wait(rid);
+    CHECK(done != NULL && strcmp(STR(http_json_str(done, "status")), "completed") == 0,
+          "the response behind the ended wait did not complete");
+    json_decref(done);
+}
+
 static const struct CMUnitTest oai_tests[] = {
     cmocka_unit_test(test_openai_background),
     cmocka_unit_test(test_openai_conversation),
@@ -662,6 +711,7 @@ static const struct CMUnitTest oai_tests[] = {
     cmocka_unit_test(test_openai_cancel_takeover),
     cmocka_unit_test(test_chat_cancel),
     cmocka_unit_test(test_openai_sdk),
+    cmocka_unit_test(test_openai_wait_bounded),
 };
 
 const struct suite_group suite_openai = {"openai", oai_tests,
