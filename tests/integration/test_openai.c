@@ -698,6 +698,93 @@ static void test_openai_wait_bounded(void **state)
     json_decref(done);
 }
 
+/* Sends method path with body and "Authorization: Bearer key" (no header when key
+ * is NULL); returns the parsed body, the response in *r. */
+static json_t *oai_call_as(const char *key, const char *method, const char *path,
+                           const char *body, struct http_response *r)
+{
+    char url[256], auth[128];
+    const char *headers[] = {auth, NULL};
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key ? key : "");
+    stack_url(&oai_stack, path, url, sizeof(url));
+    if (http_request_with(method, url, key ? headers : NULL, body,
+                          body ? strlen(body) : 0, OAI_HTTP_MS, r) != 0) {
+        fprintf(stderr, "integration: %s %s: %s\n", method, path, r->error);
+        return NULL;
+    }
+    return http_json(r);
+}
+
+/* With gateway keys, a response is its key's alone: another key reads, cancels and
+ * deletes nothing (404, as if it did not exist), and no key is a 401 in OpenAI's
+ * shape. Runs last: it restarts the api with keys. */
+static void test_openai_keys(void **state)
+{
+    (void)state;
+    struct stack *s = &oai_stack;
+    static const char *const keys[] = {"API_KEYS=key-one-1234,key-two-5678", NULL};
+    struct http_response r;
+    char path[128], www[64];
+    CHECK(proc_stop(s->api) >= 0, "the api did not stop on SIGTERM");
+    CHECK(stack_api_restart(s, "api-keys", keys) == 0, "the api did not start");
+
+    json_t *j = oai_call_as("key-one-1234", "POST", "/v1/responses",
+                            "{\"model\":\"m\",\"input\":\"[[fake latency=3000]] "
+                            "mine\",\"background\":true}",
+                            &r);
+    CHECK(r.status == 200, "POST with key one: HTTP %ld: %s", r.status, STR(r.body));
+    http_response_free(&r);
+    char id[64];
+    snprintf(id, sizeof(id), "%s", STR(http_json_str(j, "id")));
+    json_decref(j);
+
+    snprintf(path, sizeof(path), "/v1/responses/%s", id);
+    j = oai_call_as(NULL, "GET", path, NULL, &r);
+    CHECK(r.status == 401 && http_header(&r, "WWW-Authenticate", www, sizeof(www)),
+          "no key: HTTP %ld, want 401 with WWW-Authenticate", r.status);
+    http_response_free(&r);
+    oai_check_error(j, "authentication_error", NULL);
+    json_decref(j);
+
+    j = oai_call_as("key-two-5678", "GET", path, NULL, &r);
+    CHECK(r.status == 404, "another key's GET: HTTP %ld, want 404", r.status);
+    http_response_free(&r);
+    json_decref(j);
+    snprintf(path, sizeof(path), "/v1/responses/%s/cancel", id);
+    j = oai_call_as("key-two-5678", "POST", path, NULL, &r);
+    CHECK(r.status == 404, "another key's cancel: HTTP %ld, want 404", r.status);
+    http_response_free(&r);
+    json_decref(j);
+    snprintf(path, sizeof(path), "/v1/responses/%s", id);
+    j = oai_call_as("key-two-5678", "DELETE", path, NULL, &r);
+    CHECK(r.status == 404, "another key's DELETE: HTTP %ld, want 404", r.status);
+    http_response_free(&r);
+    json_decref(j);
+
+    /* Untouched by the other key: it runs to its end for its own. */
+    j = oai_call_as("key-one-1234", "GET", path, NULL, &r);
+    CHECK(r.status == 200, "key one's GET: HTTP %ld", r.status);
+    const char *st = STR(http_json_str(j, "status"));
+    CHECK(strcmp(st, "queued") == 0 || strcmp(st, "in_progress") == 0 ||
+              strcmp(st, "completed") == 0,
+          "status %s after another key's cancel and delete", st);
+    http_response_free(&r);
+    json_decref(j);
+    j = oai_call_as("key-one-1234", "DELETE", path, NULL, &r);
+    CHECK(r.status == 200 && json_is_true(json_object_get(j, "deleted")),
+          "key one's DELETE: HTTP %ld: %s", r.status, STR(r.body));
+    http_response_free(&r);
+    json_decref(j);
+    j = oai_call_as("key-one-1234", "GET", path, NULL, &r);
+    CHECK(r.status == 404, "GET after DELETE: HTTP %ld, want 404", r.status);
+    http_response_free(&r);
+    json_decref(j);
+    char why[256];
+    CHECK(stack_drained(s, harness_timeout(10000), why, sizeof(why)) == 0,
+          "the deleted chat's entries were not all acknowledged: %s", why);
+    CHECK(stack_xlen(s, s->keys.dead) <= 0, "the deleted chat left a dead letter");
+}
+
 static const struct CMUnitTest oai_tests[] = {
     cmocka_unit_test(test_openai_background),
     cmocka_unit_test(test_openai_conversation),
@@ -712,6 +799,7 @@ static const struct CMUnitTest oai_tests[] = {
     cmocka_unit_test(test_chat_cancel),
     cmocka_unit_test(test_openai_sdk),
     cmocka_unit_test(test_openai_wait_bounded),
+    cmocka_unit_test(test_openai_keys),
 };
 
 const struct suite_group suite_openai = {"openai", oai_tests,
