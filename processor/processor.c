@@ -350,7 +350,8 @@ static void processor_cancelled(struct processor *p, struct job *job)
         processor_release(p, job);
         return;
     }
-    processor_outcome(p, job);
+    /* Straight to the write: it is no failure to log or retry. */
+    outbox_push(p->out, job);
 }
 
 void processor_cancel(struct processor *p, const char *trace)
