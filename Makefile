@@ -49,7 +49,7 @@ PROGRAMS := $(BINDIR)/chatq-api $(BINDIR)/chatq-processor $(BINDIR)/chatq-handle
             $(BINDIR)/chatq-fake-upstream
 
 .PHONY: all install uninstall test test-programs unit run bench format format-check \
-        valgrind deps fuzz fuzz-programs \
+        valgrind deps sdk-deps fuzz fuzz-programs \
         clean check-compose
 all: $(PROGRAMS)
 
@@ -124,8 +124,15 @@ fuzz-programs: $(FUZZ_BINS)
 deps:
 	@scripts/deps.sh build test run
 
+# The official openai npm package the SDK tests drive (tests/sdk/), installed from
+# the lock file when missing.
+sdk-deps:
+	@[ -f tests/sdk/node_modules/openai/package.json ] || \
+	    (cd tests/sdk && npm ci --no-audit --no-fund)
+
 # Without T, a short fuzzing run of every target too (a crash fails the test).
 test: deps
+	@$(MAKE) --no-print-directory sdk-deps
 	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=$(TEST_SAN) WERROR=1 test-programs
 	@$(if $(T),true,$(MAKE) --no-print-directory O=$(FUZZ_O) CC=clang SANITIZE=$(FUZZ_SAN) \

@@ -2,9 +2,12 @@
  * (see server.h). The routes:
  *   POST /chat                      intake.c
  *   GET  /chat/{traceId}/response   lookup.c
+ *   POST /chat/{traceId}/cancel     lookup.c (cancel.h)
+ *   DELETE /chat/{traceId}          the same
  *   GET  /health                    here: a Redis PING
  *   GET  /healthz, /readyz          here: the probes (alive; Redis and the group)
  *   GET  /metrics                   here: Prometheus, with the Redis-wide gauges
+ *   /v1/...                         openai.c: the OpenAI front
  *   anything else                   404 not_found; a wrong method on a route 405 */
 #include "server.h"
 
@@ -25,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "lookup.h"
+#include "openai.h"
 #include "reply.h"
 #include "stream.h"
 #include "uuid.h"
@@ -34,6 +38,7 @@
 #define SERVER_CHAT "/chat"
 #define SERVER_CHAT_DIR "/chat/"
 #define SERVER_RESPONSE "/response"
+#define SERVER_CANCEL "/cancel"
 #define SERVER_HEALTH "/health"
 #define SERVER_HEALTHZ "/healthz"
 #define SERVER_READYZ "/readyz"
@@ -85,7 +90,8 @@ static const char *server_path(const struct mg_request_info *ri)
     return ri->local_uri != NULL ? ri->local_uri : "";
 }
 
-/* "/chat/{traceId}/response"; any other "/chat/..." is a 404. */
+/* "/chat/{traceId}/response", "/chat/{traceId}/cancel" and "/chat/{traceId}"; any
+ * other "/chat/..." is a 404. */
 static int server_chat_response(struct mg_connection *conn, void *cbdata)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
@@ -95,10 +101,19 @@ static int server_chat_response(struct mg_connection *conn, void *cbdata)
         return server_not_found(conn, cbdata);
     id = path + strlen(SERVER_CHAT_DIR);
     slash = strchr(id, '/');
-    if (slash == NULL || slash == id || strcmp(slash, SERVER_RESPONSE) != 0)
+    int cancel = slash != NULL && strcmp(slash, SERVER_CANCEL) == 0;
+    if (slash == NULL && *id != '\0') {
+        /* DELETE /chat/{traceId}: cancels, as POST .../cancel does. */
+        if (!server_is(ri, "DELETE"))
+            return server_method_not_allowed(conn, "DELETE");
+        slash = id + strlen(id);
+        cancel = 1;
+    } else if (slash == NULL || slash == id ||
+               (!cancel && strcmp(slash, SERVER_RESPONSE) != 0)) {
         return server_not_found(conn, cbdata);
-    if (!server_is(ri, "GET"))
-        return server_method_not_allowed(conn, "GET");
+    } else if (!server_is(ri, cancel ? "POST" : "GET")) {
+        return server_method_not_allowed(conn, cancel ? "POST" : "GET");
+    }
 
     /* UUIDs are case-insensitive; ours are stored lower-case. */
     char trace[UUID_LEN + 1];
@@ -115,6 +130,8 @@ static int server_chat_response(struct mg_connection *conn, void *cbdata)
                            "the traceId in the path must be a UUID such as "
                            "3f2b8c1e-7d4a-4e5f-9a6b-0c1d2e3f4a5b");
     }
+    if (cancel)
+        return lookup_cancel(conn, mg_get_thread_pointer(conn), trace);
     return lookup_handle(conn, mg_get_thread_pointer(conn), trace);
 }
 
@@ -130,6 +147,12 @@ static int server_chat(struct mg_connection *conn, void *cbdata)
     if (!server_is(ri, "POST"))
         return server_method_not_allowed(conn, "POST");
     return intake_handle(conn, cbdata, mg_get_thread_pointer(conn));
+}
+
+/* "/v1" and everything under it. */
+static int server_v1(struct mg_connection *conn, void *cbdata)
+{
+    return openai_handle(conn, cbdata, mg_get_thread_pointer(conn));
 }
 
 /* "/health": 200 when Redis answers a PING, for docker healthchecks. */
@@ -478,7 +501,7 @@ static int server_preflight(struct mg_connection *conn)
         access_cors_origin(mg_get_header(conn, "Origin")) == NULL)
         return 0;
     reply_init(&r);
-    r.head = "Access-Control-Allow-Methods: GET, POST\r\n"
+    r.head = "Access-Control-Allow-Methods: GET, POST, DELETE\r\n"
              "Access-Control-Allow-Headers: Authorization, Content-Type, "
              "Idempotency-Key\r\n"
              "Access-Control-Max-Age: 600\r\n";
@@ -574,7 +597,9 @@ static void server_init_context(const struct mg_context *cctx)
     server_add_route(s, ctx, 3, SERVER_HEALTHZ, server_healthz);
     server_add_route(s, ctx, 4, SERVER_READYZ, server_readyz);
     server_add_route(s, ctx, 5, SERVER_METRICS, server_metrics);
-    server_add_route(s, ctx, 6, "/", server_not_found);
+    server_add_route(s, ctx, 6, "/v1", server_v1);
+    server_add_route(s, ctx, 7, "/v1/", server_v1);
+    server_add_route(s, ctx, 8, "/", server_not_found);
     mg_set_auth_handler(ctx, "/", server_authorize, NULL);
 }
 
@@ -638,6 +663,7 @@ int server_start(struct server *s, char *err, size_t errlen)
     reply_keep_alive_hint(s->keepalive_ms > 0 ? s->keepalive_ms / 2000 : -1);
     atomic_init(&s->redis_down, 0);
     atomic_init(&s->inflight, 0);
+    atomic_init(&s->draining, 0);
     mg_init_library(0);
     s->ctx = mg_start2(&init, &error);
     if (s->ctx == NULL) {
@@ -661,6 +687,7 @@ void server_stop(struct server *s)
      * whose body is still arriving: so first let what is open finish, telling every
      * client to close its connection meanwhile. */
     reply_close_all();
+    atomic_store(&s->draining, 1);
     long long deadline = clock_mono_ms() + s->grace_ms;
     while (atomic_load(&s->inflight) > 0 && clock_mono_ms() < deadline) {
         struct timespec tick = {0, 10 * 1000 * 1000};

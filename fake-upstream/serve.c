@@ -98,6 +98,7 @@ struct pending {
     char *model;
     char *echo;
     size_t echo_len;
+    char *request; /* with echo-request: what the answer repeats */
     long long prompt_tokens;
     struct script script;
     struct limit_verdict limit; /* valid when limit_set */
@@ -219,6 +220,7 @@ static void serve_finish(struct pending *p, int completed)
         evbuffer_free(p->fixed);
     free(p->model);
     free(p->echo);
+    free(p->request);
     free(p);
 }
 
@@ -368,6 +370,8 @@ static int serve_build(struct pending *p, struct evbuffer *body, const char **ct
             .prompt_tokens = p->prompt_tokens,
             .body = s->body,
             .huge = s->huge,
+            .request = p->request,
+            .finish_length = s->finish_length,
         };
 
         if (reply_answer(body, &a, ctype) == -1)
@@ -815,6 +819,20 @@ static int serve_parse_chat(struct pending *p)
     if (p->echo_len > 0)
         memcpy(p->echo, text, p->echo_len);
     p->echo[p->echo_len] = '\0';
+    if (p->script.echo_request) {
+        /* What a test wants to see arrived: the conversation and its parameters. */
+        json_t *seen = json_pack("{s:O}", "messages", messages);
+        const char *keys[] = {"temperature", "top_p", "max_tokens"};
+        for (size_t k = 0; seen != NULL && k < sizeof(keys) / sizeof(keys[0]); k++)
+            if (json_object_get(root, keys[k]) != NULL)
+                json_object_set(seen, keys[k], json_object_get(root, keys[k]));
+        p->request = seen != NULL ? json_dumps(seen, JSON_COMPACT | JSON_SORT_KEYS |
+                                                         JSON_REAL_PRECISION(15))
+                                  : NULL;
+        json_decref(seen);
+        if (p->request == NULL)
+            goto out;
+    }
     rc = 0;
 out:
     free(text);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "admit.h"
@@ -197,6 +198,7 @@ static struct job *processor_take(struct processor *p)
     job->next = NULL;
     job->attempts = 0;
     job->admit_sent = 0;
+    job->cancel = 0;
     job->deadline = 0;
     job->admitted = 0;
     job->estimate = 0;
@@ -334,6 +336,41 @@ static int processor_past_deadline(struct processor *p, struct job *job,
     return 1;
 }
 
+/* Ends the chat without a further attempt: the client cancelled it. Its record is
+ * final already ("cancelled", written by the api); the outcome written only
+ * acknowledges the entry, and the handler leaves a final record as it is. */
+static void processor_cancelled(struct processor *p, struct job *job)
+{
+    log_info(job->trace, "cancelled by the client: %s",
+             job->state == JOB_RUNNING ? "the upstream call is aborted"
+                                       : "no further attempt");
+    upstream_cancel(&job->xfer);
+    evtimer_del(job->timer);
+    job->cancel = 0;
+    if (outcome_fail(&job->outcome, "cancelled", "cancelled by the client") != 0) {
+        log_error(job->trace, "out of memory ending entry %s; it stays pending", job->id);
+        processor_release(p, job);
+        return;
+    }
+    /* Straight to the write: it is no failure to log or retry. */
+    outbox_push(p->out, job);
+}
+
+void processor_cancel(struct processor *p, const char *trace)
+{
+    for (size_t i = 0; i < p->nused; i++) {
+        struct job *job = &p->jobs[i];
+        if (job->state == JOB_FREE || strcmp(job->trace, trace) != 0)
+            continue;
+        if (job->state == JOB_RUNNING || job->state == JOB_WAITING)
+            processor_cancelled(p, job);
+        else if (job->state == JOB_ADMITTING)
+            job->cancel = 1;
+        /* Parking: the attempt after the wait room is refused by admit.h's check.
+         * Writing: the outcome is already on its way. */
+    }
+}
+
 /* Begins the next attempt: counted in Redis first (admit.h), then sent. */
 static void processor_attempt(struct processor *p, struct job *job)
 {
@@ -354,6 +391,10 @@ void processor_admitted(struct processor *p, struct job *job, long long verdict)
     if (verdict == ADMIT_PARKED || verdict == ADMIT_LOST) {
         /* Out of the stream (the wait room has it), or someone else's now. */
         processor_release(p, job);
+        return;
+    }
+    if (verdict == ADMIT_CANCELLED || job->cancel) {
+        processor_cancelled(p, job);
         return;
     }
     if (verdict == ADMIT_EXHAUSTED) {
@@ -536,7 +577,8 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
     /* Counted by the dispatch that put it back in the stream; a takeover (a later
      * delivery) may follow a crash mid-call, so it counts again. */
     job->admitted = deliveries == 1 ? req.admitted : 0;
-    job->estimate = pace_estimate(p, req.message_len);
+    job->estimate =
+        pace_estimate(p, req.messages != NULL ? req.messages_len : req.message_len);
     job->model = strdup(req.model);
     job->accepted = req.accepted ? strdup(req.accepted) : NULL;
     job->user = req.user && req.user[0] ? strdup(req.user) : NULL;
@@ -556,11 +598,9 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
         return;
     }
 
-    job->xfer.body =
-        upstream_body_build(req.model, req.message, req.message_len, req.temperature);
+    job->xfer.body = upstream_body_build(&req, err, sizeof(err));
     if (job->xfer.body == NULL) {
-        processor_dead(p, job, fields, "invalid_request",
-                       "field 'message' is not valid UTF-8");
+        processor_dead(p, job, fields, "invalid_request", err);
         return;
     }
     job->xfer.body_len = strlen(job->xfer.body);
@@ -737,6 +777,53 @@ static void processor_on_write_down(struct rlink *l, void *arg)
     processor_pump(p);
 }
 
+/* Every message on the cancel channel: ["message", channel, trace id]. The
+ * subscription's confirmation, and the NULL of a lost connection, pass through. */
+static void processor_on_cancel_message(redisAsyncContext *ac, void *reply,
+                                        void *privdata)
+{
+    (void)ac;
+    struct processor *p = privdata;
+    const redisReply *r = reply;
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_warn(NULL,
+                 "Redis refused the cancel channel's SUBSCRIBE: %s; cancelled "
+                 "chats still get no further attempt, but calls in flight run on",
+                 r->str);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING ||
+        strcmp(r->element[0]->str, "message") != 0 ||
+        r->element[2]->type != REDIS_REPLY_STRING || r->element[2]->len != UUID_LEN)
+        return;
+    processor_cancel(p, r->element[2]->str);
+}
+
+static void processor_on_sub_up(struct rlink *l, void *arg)
+{
+    struct processor *p = arg;
+    char channel[KEYS_MAX];
+    struct redisAsyncContext *ac = rlink_ctx(l);
+    keys_cancel(&p->keys, channel, sizeof(channel));
+    if (ac == NULL || redisAsyncCommand(ac, processor_on_cancel_message, p,
+                                        "SUBSCRIBE %s", channel) != REDIS_OK)
+        log_warn(NULL,
+                 "cannot subscribe to %s; cancels abort no call until the next "
+                 "reconnect",
+                 channel);
+}
+
+static void processor_on_sub_down(struct rlink *l, void *arg)
+{
+    /* A cancel published while this link was down is not heard: the check before
+     * every attempt (admit.h) still stops that chat. */
+    (void)l;
+    (void)arg;
+}
+
 /* ---- lifecycle ----------------------------------------------------------------- */
 
 /* Names the upstream key in Redis keys without revealing it: FNV-1a of the base
@@ -835,9 +922,11 @@ int processor_run(struct processor *p)
      * processor is back, and has renewed its entries, well before any of them
      * takes over idle ones (see inbox.c). */
     long long max_backoff = p->cfg->claim_idle_ms / 4;
+    struct rlink_handlers sh = {processor_on_sub_up, processor_on_sub_down, p};
     p->rd = rlink_new(p->base, "read", &p->url, max_backoff, &rh);
     p->wr = rlink_new(p->base, "write", &p->url, max_backoff, &wh);
-    if (p->rd == NULL || p->wr == NULL) {
+    p->sub = rlink_new(p->base, "cancel", &p->url, max_backoff, &sh);
+    if (p->rd == NULL || p->wr == NULL || p->sub == NULL) {
         log_error(NULL, "cannot set up the Redis connections: out of memory");
         return -1;
     }
@@ -852,6 +941,7 @@ void processor_free(struct processor *p)
      * touch the jobs and the pump event. */
     rlink_free(p->rd);
     rlink_free(p->wr);
+    rlink_free(p->sub);
     for (size_t i = 0; p->jobs && i < p->nused; i++) {
         struct job *job = &p->jobs[i];
         processor_slot_clear(job);

@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "record.h"
 #include "retry.h"
 #include "uuid.h"
 
@@ -60,19 +61,79 @@ char *upstream_url_build(const char *base)
     return url;
 }
 
-char *upstream_body_build(const char *model, const char *message, size_t message_len,
-                          double temperature)
+/* The messages of a request record, checked: an array of one or more objects, each
+ * with a string role and a string content, nothing else (the api wrote it; a hand-made
+ * entry may not have). Returns new, or NULL with the reason in err. */
+static json_t *upstream_messages(const struct chat_request *req, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *m = json_loadb(req->messages, req->messages_len, 0, &jerr);
+    size_t i;
+    json_t *item;
+    if (m == NULL) {
+        snprintf(err, errlen, "field '%s' is not JSON: %s", REC_MESSAGES, jerr.text);
+        return NULL;
+    }
+    if (!json_is_array(m) || json_array_size(m) == 0)
+        goto bad;
+    json_array_foreach (m, i, item) {
+        if (!json_is_object(item) || json_object_size(item) != 2 ||
+            !json_is_string(json_object_get(item, "role")) ||
+            !json_is_string(json_object_get(item, "content")))
+            goto bad;
+    }
+    return m;
+bad:
+    snprintf(err, errlen, "field '%s' is not an array of {role, content} strings",
+             REC_MESSAGES);
+    json_decref(m);
+    return NULL;
+}
+
+char *upstream_body_build(const struct chat_request *req, char *err, size_t errlen)
 {
     char *out = NULL;
-    /* json_stringn refuses invalid UTF-8, which no upstream would accept either. */
-    json_t *content = json_stringn(message, message_len);
-    if (content == NULL)
+    json_t *messages, *root = NULL;
+
+    snprintf(err, errlen, "out of memory");
+    if (req->messages != NULL) {
+        messages = upstream_messages(req, err, errlen);
+    } else {
+        /* json_stringn refuses invalid UTF-8, which no upstream would accept either. */
+        json_t *content = json_stringn(req->message, req->message_len);
+        if (content == NULL) {
+            snprintf(err, errlen, "field '%s' is not valid UTF-8", REC_MESSAGE);
+            return NULL;
+        }
+        messages = json_pack("[{s:s, s:o}]", "role", "user", "content", content);
+    }
+    if (messages == NULL)
         return NULL;
-    json_t *root =
-        json_pack("{s:s, s:[{s:s, s:o}], s:f}", "model", model, "messages", "role",
-                  "user", "content", content, "temperature", temperature);
+    root = json_pack("{s:s, s:o, s:f}", "model", req->model, "messages", messages,
+                     "temperature", req->temperature);
     if (root == NULL)
         goto out;
+    if (req->has_top_p && json_object_set_new(root, "top_p", json_real(req->top_p)) != 0)
+        goto out;
+    if (req->max_tokens > 0 &&
+        json_object_set_new(root, "max_tokens", json_integer(req->max_tokens)) != 0)
+        goto out;
+    if (req->params != NULL) {
+        json_error_t jerr;
+        json_t *params = json_loadb(req->params, req->params_len, 0, &jerr);
+        const char *key;
+        json_t *value;
+        if (!json_is_object(params)) {
+            snprintf(err, errlen, "field '%s' is not a JSON object", REC_PARAMS);
+            json_decref(params);
+            goto out;
+        }
+        /* They add to the request; they never replace what the record says. */
+        json_object_foreach (params, key, value)
+            if (json_object_get(root, key) == NULL)
+                json_object_set(root, key, value);
+        json_decref(params);
+    }
     /* 15 significant digits print 0.7 as 0.7 rather than 0.69999999999999996. */
     out = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(15));
 out:

@@ -110,11 +110,12 @@ void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
  * (caller frees) or NULL. */
 char *upstream_url_build(const char *base);
 
-/* The request body
- * {"model":..,"messages":[{"role":"user","content":..}],"temperature":..}.
- * Returns new (caller frees) or NULL if the message is not valid UTF-8 or memory
- * ran out. */
-char *upstream_body_build(const char *model, const char *message, size_t message_len,
-                          double temperature);
+/* The request body {"model":..,"messages":[..],"temperature":..} plus "top_p" and
+ * "max_tokens" when req has them: messages is req->messages (a JSON array of
+ * {"role","content"} objects, checked here), or else one user message holding
+ * req->message. Returns new (caller frees) or NULL with the reason in err: the
+ * message is not valid UTF-8, messages is not such an array, or memory ran out. */
+struct chat_request;
+char *upstream_body_build(const struct chat_request *req, char *err, size_t errlen);
 
 #endif

@@ -16,6 +16,13 @@ for purpose in "$@"; do
         [[ $status == *"install ok installed"* ]] || missing+=("$pkg")
     done
 done
+# The SDK tests (tests/sdk/) need Node.js and npm; a Node.js from elsewhere (e.g.
+# NodeSource, which bundles npm) will do, so they are asked for only when missing.
+for purpose in "$@"; do
+    if [ "$purpose" = test ] && ! { command -v node && command -v npm; } >/dev/null; then
+        missing+=(nodejs npm)
+    fi
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "Installing missing Debian packages: ${missing[*]}"
