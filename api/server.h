@@ -24,6 +24,7 @@ struct server {
     long long result_ttl;          /* seconds, EXPIRE of a trace's hash */
     long long grace_ms;            /* on stop, longest wait for open requests */
     long long default_deadline_ms; /* for chats without deadline_ms; 0: none */
+    long long inflight_max_ms;     /* longest a chat holds a KEY_INFLIGHT slot */
     struct rconn_url redis;
     struct keys keys;
 

@@ -5,7 +5,13 @@
  *   {prefix}dead         stream: entries that could not be processed (capped)
  *   {prefix}trace:{id}   hash:   a trace's record (fields in record.h), with a TTL
  *   {prefix}idem:{key}   string: "{traceId}:{fingerprint}" of a POST's Idempotency-Key,
- *                                with the record's TTL (written by the api's intake) */
+ *                                with the record's TTL (written by the api's intake)
+ *   {prefix}quota:rpm:{owner}    string: a gateway key's request-rate state (GCRA: the
+ *                                theoretical arrival time, Unix ms), expires when idle
+ *   {prefix}quota:inflight:{owner}
+ *                                sorted set: a gateway key's chats not final yet, trace
+ *                                ids scored by the Unix ms their slot lapses at (written
+ *                                by the api's intake, released by the handler) */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -23,6 +29,8 @@ struct keys {
     char dead[KEYS_MAX];
     char trace_prefix[KEYS_MAX];
     char idem_prefix[KEYS_MAX];
+    char quota_rpm_prefix[KEYS_MAX];
+    char quota_inflight_prefix[KEYS_MAX];
 };
 
 /* Returns 0, or -1 if the prefix is longer than KEYS_PREFIX_MAX. */
@@ -33,5 +41,9 @@ void keys_trace(const struct keys *k, const char *trace, char *out, size_t outle
 
 /* Writes the key of an Idempotency-Key's value; out must hold KEYS_MAX + its length. */
 void keys_idem(const struct keys *k, const char *key, char *out, size_t outlen);
+
+/* Writes the key of a quota of owner (prefix: quota_rpm_prefix or
+ * quota_inflight_prefix); out must hold KEYS_MAX + the owner's length. */
+void keys_quota(const char *prefix, const char *owner, char *out, size_t outlen);
 
 #endif
