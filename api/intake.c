@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <civetweb.h>
 #include <hiredis/hiredis.h>
@@ -92,10 +93,9 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
 /* The write of an accepted request, one script so that it is all or nothing, and so
  * that admission and the key's quotas are one round trip.
  * KEYS: requests stream, trace hash, the key's rate state, the key's in-flight set,
- * then the Idempotency-Key's key when the request has one. ARGV: ttl, trace id,
- * requests a minute (0: no limit), chats in flight (0: no limit), the longest a chat
- * holds its in-flight slot (ms), n, then n request-stream arguments (field/value
- * pairs), then the pending record's pairs.
+ * then the Idempotency-Key's key when the request has one. ARGV: ttl, trace id, then
+ * the quotas (INTAKE_QUOTA_ARGS, see intake_quota_args), n, then n request-stream
+ * arguments (field/value pairs), then the pending record's pairs.
  * Returns {outcome, traceId}: INTAKE_LUA_WRITTEN (traceId: ARGV[2]), or, the key
  * being taken, INTAKE_LUA_REPLAY (same request: the traceId of its chat) or
  * INTAKE_LUA_CONFLICT (another request); or {INTAKE_LUA_OVER, limit, retry ms}: over
@@ -109,15 +109,26 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
  *
  * The Idempotency-Key comes before the quotas: a replay of an accepted chat is
  * answered with its trace, neither counted again nor refused. The rate is GCRA in
- * microseconds of Redis's clock (one clock for every api process): each request
- * moves the key's theoretical arrival time on by 60 s / rpm, and a request is let in
- * while that time stays within a minute of now, so a key may send rpm requests at
- * once, then one every 60 s / rpm. The state keeps the rpm it was counted with: after
- * a reload changed the limit, the requests already counted are counted again at the
- * new one, so a raised limit lets more in at once. Chats in flight are the members of a
- * sorted set scored by when their slot lapses: the handler removes a chat when it becomes
- * final (handler/finalize.c), and a removal that never came (the trace expired
- * unfinished, say) lapses by itself after KEY_INFLIGHT_MAX_S.
+ * whole microseconds: each request moves the key's theoretical arrival time (TAT) on
+ * by the period, 60 s / rpm, and a request is let in while the TAT stays within a
+ * minute of now, so a key may send rpm requests at once, then one a period. The state
+ * ("TAT period") keeps the period it was counted with: after a reload changed the
+ * limit, what was already counted is counted again at the new period, so a raised
+ * limit lets more in at once. It cannot be more than a minute ahead, so it may expire
+ * a minute after its last write. Chats in flight are the members of a sorted set
+ * scored by when their slot lapses: the handler removes a chat when it becomes final
+ * (handler/finalize.c), and a removal that never came (the trace expired unfinished,
+ * say) lapses by itself after KEY_INFLIGHT_MAX_S. Lapsed members are swept only when
+ * the set looks full, which keeps the usual request at one ZCARD and the set no
+ * larger than the limit. The set itself expires, so that an idle key's lapsed slots do
+ * not stay for ever; its TTL (twice the lease) is renewed when the set was empty and
+ * by one chat in 16 (those whose random trace id starts with 0), not by every chat: a
+ * set never empty for longer than a lease is a busy key, whose chats renew it often.
+ *
+ * The quotas cost a POST a few calls in Redis and little Lua: every number the script
+ * needs is worked out by the api, and the time is the api's clock, not Redis's TIME
+ * (api processes must agree on the time to well within a period, as they already do
+ * for deadlines).
  *
  * XADD comes first of the writes that matter: Redis does not undo what a script
  * wrote before an error, but a script stops at its first failing command, so a
@@ -128,15 +139,14 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
 #define INTAKE_LUA_REPLAY 2
 #define INTAKE_LUA_CONFLICT 3
 #define INTAKE_LUA_OVER 4
-#define INTAKE_ARGS 6 /* ARGV before the request-stream arguments */
 
 /* clang-format off */
 static const char intake_script[] =
-    "local n = tonumber(ARGV[6])\n"
+    "local n = tonumber(ARGV[9])\n"
     "local fp\n"
     "if KEYS[5] then\n"
     "  local parts = {}\n"
-    "  for i = 7, 6 + n, 2 do\n"
+    "  for i = 10, 9 + n, 2 do\n"
     "    local f = ARGV[i]\n"
     "    if f == '" REC_MESSAGE "' or f == '" REC_MODEL "' or\n"
     "       f == '" REC_TEMPERATURE "' or f == '" REC_USER "' then\n"
@@ -151,45 +161,71 @@ static const char intake_script[] =
     "    return {3, t or ''}\n"                  /* INTAKE_LUA_CONFLICT */
     "  end\n"
     "end\n"
-    "local rpm, cap = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
-    "local now, tat\n"
-    "if rpm > 0 or cap > 0 then\n"
-    "  local t = redis.call('TIME')\n"
-    "  now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "end\n"
-    "if rpm > 0 then\n"
-    "  local t, was = string.match(redis.call('GET', KEYS[3]) or '', '^(%S+) (%d+)$')\n"
-    "  tat = tonumber(t) or now\n"
-    "  if tat < now then tat = now end\n"
-    "  was = tonumber(was) or rpm\n"
-    "  if was ~= rpm then tat = now + (tat - now) * was / rpm end\n"
-    "  tat = tat + 60000000 / rpm\n"
+    "local period, cap, tat, now = tonumber(ARGV[3]), tonumber(ARGV[6])\n"
+    "if period > 0 then\n"
+    "  now = tonumber(ARGV[4])\n"
+    "  tat = now\n"
+    "  local t, was = string.match(redis.call('GET', KEYS[3]) or '', '^(%d+) (%d+)$')\n"
+    "  if t and tonumber(t) > now then\n"
+    "    tat = tonumber(t)\n"
+    "    if was ~= ARGV[3] then tat = now + math.floor((tat - now) * period / was) end\n"
+    "  end\n"
+    "  tat = tat + period\n"
     "  if tat - now > 60000000 then\n"
     "    return {4, '" INTAKE_LIMIT_RPM "', math.ceil((tat - now - 60000000) / 1000)}\n"
     "  end\n"
     "end\n"
+    "local held = 0\n"
     "if cap > 0 then\n"
-    "  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', math.floor(now / 1000))\n"
-    "  if redis.call('ZCARD', KEYS[4]) >= cap then\n"
-    "    return {4, '" INTAKE_LIMIT_INFLIGHT "', 1000}\n"
+    "  held = redis.call('ZCARD', KEYS[4])\n"
+    "  if held >= cap then\n"
+    "    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[5])\n"
+    "    held = redis.call('ZCARD', KEYS[4])\n"
+    "    if held >= cap then return {4, '" INTAKE_LIMIT_INFLIGHT "', 1000} end\n"
     "  end\n"
     "end\n"
-    "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 7, 6 + n))\n"
-    "redis.call('HSET', KEYS[2], unpack(ARGV, 7 + n))\n"
+    "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 10, 9 + n))\n"
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 10 + n))\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[1])\n"
     "if KEYS[5] then\n"
     "  redis.call('SET', KEYS[5], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
     "end\n"
-    "if rpm > 0 then\n"
-    "  redis.call('SET', KEYS[3], string.format('%.17g %d', tat, rpm),\n"
-    "             'PX', math.ceil((tat - now) / 1000) + 1)\n"
+    "if period > 0 then\n"
+    "  redis.call('SET', KEYS[3], string.format('%d %s', tat, ARGV[3]), 'PX', '61000')\n"
     "end\n"
     "if cap > 0 then\n"
-    "  redis.call('ZADD', KEYS[4], math.floor(now / 1000) + tonumber(ARGV[5]), ARGV[2])\n"
-    "  redis.call('PEXPIRE', KEYS[4], ARGV[5])\n"
+    "  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[2])\n"
+    "  if held == 0 or string.byte(ARGV[2]) == 48 then\n"
+    "    redis.call('PEXPIRE', KEYS[4], ARGV[8])\n"
+    "  end\n"
     "end\n"
     "return {1, ARGV[2]}\n"; /* INTAKE_LUA_WRITTEN */
 /* clang-format on */
+
+/* Appends the quota arguments of the intake script (ARGV[3] to ARGV[8]): the
+ * period of the key's rate in microseconds (0: no limit), now in microseconds and in
+ * milliseconds, the chats it may have in flight (0: no limit), the time a slot taken
+ * now lapses (Unix ms) and the in-flight set's TTL (ms). lim is NULL when there are
+ * no limits (an open gateway). */
+static void intake_quota_args(struct cmd *c, const struct access_limits *lim,
+                              long long lease_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long now_us = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    long long period = 0;
+    if (lim != NULL && lim->rpm > 0) {
+        period = 60000000LL / lim->rpm;
+        if (period < 1)
+            period = 1;
+    }
+    cmd_addll(c, period);
+    cmd_addll(c, now_us);
+    cmd_addll(c, now_us / 1000);
+    cmd_addll(c, lim != NULL ? lim->inflight : 0);
+    cmd_addll(c, now_us / 1000 + lease_ms);
+    cmd_addll(c, 2 * lease_ms);
+}
 
 enum intake_store_result {
     INTAKE_STORED,      /* written now, under req->trace */
@@ -324,9 +360,7 @@ static enum intake_store_result intake_store(struct worker *w,
     }
     cmd_addll(&eval, srv->result_ttl);
     cmd_addz(&eval, req->trace);
-    cmd_addll(&eval, lim != NULL && w->owner[0] != '\0' ? lim->rpm : 0);
-    cmd_addll(&eval, lim != NULL && w->owner[0] != '\0' ? lim->inflight : 0);
-    cmd_addll(&eval, srv->inflight_max_ms);
+    intake_quota_args(&eval, w->owner[0] != '\0' ? lim : NULL, srv->inflight_max_ms);
     cmd_addll(&eval, fields.argc - 1);
     intake_add_args(&eval, &fields);
     intake_add_args(&eval, &pending);
