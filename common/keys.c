@@ -13,6 +13,9 @@ int keys_init(struct keys *k, const char *prefix)
     snprintf(k->dead, sizeof(k->dead), "%sdead", prefix);
     snprintf(k->trace_prefix, sizeof(k->trace_prefix), "%strace:", prefix);
     snprintf(k->idem_prefix, sizeof(k->idem_prefix), "%sidem:", prefix);
+    snprintf(k->worker_prefix, sizeof(k->worker_prefix), "%sworker:", prefix);
+    snprintf(k->workers, sizeof(k->workers), "%sworkers", prefix);
+    snprintf(k->stats, sizeof(k->stats), "%sstats", prefix);
     return 0;
 }
 

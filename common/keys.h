@@ -5,7 +5,10 @@
  *   {prefix}dead         stream: entries that could not be processed (capped)
  *   {prefix}trace:{id}   hash:   a trace's record (fields in record.h), with a TTL
  *   {prefix}idem:{key}   string: "{traceId}:{fingerprint}" of a POST's Idempotency-Key,
- *                                with the record's TTL (written by the api's intake) */
+ *                                with the record's TTL (written by the api's intake)
+ *   {prefix}worker:{consumer}  hash: a live worker's heartbeat, with a short TTL
+ *   {prefix}workers      sorted set: consumer names by heartbeat expiry (Unix ms)
+ *   {prefix}stats        hash: chats finished for good, by final status (counters) */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -23,6 +26,9 @@ struct keys {
     char dead[KEYS_MAX];
     char trace_prefix[KEYS_MAX];
     char idem_prefix[KEYS_MAX];
+    char worker_prefix[KEYS_MAX];
+    char workers[KEYS_MAX];
+    char stats[KEYS_MAX];
 };
 
 /* Returns 0, or -1 if the prefix is longer than KEYS_PREFIX_MAX. */

@@ -19,6 +19,7 @@
 
 #include "admit.h"
 #include "inbox.h"
+#include "live.h"
 #include "log.h"
 #include "outbox.h"
 #include "pace.h"
@@ -289,6 +290,7 @@ static void processor_dead(struct processor *p, struct job *job, const redisRepl
     job->dead = d;
     log_warn(job->trace[0] ? job->trace : NULL, "dead-lettering entry %s (%s): %s",
              job->id, code, reason);
+    live_finished(p->live, 0, code, reason);
     outbox_push(p->out, job);
 }
 
@@ -414,11 +416,13 @@ static void processor_outcome(struct processor *p, struct job *job)
     switch (o->kind) {
     case OUTCOME_COMPLETED:
         log_debug(trace, "completed: attempts=%d model=%s", job->attempts, o->model);
+        live_finished(p->live, 1, NULL, NULL);
         outbox_push(p->out, job);
         return;
     case OUTCOME_FAILED:
         log_warn(trace, "failed: code=%s attempts=%d: %s", o->code ? o->code : "?",
                  job->attempts, o->message ? o->message : "");
+        live_finished(p->live, 0, o->code ? o->code : "?", o->message);
         outbox_push(p->out, job);
         return;
     case OUTCOME_RETRY:
@@ -640,6 +644,7 @@ static void processor_check_done(struct processor *p)
     if (!evtimer_pending(p->hard_stop, NULL))
         processor_timer(p->hard_stop, PROCESSOR_HARD_STOP_MS);
     log_info(NULL, "all work finished or handed back; closing");
+    live_leave(p->live);
     inbox_retire(p->in);
     rlink_close(p->wr);
 }
@@ -693,6 +698,7 @@ static void processor_on_write_up(struct rlink *l, void *arg)
     if (ac != NULL)
         script_load_all(ac);
     inbox_on_write_up(p->in);
+    live_on_write_up(p->live);
     admit_flush(p);
     outbox_flush(p->out);
     processor_pump(p);
@@ -769,8 +775,9 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
     p->in = inbox_new(p);
     p->pace = pace_new(p);
     p->out = outbox_new(p);
+    p->live = live_new(p);
     if (p->pump == NULL || p->grace == NULL || p->hard_stop == NULL || p->in == NULL ||
-        p->out == NULL || p->pace == NULL)
+        p->out == NULL || p->pace == NULL || p->live == NULL)
         goto out;
 
     struct upstream_settings us = {.base_url = cfg->base_url,
@@ -837,6 +844,7 @@ void processor_free(struct processor *p)
     pace_free(p->pace);
     pace_limits_free(p->limits, p->nlimits);
     outbox_free(p->out);
+    live_free(p->live);
     if (p->pump)
         event_free(p->pump);
     if (p->grace)
