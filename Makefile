@@ -1,7 +1,7 @@
 # chatq - build, test, run and benchmark.
 #
 #   make                 bin/chatq-api, bin/chatq-processor, bin/chatq-handler,
-#                        bin/chatq-fake-upstream
+#                        bin/chatq-stat, bin/chatq-fake-upstream
 #   make run             the whole system on this machine (see README.md)
 #   make test            format check, then unit + integration tests (ASan/UBSan)
 #   make bench           the performance table
@@ -41,12 +41,13 @@ API_SRC := $(wildcard api/*.c)
 PROCESSOR_SRC := $(wildcard processor/*.c)
 HANDLER_SRC := $(wildcard handler/*.c)
 FAKE_SRC := $(wildcard fake-upstream/*.c)
+STAT_SRC := $(wildcard stat/*.c)
 
 obj = $(patsubst %.c,$(OBJDIR)/%.o,$(1))
 LIBCOMMON := $(OBJDIR)/libchatq.a
 
 PROGRAMS := $(BINDIR)/chatq-api $(BINDIR)/chatq-processor $(BINDIR)/chatq-handler \
-            $(BINDIR)/chatq-fake-upstream
+            $(BINDIR)/chatq-stat $(BINDIR)/chatq-fake-upstream
 
 .PHONY: all install uninstall test test-programs unit run bench format format-check \
         valgrind deps fuzz fuzz-programs \
@@ -69,6 +70,10 @@ $(BINDIR)/chatq-processor: $(call obj,$(PROCESSOR_SRC)) $(LIBCOMMON)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcurl -levent -lhiredis -ljansson -lm
 
 $(BINDIR)/chatq-handler: $(call obj,$(HANDLER_SRC)) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lhiredis -ljansson -lm
+
+$(BINDIR)/chatq-stat: $(call obj,$(STAT_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lhiredis -ljansson -lm
 
@@ -163,7 +168,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS)))
 
 FORMAT_SRC = $(wildcard common/*.[ch] api/*.[ch] processor/*.[ch] handler/*.[ch] \
-                fake-upstream/*.[ch] tests/*/*.[ch] bench/*.[ch])
+                fake-upstream/*.[ch] stat/*.[ch] tests/*/*.[ch] bench/*.[ch])
 
 format:
 	clang-format -i $(FORMAT_SRC)

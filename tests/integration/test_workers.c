@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -176,6 +177,61 @@ static void test_workers_heartbeats(void **state)
           "%sstats completed is %s", s->prefix,
           r && r->type == REDIS_REPLY_STRING ? r->str : "absent");
     freeReplyObject(r);
+}
+
+/* chatq-stat --once against the stack: the workers, the groups, a dead letter with
+ * its reason, and the chats counted. Its output goes to <group>/stat-once.log. */
+static void test_workers_stat_once(void **state)
+{
+    (void)state;
+    struct stack *s = &wk_stack;
+    char bin[PATH_MAX], log[PATH_MAX], url[2048], prefix[2048], how[64];
+    char pname[160], hname[160], trace[UUID_LEN + 1];
+    int status;
+
+    /* An entry no processor can read becomes a dead letter with a reason. */
+    redisReply *r = stack_redis(s, "XADD %s * junk 1", s->keys.requests);
+    CHECK(r != NULL && r->type == REDIS_REPLY_STRING, "XADD failed");
+    freeReplyObject(r);
+    CHECK(chat_post(s, "seen by chatq-stat", NULL, -1, trace) == 0, "POST failed");
+    json_t *j = chat_wait(s, trace, harness_timeout(10000), NULL);
+    CHECK(j != NULL, "the chat did not finish");
+    json_decref(j);
+    for (long long end = harness_now_ms() + harness_timeout(5000);
+         stack_xlen(s, s->keys.dead) < 1 && harness_now_ms() < end;)
+        harness_sleep_ms(20);
+    CHECK(stack_xlen(s, s->keys.dead) >= 1, "no dead letter was written");
+
+    wk_name(s->processor, "processor", pname, sizeof(pname));
+    wk_name(s->handler, "handler", hname, sizeof(hname));
+    CHECK(harness_bin("chatq-stat", bin, sizeof(bin)) == 0, "no chatq-stat");
+    snprintf(log, sizeof(log), "%s/stat-once.log", s->dir);
+    snprintf(url, sizeof(url), "REDIS_URL=%s", s->redis_url);
+    snprintf(prefix, sizeof(prefix), "CHATQ_PREFIX=%s", s->prefix);
+    char *argv[] = {bin, "--once", "--interval", "0.3", NULL};
+    char *env[] = {url, prefix, NULL};
+    struct proc *p = proc_start("chatq-stat", log, argv, env, PROC_WRAP | PROC_CLEAN);
+    CHECK(p != NULL, "chatq-stat did not start");
+    CHECK(proc_wait(p, harness_timeout(10000), &status) == 0 && WIFEXITED(status) &&
+              WEXITSTATUS(status) == 0,
+          "chatq-stat --once did not exit 0 (%s)",
+          proc_describe(status, how, sizeof(how)));
+    proc_free(p);
+    const char *want[] = {pname,
+                          hname,
+                          "workers: 2 live",
+                          "requests",
+                          "processors",
+                          "results",
+                          "handlers",
+                          "completed",
+                          "missing or malformed field",
+                          "oldest pending",
+                          CHATQ_VERSION,
+                          "/s"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        CHECK(harness_file_contains(log, want[i]) == 1,
+              "chatq-stat --once shows no \"%s\"", want[i]);
 }
 
 /* Starts a processor or handler with the group's settings and waits until it is
@@ -403,6 +459,7 @@ static void test_workers_pending_consumer_kept(void **state)
 
 static const struct CMUnitTest wk_tests[] = {
     cmocka_unit_test(test_workers_heartbeats),
+    cmocka_unit_test(test_workers_stat_once),
     cmocka_unit_test(test_workers_leave_and_expire),
     cmocka_unit_test(test_workers_dead_consumers_swept),
     cmocka_unit_test(test_workers_pending_consumer_kept),
