@@ -61,7 +61,22 @@ $(OBJDIR)/%.o: %.c
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))
 	$(AR) rcs $@ $^
 
-$(BINDIR)/chatq-api: $(call obj,$(API_SRC)) $(LIBCOMMON)
+# The status page (api/status.html) goes into the api as a byte array: one file to
+# edit, nothing to install, no build tool but od and sed.
+PAGE_GEN := $(OBJDIR)/gen/page_html.c
+PAGE_OBJ := $(OBJDIR)/gen/page_html.o
+$(PAGE_GEN): api/status.html
+	@mkdir -p $(dir $@)
+	{ echo '/* generated from api/status.html by the Makefile: do not edit */'; \
+	  echo '#include <stddef.h>'; \
+	  echo 'const unsigned char page_html[] = {'; \
+	  od -An -v -tx1 $< | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '};'; \
+	  echo 'const size_t page_html_len = sizeof(page_html);'; } > $@
+$(PAGE_OBJ): $(PAGE_GEN)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BINDIR)/chatq-api: $(call obj,$(API_SRC)) $(PAGE_OBJ) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcivetweb -lhiredis -ljansson -lpthread -lm
 
@@ -90,7 +105,8 @@ TEST_SAN ?= address,undefined
 TEST_O := build/test
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 MAINS := api/main.c processor/main.c handler/main.c fake-upstream/main.c
-LIB_OBJS = $(call obj,$(filter-out $(MAINS),$(API_SRC) $(PROCESSOR_SRC) $(HANDLER_SRC)))
+LIB_OBJS = $(call obj,$(filter-out $(MAINS),$(API_SRC) $(PROCESSOR_SRC) $(HANDLER_SRC))) \
+           $(PAGE_OBJ)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BINDIR)/tests/%,$(UNIT_SRC))
 INTEG_SRC := $(wildcard tests/integration/*.c)
 INTEG_BIN := $(BINDIR)/tests/integration

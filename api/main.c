@@ -31,6 +31,7 @@ struct config {
     const char *api_keys;
     const char *api_keys_file;
     const char *cors_origins;
+    long long status_page;
 };
 
 /* Checks what the table's ranges cannot and fills the server's settings. Returns 0,
@@ -68,6 +69,7 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     s->result_ttl = cfg->result_ttl;
     s->grace_ms = cfg->grace_ms;
     s->default_deadline_ms = cfg->default_deadline_ms;
+    s->status_page = (int)cfg->status_page;
     return 0;
 }
 
@@ -125,6 +127,10 @@ int main(int argc, char **argv)
          "deadline of a chat that sets no deadline_ms: ms after acceptance past which "
          "no upstream attempt starts (0: none)",
          &cfg.default_deadline_ms, 0, VALIDATE_DEADLINE_MAX_MS, 0},
+        {"STATUS_PAGE", "status-page", CONFIG_INT, "1",
+         "1: GET / serves the status page and GET /status.json its data (which needs a "
+         "gateway key when there are any); 0: both 404",
+         &cfg.status_page, 0, 1, 0},
         CONFIG_TTL_VAR(cfg.result_ttl),
         CONFIG_COMMON_VARS(cfg.common),
     };

@@ -201,22 +201,22 @@ int reply_send(struct reply *r, struct mg_connection *conn, int status)
      * names; Vary keeps a cache from handing one origin's answer to another. */
     const char *origin = access_cors_origin(mg_get_header(conn, "Origin"));
     char head[REPLY_HEAD_ROOM];
-    int hlen =
-        snprintf(head, sizeof(head),
-                 "HTTP/1.1 %d %s\r\n"
-                 "Content-Type: application/json\r\n"
-                 "Content-Length: %zu\r\n"
-                 "Cache-Control: no-store\r\n"
-                 "Connection: %s\r\n"
-                 "%s%s%s"
-                 "%s%s%s%s%s"
-                 "\r\n",
-                 status, mg_get_response_code_text(conn, status), r->len,
-                 keep ? "keep-alive" : "close", r->allow ? "Allow: " : "",
-                 r->allow ? r->allow : "", r->allow ? "\r\n" : "", r->head ? r->head : "",
-                 access_cors_on() ? "Vary: Origin\r\n" : "",
-                 origin ? "Access-Control-Allow-Origin: " : "", origin ? origin : "",
-                 origin ? "\r\n" : "");
+    int hlen = snprintf(
+        head, sizeof(head),
+        "HTTP/1.1 %d %s\r\n"
+        "Content-Type: %s\r\n"
+        "Content-Length: %zu\r\n"
+        "Cache-Control: no-store\r\n"
+        "Connection: %s\r\n"
+        "%s%s%s"
+        "%s%s%s%s%s"
+        "\r\n",
+        status, mg_get_response_code_text(conn, status),
+        r->type ? r->type : "application/json", r->len, keep ? "keep-alive" : "close",
+        r->allow ? "Allow: " : "", r->allow ? r->allow : "", r->allow ? "\r\n" : "",
+        r->head ? r->head : "", access_cors_on() ? "Vary: Origin\r\n" : "",
+        origin ? "Access-Control-Allow-Origin: " : "", origin ? origin : "",
+        origin ? "\r\n" : "");
     /* The head is made of fixed text, a number, a static method list, static lines
      * and an origin of at most ACCESS_ORIGIN_MAX bytes: it fits. */
     if (hlen > 0 && (size_t)hlen < sizeof(head)) {

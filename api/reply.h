@@ -25,6 +25,7 @@ struct reply {
     int close;         /* close the connection after this response */
     const char *allow; /* Allow header of a 405 (borrowed, static), or NULL */
     const char *head;  /* more header lines, each ending "\r\n" (static), or NULL */
+    const char *type;  /* Content-Type (static); NULL: application/json */
     char inline_buf[REPLY_HEAD_ROOM + REPLY_INLINE];
 };
 

@@ -3,6 +3,7 @@
  *   POST /chat                      intake.c
  *   GET  /chat/{traceId}/response   lookup.c
  *   GET  /health                    here: a Redis PING
+ *   GET  /, GET /status.json        page.c: the status page and its data
  *   anything else                   404 not_found; a wrong method on a route 405 */
 #include "server.h"
 
@@ -21,6 +22,7 @@
 #include "intake.h"
 #include "log.h"
 #include "lookup.h"
+#include "page.h"
 #include "reply.h"
 #include "uuid.h"
 #include "worker.h"
@@ -290,6 +292,18 @@ static int server_preflight(struct mg_connection *conn)
     return reply_send(&r, conn, 204);
 }
 
+/* Anything else: the status page's two paths, else 404. */
+static int server_other(struct mg_connection *conn, void *cbdata)
+{
+    struct server *s = cbdata;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (!s->status_page || !page_is(server_path(ri)))
+        return server_not_found(conn, cbdata);
+    if (!server_is(ri, "GET"))
+        return server_method_not_allowed(conn, "GET");
+    return page_handle(conn, s, mg_get_thread_pointer(conn), server_path(ri));
+}
+
 /* Every request but the health probe needs a configured key when there are any.
  * Returns 0 with the owner id in the thread's worker, or the status of the 401 sent. */
 static int server_check_key(struct mg_connection *conn)
@@ -299,7 +313,9 @@ static int server_check_key(struct mg_connection *conn)
     char owner[ACCESS_OWNER_LEN + 1];
     struct reply r;
 
-    if (strcmp(server_path(ri), SERVER_HEALTH) == 0)
+    /* The status page itself holds no data (it asks for a key to fetch any). */
+    if (strcmp(server_path(ri), SERVER_HEALTH) == 0 ||
+        (w != NULL && w->srv->status_page && strcmp(server_path(ri), PAGE_PATH) == 0))
         owner[0] = '\0';
     else if (access_check(mg_get_header(conn, "Authorization"), owner) != 0) {
         reply_init(&r);
@@ -353,7 +369,7 @@ static void server_init_context(const struct mg_context *cctx)
     server_add_route(s, ctx, 0, SERVER_CHAT, server_chat);
     server_add_route(s, ctx, 1, SERVER_CHAT_DIR, server_chat_response);
     server_add_route(s, ctx, 2, SERVER_HEALTH, server_health);
-    server_add_route(s, ctx, 3, "/", server_not_found);
+    server_add_route(s, ctx, 3, "/", server_other);
     mg_set_auth_handler(ctx, "/", server_authorize, NULL);
 }
 

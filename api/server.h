@@ -24,6 +24,7 @@ struct server {
     long long result_ttl;          /* seconds, EXPIRE of a trace's hash */
     long long grace_ms;            /* on stop, longest wait for open requests */
     long long default_deadline_ms; /* for chats without deadline_ms; 0: none */
+    int status_page;               /* 1: GET / and GET /status.json (page.h) */
     struct rconn_url redis;
     struct keys keys;
 
