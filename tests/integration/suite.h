@@ -41,6 +41,7 @@ extern const struct suite_group suite_redis_auth;
 extern const struct suite_group suite_access;
 extern const struct suite_group suite_workers;
 extern const struct suite_group suite_status_page;
+extern const struct suite_group suite_capacity;
 
 /* Fails the running test with a printf-style message unless cond holds. */
 #define CHECK(cond, ...)                                                                 \
