@@ -12,6 +12,7 @@ package beyond the standard library is needed. Run by test_status_page.c; exits
 
   status_page.py --chromium PATH --url URL --key KEY --message TEXT
                  --expect TEXT --workers N --screenshot FILE --profile DIR
+                 [--linger SECONDS]   (watch that long first: the README's screenshot)
 """
 import argparse
 import base64
@@ -115,6 +116,8 @@ def main():
         ap.add_argument("--" + opt, required=True)
     ap.add_argument("--workers", type=int, required=True)
     ap.add_argument("--timeout", type=float, default=60)
+    # For the README's screenshot: watch a loaded system this long first.
+    ap.add_argument("--linger", type=float, default=0)
     args = ap.parse_args()
 
     b = Browser(args.chromium, args.profile)
@@ -144,6 +147,7 @@ def main():
                % (args.workers, args.workers),
                "%d live workers listed" % args.workers, args.timeout)
 
+        time.sleep(args.linger)
         b.js("document.getElementById('chat-message').focus()")
         b.send("Input.insertText", {"text": args.message})
         b.js("document.getElementById('chat-send').click(), true")
