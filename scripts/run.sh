@@ -85,6 +85,8 @@ chatq is up on http://127.0.0.1:$PORT (Redis on port $REDIS_PORT). Try:
   curl -s http://127.0.0.1:$PORT/chat/<traceId>/response
 
 Watch it:  redis-cli -p $REDIS_PORT XINFO GROUPS chatq:requests
+           REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0 bin/chatq-stat
+           http://127.0.0.1:$PORT/   (the status page)
 Ctrl-C stops everything.
 
 MSG
