@@ -171,6 +171,22 @@ static void test_workers_heartbeats(void **state)
         CHECK(harness_poll(harness_timeout(5000), 50, wk_check_field, &w) == 0,
               "%s: done never reached 1", names[i]);
     }
+    /* A failure: counted, and its code is the last error. */
+    CHECK(chat_post(s, "[[fake status=400]] refused upstream", NULL, -1, trace) == 0,
+          "POST failed");
+    j = chat_wait(s, trace, harness_timeout(10000), NULL);
+    CHECK(j != NULL && strcmp(STR(http_json_str(j, "status")), "failed") == 0,
+          "the chat did not fail");
+    json_decref(j);
+    struct wk_wait fw = {.s = s, .name = names[0], .field = "failed", .min = 1};
+    CHECK(harness_poll(harness_timeout(5000), 50, wk_check_field, &fw) == 0,
+          "%s: failed never reached 1", names[0]);
+    wk_field(s, names[0], "last_error", v, sizeof(v));
+    CHECK(strncmp(v, "context_length_exceeded: ", 25) == 0,
+          "%s: last_error \"%s\", want the upstream's code first", names[0], v);
+    wk_field(s, names[0], "last_error_at", v, sizeof(v));
+    CHECK(v[0] != '\0', "%s: no last_error_at", names[0]);
+
     /* The stats hash counts chats finished for good, by status. */
     redisReply *r = stack_redis(s, "HGET %sstats completed", s->prefix);
     CHECK(r != NULL && r->type == REDIS_REPLY_STRING && atoll(r->str) >= 1,
@@ -374,6 +390,9 @@ static void test_workers_dead_consumers_swept(void **state)
     }
     CHECK(harness_poll(harness_timeout(3000), 20, wk_check_holds, &w) == 0,
           "%s never held an entry after %d chats", name, n);
+    struct wk_wait inf = {.s = s, .name = name, .field = "in_flight", .min = 1};
+    CHECK(harness_poll(harness_timeout(3000), 20, wk_check_field, &inf) == 0,
+          "%s holds entries but its heartbeat says in_flight 0", name);
     CHECK(proc_signal(p, SIGKILL) == 0, "processor-doomed is not running");
     CHECK(proc_wait(p, 5000, &status) == 0, "processor-doomed did not die");
     proc_free(p);
