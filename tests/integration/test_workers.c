@@ -250,6 +250,44 @@ static void test_workers_stat_once(void **state)
               "chatq-stat --once shows no \"%s\"", want[i]);
 }
 
+/* The README's recipe for re-driving a dead letter, on a chat that ended failed:
+ * its record set back to processing with its attempts cleared, its fields added
+ * to the requests stream again; it runs and completes. */
+static void test_workers_redrive_recipe(void **state)
+{
+    (void)state;
+    struct stack *s = &wk_stack;
+    const char *msg = "[[fake status=400 times=1]] run me again";
+    char trace[UUID_LEN + 1], accepted[64];
+
+    CHECK(chat_post(s, msg, NULL, -1, trace) == 0, "POST failed");
+    json_t *j = chat_wait(s, trace, harness_timeout(10000), NULL);
+    CHECK(j != NULL && strcmp(STR(http_json_str(j, "status")), "failed") == 0,
+          "the chat did not fail first");
+    json_decref(j);
+    redisReply *r = stack_redis(s, "HGET %strace:%s accepted", s->prefix, trace);
+    CHECK(r != NULL && r->type == REDIS_REPLY_STRING, "no accepted in the record");
+    snprintf(accepted, sizeof(accepted), "%s", r->str);
+    freeReplyObject(r);
+
+    r = stack_redis(s, "HSET %strace:%s status processing", s->prefix, trace);
+    freeReplyObject(r);
+    r = stack_redis(s, "HDEL %strace:%s tries error_code error_message timestamp",
+                    s->prefix, trace);
+    freeReplyObject(r);
+    r = stack_redis(s,
+                    "XADD %s * trace %s message %s model gpt-4o-mini temperature 0.7 "
+                    "accepted %s",
+                    s->keys.requests, trace, msg, accepted);
+    CHECK(r != NULL && r->type == REDIS_REPLY_STRING, "XADD failed");
+    freeReplyObject(r);
+    j = chat_wait(s, trace, harness_timeout(10000), NULL);
+    CHECK(j != NULL && strcmp(STR(http_json_str(j, "status")), "completed") == 0,
+          "the re-driven chat ended %s (%s)", j ? STR(http_json_str(j, "status")) : "?",
+          j ? STR(http_error_code(j)) : "");
+    json_decref(j);
+}
+
 /* Starts a processor or handler with the group's settings and waits until it is
  * listed live. Returns it (new) with its name in name, or NULL. */
 static struct proc *wk_start(struct stack *s, const char *role, const char *log,
@@ -479,6 +517,7 @@ static void test_workers_pending_consumer_kept(void **state)
 static const struct CMUnitTest wk_tests[] = {
     cmocka_unit_test(test_workers_heartbeats),
     cmocka_unit_test(test_workers_stat_once),
+    cmocka_unit_test(test_workers_redrive_recipe),
     cmocka_unit_test(test_workers_leave_and_expire),
     cmocka_unit_test(test_workers_dead_consumers_swept),
     cmocka_unit_test(test_workers_pending_consumer_kept),
