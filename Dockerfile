@@ -12,6 +12,7 @@ COPY api api
 COPY processor processor
 COPY handler handler
 COPY fake-upstream fake-upstream
+COPY stat stat
 RUN make -j"$(nproc)" WERROR=1 && make install PREFIX=/usr/local DESTDIR=/out
 
 # Redis from Debian's package too, so every image builds from Debian alone.

@@ -1,7 +1,7 @@
 # chatq - build, test, run and benchmark.
 #
 #   make                 bin/chatq-api, bin/chatq-processor, bin/chatq-handler,
-#                        bin/chatq-fake-upstream
+#                        bin/chatq-stat, bin/chatq-fake-upstream
 #   make run             the whole system on this machine (see README.md)
 #   make test            format check, then unit + integration tests (ASan/UBSan)
 #   make bench           the performance table
@@ -41,12 +41,13 @@ API_SRC := $(wildcard api/*.c)
 PROCESSOR_SRC := $(wildcard processor/*.c)
 HANDLER_SRC := $(wildcard handler/*.c)
 FAKE_SRC := $(wildcard fake-upstream/*.c)
+STAT_SRC := $(wildcard stat/*.c)
 
 obj = $(patsubst %.c,$(OBJDIR)/%.o,$(1))
 LIBCOMMON := $(OBJDIR)/libchatq.a
 
 PROGRAMS := $(BINDIR)/chatq-api $(BINDIR)/chatq-processor $(BINDIR)/chatq-handler \
-            $(BINDIR)/chatq-fake-upstream
+            $(BINDIR)/chatq-stat $(BINDIR)/chatq-fake-upstream
 
 .PHONY: all install uninstall test test-programs unit run bench format format-check \
         valgrind deps sdk-deps fuzz fuzz-programs \
@@ -60,7 +61,22 @@ $(OBJDIR)/%.o: %.c
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))
 	$(AR) rcs $@ $^
 
-$(BINDIR)/chatq-api: $(call obj,$(API_SRC)) $(LIBCOMMON)
+# The status page (api/status.html) goes into the api as a byte array: one file to
+# edit, nothing to install, no build tool but od and sed.
+PAGE_GEN := $(OBJDIR)/gen/page_html.c
+PAGE_OBJ := $(OBJDIR)/gen/page_html.o
+$(PAGE_GEN): api/status.html
+	@mkdir -p $(dir $@)
+	{ echo '/* generated from api/status.html by the Makefile: do not edit */'; \
+	  echo '#include <stddef.h>'; \
+	  echo 'const unsigned char page_html[] = {'; \
+	  od -An -v -tx1 $< | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '};'; \
+	  echo 'const size_t page_html_len = sizeof(page_html);'; } > $@
+$(PAGE_OBJ): $(PAGE_GEN)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BINDIR)/chatq-api: $(call obj,$(API_SRC)) $(PAGE_OBJ) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcivetweb -lhiredis -ljansson -lpthread -lm
 
@@ -71,6 +87,10 @@ $(BINDIR)/chatq-processor: $(call obj,$(PROCESSOR_SRC)) $(LIBCOMMON)
 $(BINDIR)/chatq-handler: $(call obj,$(HANDLER_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -levent -lhiredis -ljansson -lpthread -lm
+
+$(BINDIR)/chatq-stat: $(call obj,$(STAT_SRC)) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lhiredis -ljansson -lm
 
 # The fake takes from the common archive only what it shares with chatq: the log
 # line, clock and UTF-8 helpers (it needs no Redis, so no other member is linked).
@@ -85,7 +105,8 @@ TEST_SAN ?= address,undefined
 TEST_O := build/test
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 MAINS := api/main.c processor/main.c handler/main.c fake-upstream/main.c
-LIB_OBJS = $(call obj,$(filter-out $(MAINS),$(API_SRC) $(PROCESSOR_SRC) $(HANDLER_SRC)))
+LIB_OBJS = $(call obj,$(filter-out $(MAINS),$(API_SRC) $(PROCESSOR_SRC) $(HANDLER_SRC))) \
+           $(PAGE_OBJ)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BINDIR)/tests/%,$(UNIT_SRC))
 INTEG_SRC := $(wildcard tests/integration/*.c)
 INTEG_BIN := $(BINDIR)/tests/integration
@@ -170,7 +191,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS)))
 
 FORMAT_SRC = $(wildcard common/*.[ch] api/*.[ch] processor/*.[ch] handler/*.[ch] \
-                fake-upstream/*.[ch] tests/*/*.[ch] bench/*.[ch])
+                fake-upstream/*.[ch] stat/*.[ch] tests/*/*.[ch] bench/*.[ch])
 
 format:
 	clang-format -i $(FORMAT_SRC)

@@ -251,7 +251,9 @@ static enum intake_store_result intake_answer(const redisReply *r, const char *t
 {
     if (r->type == REDIS_REPLY_ERROR) {
         log_warn(trace_in, "Redis refused the request, nothing was written: %s", r->str);
-        return INTAKE_NOT_WRITTEN;
+        /* With maxmemory-policy noeviction Redis refuses a script that may write
+         * before it runs (or at its first write), so nothing is half-written. */
+        return strncmp(r->str, "OOM", 3) == 0 ? INTAKE_NO_MEMORY : INTAKE_NOT_WRITTEN;
     }
     if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
         r->element[0]->type == REDIS_REPLY_INTEGER &&
@@ -524,6 +526,12 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
         status = reply_error(&r, conn, 503, "redis_unavailable",
                              "the request could not be queued because the store is "
                              "unavailable; nothing was written, retry later");
+        goto out;
+    case INTAKE_NO_MEMORY:
+        status = reply_error(&r, conn, 503, "redis_out_of_memory",
+                             "the request could not be queued because the store is full "
+                             "(Redis maxmemory reached); nothing was written, retry "
+                             "later");
         goto out;
     case INTAKE_UNKNOWN:
         status = reply_error(

@@ -41,6 +41,7 @@ enum intake_store_result {
     INTAKE_CONFLICT,    /* the key was used for another request: nothing written */
     INTAKE_OVER_QUOTA,  /* over a limit of the gateway key: nothing written */
     INTAKE_NOT_WRITTEN, /* Redis not reached, or it refused the write: nothing written */
+    INTAKE_NO_MEMORY,   /* Redis refused the write: maxmemory reached; nothing written */
     INTAKE_UNKNOWN,     /* sent, not confirmed: written, or to be written, or not */
 };
 

@@ -39,6 +39,7 @@ struct config {
     long long key_inflight;
     const char *key_models;
     long long key_inflight_max_s;
+    long long status_page;
 };
 
 /* Checks what the table's ranges cannot and fills the server's settings. Returns 0,
@@ -80,6 +81,7 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     s->keepalive_ms = (int)cfg->keepalive_ms;
     s->request_timeout_ms = (int)cfg->request_timeout_ms;
     s->wait_max_ms = cfg->wait_max_ms;
+    s->status_page = (int)cfg->status_page;
     return 0;
 }
 
@@ -167,6 +169,10 @@ int main(int argc, char **argv)
          "longest a call that answers with the result (POST /v1/chat/completions, POST "
          "/v1/responses without background) waits for it; the chat itself goes on",
          &cfg.wait_max_ms, 0, 3600000, 0},
+        {"STATUS_PAGE", "status-page", CONFIG_INT, "1",
+         "1: GET / serves the status page and GET /status.json its data (which needs a "
+         "gateway key when there are any); 0: both 404",
+         &cfg.status_page, 0, 1, 0},
         CONFIG_TTL_VAR(cfg.result_ttl),
         CONFIG_COMMON_VARS(cfg.common),
     };

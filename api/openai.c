@@ -483,6 +483,12 @@ static int openai_create(struct mg_connection *conn, struct server *srv, struct 
                         "This " VALIDATE_IDEM_HEADER " was already used for a "
                         "different request; use a new key for a new request.");
         goto out;
+    case INTAKE_NO_MEMORY:
+        status = openai_fail(&r, conn, 503, NULL, "redis_out_of_memory",
+                             "The request could not be queued because the store is full "
+                             "(Redis maxmemory reached); nothing was written, retry "
+                             "later.");
+        goto out;
     case INTAKE_NOT_WRITTEN:
         /* Nothing was written: the SDK's own retry is safe. */
         status = openai_fail(&r, conn, 503, NULL, "redis_unavailable",

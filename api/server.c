@@ -8,6 +8,7 @@
  *   GET  /healthz, /readyz          here: the probes (alive; Redis and the group)
  *   GET  /metrics                   here: Prometheus, with the Redis-wide gauges
  *   /v1/...                         openai.c: the OpenAI front
+ *   GET  /, GET /status.json        page.c: the status page and its data
  *   anything else                   404 not_found; a wrong method on a route 405 */
 #include "server.h"
 
@@ -29,6 +30,7 @@
 #include "metrics.h"
 #include "lookup.h"
 #include "openai.h"
+#include "page.h"
 #include "reply.h"
 #include "stream.h"
 #include "uuid.h"
@@ -508,6 +510,18 @@ static int server_preflight(struct mg_connection *conn)
     return reply_send(&r, conn, 204);
 }
 
+/* Anything else: the status page's two paths, else 404. */
+static int server_other(struct mg_connection *conn, void *cbdata)
+{
+    struct server *s = cbdata;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (!s->status_page || !page_is(server_path(ri)))
+        return server_not_found(conn, cbdata);
+    if (!server_is(ri, "GET"))
+        return server_method_not_allowed(conn, "GET");
+    return page_handle(conn, s, mg_get_thread_pointer(conn), server_path(ri));
+}
+
 /* Every request but the health probe needs a configured key when there are any.
  * Returns 0 with the owner id in the thread's worker, or the status of the 401 sent. */
 static int server_check_key(struct mg_connection *conn)
@@ -519,11 +533,13 @@ static int server_check_key(struct mg_connection *conn)
     struct reply r;
 
     /* Probes come from load balancers and orchestrators, which hold no key, and
-     * so does a Prometheus scrape; none shows a user's data. */
+     * so does a Prometheus scrape; none shows a user's data. Nor does the status
+     * page itself (it asks for a key to fetch any). */
     if (strcmp(server_path(ri), SERVER_HEALTH) == 0 ||
         strcmp(server_path(ri), SERVER_HEALTHZ) == 0 ||
         strcmp(server_path(ri), SERVER_READYZ) == 0 ||
-        strcmp(server_path(ri), SERVER_METRICS) == 0)
+        strcmp(server_path(ri), SERVER_METRICS) == 0 ||
+        (w != NULL && w->srv->status_page && strcmp(server_path(ri), PAGE_PATH) == 0))
         owner[0] = '\0';
     else if (access_check(mg_get_header(conn, "Authorization"), owner, &limits) != 0) {
         reply_init(&r);
@@ -602,7 +618,7 @@ static void server_init_context(const struct mg_context *cctx)
     server_add_route(s, ctx, 5, SERVER_METRICS, server_metrics);
     server_add_route(s, ctx, 6, "/v1", server_v1);
     server_add_route(s, ctx, 7, "/v1/", server_v1);
-    server_add_route(s, ctx, 8, "/", server_not_found);
+    server_add_route(s, ctx, 8, "/", server_other);
     mg_set_auth_handler(ctx, "/", server_authorize, NULL);
 }
 

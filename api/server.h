@@ -28,6 +28,7 @@ struct server {
     int request_timeout_ms;        /* headers, and each wait for body bytes */
     long long wait_max_ms;         /* WAIT_MAX_MS: longest a waiting call waits */
     long long inflight_max_ms;     /* longest a chat holds a KEY_INFLIGHT slot */
+    int status_page;               /* 1: GET / and GET /status.json (page.h) */
     struct rconn_url redis;
     struct keys keys;
 

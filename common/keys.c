@@ -16,6 +16,9 @@ int keys_init(struct keys *k, const char *prefix)
     snprintf(k->quota_rpm_prefix, sizeof(k->quota_rpm_prefix), "%squota:rpm:", prefix);
     snprintf(k->quota_inflight_prefix, sizeof(k->quota_inflight_prefix),
              "%squota:inflight:", prefix);
+    snprintf(k->worker_prefix, sizeof(k->worker_prefix), "%sworker:", prefix);
+    snprintf(k->workers, sizeof(k->workers), "%sworkers", prefix);
+    snprintf(k->stats, sizeof(k->stats), "%sstats", prefix);
     return 0;
 }
 

@@ -13,7 +13,10 @@
  *   {prefix}quota:inflight:{owner}
  *                                sorted set: a gateway key's chats not final yet, trace
  *                                ids scored by the Unix ms their slot lapses at (written
- *                                by the api's intake, released by the handler) */
+ *                                by the api's intake, released by the handler)
+ *   {prefix}worker:{consumer}  hash: a live worker's heartbeat, with a short TTL
+ *   {prefix}workers      sorted set: consumer names by heartbeat expiry (Unix ms)
+ *   {prefix}stats        hash: chats finished for good, by final status (counters) */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -33,6 +36,9 @@ struct keys {
     char idem_prefix[KEYS_MAX];
     char quota_rpm_prefix[KEYS_MAX];
     char quota_inflight_prefix[KEYS_MAX];
+    char worker_prefix[KEYS_MAX];
+    char workers[KEYS_MAX];
+    char stats[KEYS_MAX];
 };
 
 /* Returns 0, or -1 if the prefix is longer than KEYS_PREFIX_MAX. */

@@ -16,8 +16,8 @@
 #include "stream.h"
 #include "uuid.h"
 
-/* KEYS: trace hash, results stream, dead-letter stream. ARGV: group, entry id,
- * ttl, the status a pending record has, the dead-letter cap, the prefix of the
+/* KEYS: trace hash, results stream, dead-letter stream, stats hash. ARGV: group, entry
+ * id, ttl, the status a pending record has, the dead-letter cap, the prefix of the
  * in-flight sets, the trace id, then the entry's field/value pairs. Returns
  * {written (0/1), the status found ('' when there was no record)}. A result for a
  * trace that has no record (an entry written into the requests stream by hand, or a
@@ -32,7 +32,11 @@
  *
  * Sent with EVAL rather than EVALSHA: Redis caches the compiled script by its
  * hash either way, and EVAL cannot fail with NOSCRIPT after a Redis restart,
- * which spares a reload path for a few hundred bytes per result. */
+ * which spares a reload path for a few hundred bytes per result.
+ *
+ * The stats hash counts the records written, by their final status: Redis-wide
+ * totals from which chatq-stat and the status page derive completions and
+ * failures per second, whichever handler wrote them. */
 #define FINALIZE_ORPHAN_REASON                                                           \
     "no such trace: never accepted by the api, or its record expired"
 
@@ -54,6 +58,12 @@ static const char finalize_script[] = DEADLETTER_LUA FINALIZE_RELEASE_LUA
     "  redis.call('HSET', KEYS[1], unpack(ARGV, 8))\n"
     "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
     "  release(ARGV[6], KEYS[1], ARGV[7])\n"
+    "  for i = 8, #ARGV - 1, 2 do\n"
+    "    if ARGV[i] == '" REC_STATUS "' then\n"
+    "      redis.call('HINCRBY', KEYS[4], ARGV[i + 1], 1)\n"
+    "      break\n"
+    "    end\n"
+    "  end\n"
     "  wrote = 1\n"
     "elseif not st then\n"
     "  dead_letter(KEYS[3], ARGV[5], KEYS[2], ARGV[2],\n"
@@ -108,10 +118,11 @@ static void finalize_append_script(struct finalize *f, redisContext *c,
     struct cmd cmd;
     cmd_init(&cmd, "EVAL");
     cmd_addz(&cmd, finalize_script);
-    cmd_addz(&cmd, "3");
+    cmd_addz(&cmd, "4");
     cmd_addz(&cmd, tracekey);
     cmd_addz(&cmd, f->keys->results);
     cmd_addz(&cmd, f->keys->dead);
+    cmd_addz(&cmd, f->keys->stats);
     cmd_addz(&cmd, KEYS_GROUP_HANDLERS);
     cmd_addz(&cmd, e->id);
     cmd_addll(&cmd, f->ttl_s);
@@ -189,6 +200,7 @@ static void finalize_failure_note(struct finalize *f, const char *id, const char
     }
     snprintf(slot->id, sizeof(slot->id), "%s", id);
     snprintf(slot->error, sizeof(slot->error), "%s", error);
+    f->last_error = slot->error;
 }
 
 /* From acceptance to the outcome, for the log; -1 if either time is unreadable. */

@@ -42,6 +42,7 @@ struct finalize {
     struct finalize_stats stats;
     struct finalize_failure failures[FINALIZE_FAILURES];
     size_t next_failure;
+    const char *last_error; /* the latest failure's error (in failures), or NULL */
 };
 
 void finalize_init(struct finalize *f, const struct keys *keys, long long ttl_s,

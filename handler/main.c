@@ -8,7 +8,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "config.h"
@@ -19,6 +21,8 @@
 #include "metrics.h"
 #include "probe.h"
 #include "rconn.h"
+#include "stream.h"
+#include "workers.h"
 
 struct config {
     struct config_common common;
@@ -30,6 +34,8 @@ struct config {
     long long dead_max;
     const char *metrics_host;
     long long metrics_port;
+    long long worker_ttl_ms;
+    long long consumer_idle_ms;
 };
 
 static volatile sig_atomic_t handler_stopping;
@@ -38,6 +44,48 @@ static void handler_on_signal(int sig)
 {
     (void)sig;
     handler_stopping = 1;
+}
+
+/* The handler as a live worker (workers.h): its heartbeat and the sweep of dead
+ * consumers out of the "handlers" group, both sent between reads. */
+struct handler_live {
+    struct workers w;
+    long long idle_ms;    /* CONSUMER_IDLE_MS; 0: no sweeps */
+    long long next_beat;  /* monotonic ms */
+    long long next_sweep; /* monotonic ms */
+    unsigned seed;        /* spreads the sweeps of many handlers apart */
+};
+
+static void handler_live_init(struct handler_live *l, const struct config *cfg,
+                              const struct keys *keys, const char *consumer)
+{
+    workers_init(&l->w, keys, consumer, "handler", cfg->worker_ttl_ms);
+    l->idle_ms = cfg->consumer_idle_ms;
+    l->next_beat = 0;
+    l->seed = (unsigned)getpid() ^ (unsigned)clock_now_ms();
+    l->next_sweep = clock_mono_ms() + workers_sweep_wait_ms(l->idle_ms, 0.5);
+}
+
+static void handler_live_step(struct handler_live *l, struct inbox *in,
+                              const struct finalize *fin)
+{
+    long long now = clock_mono_ms();
+    if (in->c == NULL)
+        return;
+    if (now >= l->next_beat) {
+        l->w.done = fin->stats.written + fin->stats.duplicate;
+        l->w.failed = fin->stats.orphan + fin->stats.dead + fin->stats.gave_up;
+        if (fin->last_error != NULL && strcmp(fin->last_error, l->w.last_error) != 0)
+            workers_error(&l->w, NULL, fin->last_error);
+        workers_beat_sync(in->c, &l->w);
+        l->next_beat = now + workers_beat_ms(&l->w);
+    }
+    if (l->idle_ms > 0 && now >= l->next_sweep) {
+        workers_sweep_sync(in->c, in->keys, in->keys->results, KEYS_GROUP_HANDLERS,
+                           l->idle_ms);
+        double r = (double)(rand_r(&l->seed) % 1000) / 1000.0;
+        l->next_sweep = now + workers_sweep_wait_ms(l->idle_ms, r);
+    }
 }
 
 /* Sleeps ms with the stop signals open: one cuts it short. */
@@ -63,6 +111,8 @@ int main(int argc, char **argv)
         CONFIG_MAX_DELIVERIES_VAR(cfg.max_deliveries),
         CONFIG_DEAD_MAX_VAR(cfg.dead_max),
         CONFIG_METRICS_VARS(cfg.metrics_host, cfg.metrics_port),
+        CONFIG_WORKER_TTL_VAR(cfg.worker_ttl_ms),
+        CONFIG_CONSUMER_IDLE_VAR(cfg.consumer_idle_ms),
     };
     size_t nvars = sizeof(vars) / sizeof(vars[0]);
     enum config_result cr = config_start(
@@ -107,8 +157,12 @@ int main(int argc, char **argv)
 
     struct finalize fin;
     struct inbox in;
+    struct handler_live live;
+    /* The heartbeat is sent between reads: no read may outlast a beat's interval. */
+    long long beat_ms = cfg.worker_ttl_ms / 3;
     const struct inbox_settings set = {.batch = cfg.batch,
-                                       .block_ms = cfg.block_ms,
+                                       .block_ms = cfg.block_ms < beat_ms ? cfg.block_ms
+                                                                          : beat_ms,
                                        .claim_idle_ms = cfg.claim_idle_ms,
                                        .max_deliveries = cfg.max_deliveries};
     finalize_init(&fin, &keys, cfg.ttl_s, cfg.dead_max);
@@ -129,6 +183,7 @@ int main(int argc, char **argv)
         }
         log_info(NULL, "probes on http://%s:%d", cfg.metrics_host, probe_port(probe));
     }
+    handler_live_init(&live, &cfg, &keys, in.consumer);
 
     char where[320];
     rconn_url_describe(&url, where, sizeof(where));
@@ -153,10 +208,14 @@ int main(int argc, char **argv)
             if (connects++ > 0)
                 metrics_inc(metrics_redis_reconnects);
             backoff_ms = 0;
+            live.next_beat = 0; /* at once, as a new connection may follow an outage */
         }
+        handler_live_step(&live, &in, &fin);
         inbox_step(&in); /* a lost connection is made again next turn */
     }
 
+    if (in.c != NULL)
+        workers_leave_sync(in.c, &live.w);
     inbox_close(&in);
     probe_stop(probe);
     log_info(NULL,

@@ -20,6 +20,7 @@
 #include "processor.h"
 #include "rconn.h"
 #include "stream.h"
+#include "workers.h"
 
 #define MAIN_PROG "chatq-processor"
 #define MAIN_SUMMARY                                                                     \
@@ -75,6 +76,8 @@ static const struct config_var main_vars[] = {
     CONFIG_CLAIM_IDLE_VAR(cfg.claim_idle_ms),
     CONFIG_MAX_DELIVERIES_VAR(cfg.max_deliveries),
     CONFIG_DEAD_MAX_VAR(cfg.dead_letter_max),
+    CONFIG_WORKER_TTL_VAR(cfg.worker_ttl_ms),
+    CONFIG_CONSUMER_IDLE_VAR(cfg.consumer_idle_ms),
     {"UPSTREAM_RPM", "upstream-rpm", CONFIG_INT, "0",
      "requests per minute the upstream key allows, per model, shared by every "
      "processor through Redis; 0: no budget (the upstream's x-ratelimit headers and "

@@ -20,6 +20,7 @@
 
 #include "admit.h"
 #include "inbox.h"
+#include "live.h"
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
@@ -293,6 +294,7 @@ static void processor_dead(struct processor *p, struct job *job, const redisRepl
     metrics_inc(metrics_dead_letters);
     log_warn(job->trace[0] ? job->trace : NULL,
              "event=dead_letter entry=%s code=%s reason=\"%s\"", job->id, code, reason);
+    live_finished(p->live, 0, code, reason);
     outbox_push(p->out, job);
 }
 
@@ -468,12 +470,14 @@ static void processor_outcome(struct processor *p, struct job *job)
         log_debug(trace, "event=completed attempts=%d model=%s", job->attempts, o->model);
         metrics_inc(metrics_chats_completed);
         processor_count_tokens(o);
+        live_finished(p->live, 1, NULL, NULL);
         outbox_push(p->out, job);
         return;
     case OUTCOME_FAILED:
         log_warn(trace, "event=failed code=%s attempts=%d message=\"%s\"",
                  o->code ? o->code : "?", job->attempts, o->message ? o->message : "");
         metrics_inc1(metrics_chats_failed, o->code ? o->code : "unknown");
+        live_finished(p->live, 0, o->code ? o->code : "?", o->message);
         outbox_push(p->out, job);
         return;
     case OUTCOME_RETRY:
@@ -707,6 +711,7 @@ static void processor_check_done(struct processor *p)
     if (!evtimer_pending(p->hard_stop, NULL))
         processor_timer(p->hard_stop, PROCESSOR_HARD_STOP_MS);
     log_info(NULL, "all work finished or handed back; closing");
+    live_leave(p->live);
     inbox_retire(p->in);
     rlink_close(p->wr);
 }
@@ -760,6 +765,7 @@ static void processor_on_write_up(struct rlink *l, void *arg)
     if (ac != NULL)
         script_load_all(ac);
     inbox_on_write_up(p->in);
+    live_on_write_up(p->live);
     admit_flush(p);
     outbox_flush(p->out);
     processor_pump(p);
@@ -883,8 +889,9 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
     p->in = inbox_new(p);
     p->pace = pace_new(p);
     p->out = outbox_new(p);
+    p->live = live_new(p);
     if (p->pump == NULL || p->grace == NULL || p->hard_stop == NULL || p->in == NULL ||
-        p->out == NULL || p->pace == NULL)
+        p->out == NULL || p->pace == NULL || p->live == NULL)
         goto out;
 
     struct upstream_settings us = {.base_url = cfg->base_url,
@@ -954,6 +961,7 @@ void processor_free(struct processor *p)
     pace_free(p->pace);
     pace_limits_free(p->limits, p->nlimits);
     outbox_free(p->out);
+    live_free(p->live);
     if (p->pump)
         event_free(p->pump);
     if (p->grace)

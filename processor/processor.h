@@ -22,6 +22,7 @@
 struct event;
 struct event_base;
 struct inbox;
+struct live;
 struct outbox;
 struct pace;
 struct pace_limit;
@@ -46,12 +47,14 @@ struct config {
     long long max_deliveries;
     long long dead_letter_max;
     long long shutdown_grace_ms;
-    long long rpm, tpm;        /* shared budget per key and model; 0: none */
-    long long burst_ms;        /* how much of a minute's budget may go at once */
-    long long tokens_estimate; /* completion tokens assumed before the answer */
-    long long park_min_ms;     /* waits this long or longer are parked in Redis */
-    long long adaptive;        /* 1: AIMD on the calls kept in flight */
-    const char *limits;        /* "model=rpm:tpm,..." overriding rpm and tpm */
+    long long rpm, tpm;         /* shared budget per key and model; 0: none */
+    long long burst_ms;         /* how much of a minute's budget may go at once */
+    long long tokens_estimate;  /* completion tokens assumed before the answer */
+    long long park_min_ms;      /* waits this long or longer are parked in Redis */
+    long long adaptive;         /* 1: AIMD on the calls kept in flight */
+    const char *limits;         /* "model=rpm:tpm,..." overriding rpm and tpm */
+    long long worker_ttl_ms;    /* the heartbeat's TTL (live.h) */
+    long long consumer_idle_ms; /* dead consumers idle this long are swept; 0: never */
 };
 
 /* A stream id is two 64-bit numbers and a dash. */
@@ -136,6 +139,7 @@ struct processor {
     double climit;
     long long climit_cut_ms; /* monotonic ms of the last cut: one per second at most */
     struct outbox *out;      /* outcome writes */
+    struct live *live;       /* the heartbeat hash and the consumer sweep */
 
     /* shutdown */
     int stopping;

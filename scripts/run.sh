@@ -102,6 +102,8 @@ chatq is up on http://127.0.0.1:$PORT (Redis on port $REDIS_PORT$( [ "$FRONT" = 
   curl -s http://127.0.0.1:$PORT/chat/<traceId>/response
 
 Watch it:  redis-cli -p $REDIS_PORT XINFO GROUPS chatq:requests
+           REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0 bin/chatq-stat
+           http://127.0.0.1:$PORT/   (the status page)
 $( [ -z "${API_KEYS:-}${API_KEYS_FILE:-}" ] && printf '%s\n' \
 "The gateway is OPEN: anyone who reaches port $PORT spends the upstream key. To need a key:" \
 "  openssl rand -hex 24 >> run/api-keys && API_KEYS_FILE=run/api-keys make run")

@@ -44,6 +44,9 @@ extern const struct suite_group suite_clients;
 extern const struct suite_group suite_front;
 extern const struct suite_group suite_ops;
 extern const struct suite_group suite_openai;
+extern const struct suite_group suite_workers;
+extern const struct suite_group suite_status_page;
+extern const struct suite_group suite_capacity;
 
 /* Fails the running test with a printf-style message unless cond holds. */
 #define CHECK(cond, ...)                                                                 \

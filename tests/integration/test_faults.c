@@ -2707,12 +2707,33 @@ static long long fault_info_memory(struct stack *s)
     return n;
 }
 
+/* Keys in Redis but the workers' own (heartbeats, their index, the finished-chat
+ * counters): those come and go with processes, whatever the load, and are a
+ * fixed few. */
 static long long fault_dbsize(struct stack *s)
 {
     redisReply *r = stack_redis(s, "DBSIZE");
     long long n = r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     if (r != NULL)
         freeReplyObject(r);
+    char cursor[32] = "0";
+    while (n >= 0) {
+        r = stack_redis(s, "SCAN %s MATCH %s[ws]* COUNT 1000", cursor, s->prefix);
+        int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2;
+        for (size_t i = 0; ok && i < r->element[1]->elements; i++) {
+            const char *k = r->element[1]->element[i]->str + strlen(s->prefix);
+            n -= strncmp(k, "worker:", 7) == 0 || strcmp(k, "workers") == 0 ||
+                 strcmp(k, "stats") == 0;
+        }
+        if (ok)
+            snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        if (r != NULL)
+            freeReplyObject(r);
+        if (!ok)
+            n = -1;
+        else if (strcmp(cursor, "0") == 0)
+            break;
+    }
     return n;
 }
 

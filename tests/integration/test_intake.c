@@ -145,7 +145,7 @@ static void test_intake_idempotent_replay(void **state)
     const char *body = "{\"message\":\"replay me\",\"temperature\":0.3}";
     /* The same request, written differently: the fields are what is compared. */
     const char *same = "{ \"temperature\": 0.30, \"message\": \"replay me\" }";
-    char t1[UUID_LEN + 1], t2[UUID_LEN + 1], key[1024];
+    char t1[UUID_LEN + 1], t2[UUID_LEN + 1], key[2048];
     struct http_response r;
 
     long long added = stack_xadded(s, s->keys.requests);
@@ -415,7 +415,7 @@ static void test_intake_redis_down(void **state)
     (void)state;
     struct stack *s = &intake_stack;
     const char *body = "{\"message\":\"posted while Redis was down\"}";
-    char trace[UUID_LEN + 1], key[1024];
+    char trace[UUID_LEN + 1], key[2048];
     struct http_response r;
 
     long long added = stack_xadded(s, s->keys.requests);

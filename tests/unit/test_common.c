@@ -18,6 +18,8 @@
 #include "record.h"
 #include "stream.h"
 #include "uuid.h"
+#include "version.h"
+#include "workers.h"
 
 #define TRACE "0b1f7a52-3c1e-4f7a-9d2b-1a2b3c4d5e6f"
 
@@ -442,6 +444,46 @@ static void test_keys(void **state)
     assert_int_equal(keys_init(&k, long_prefix), -1);
 }
 
+/* The heartbeat: its keys, the version, the counters, and a last error cut to
+ * fit; the sweep spread over 0.5x-1.5x of half the idle time, 30 s at most. */
+static void test_workers(void **state)
+{
+    (void)state;
+    struct keys k;
+    struct workers w;
+    struct cmd c;
+    char longmsg[1000];
+    assert_int_equal(keys_init(&k, "chatq:"), 0);
+    assert_string_equal(k.workers, "chatq:workers");
+    assert_string_equal(k.stats, "chatq:stats");
+    workers_init(&w, &k, "processor-h-1", "processor", 15000);
+    assert_string_equal(w.key, "chatq:worker:processor-h-1");
+    assert_int_equal(workers_beat_ms(&w), 5000);
+    w.done = 7;
+    memset(longmsg, 'x', sizeof(longmsg) - 1);
+    longmsg[sizeof(longmsg) - 1] = '\0';
+    workers_error(&w, "upstream_timeout", longmsg);
+    assert_int_equal(strncmp(w.last_error, "upstream_timeout: xxx", 21), 0);
+    assert_int_equal(strlen(w.last_error), WORKERS_ERROR_MAX - 1);
+    assert_true(w.last_error_at[0] != '\0');
+    workers_beat_cmd(&w, &c);
+    assert_string_equal(c.argv[0], "EVAL");
+    assert_string_equal(c.argv[3], "chatq:worker:processor-h-1");
+    assert_string_equal(c.argv[4], "chatq:workers");
+    int version = 0, done = 0;
+    for (int i = 6; i + 1 < c.argc; i++) {
+        version |= strcmp(c.argv[i], "version") == 0 &&
+                   strcmp(c.argv[i + 1], CHATQ_VERSION) == 0;
+        done |= strcmp(c.argv[i], "done") == 0 && strcmp(c.argv[i + 1], "7") == 0;
+    }
+    assert_true(version && done);
+    cmd_free(&c);
+    assert_int_equal(workers_sweep_wait_ms(1000, 0.0), 250);
+    assert_int_equal(workers_sweep_wait_ms(1000, 0.999), 749);
+    assert_int_equal(workers_sweep_wait_ms(300000, 0.5), 30000);
+    assert_int_equal(workers_sweep_wait_ms(10, 0.0), 50);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -460,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_config_layers),
         cmocka_unit_test(test_config_usage_hides_secrets),
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_workers),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
