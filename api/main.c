@@ -31,6 +31,8 @@ struct config {
     const char *api_keys;
     const char *api_keys_file;
     const char *cors_origins;
+    const char *webhook_url;
+    const char *webhook_allow;
 };
 
 /* Checks what the table's ranges cannot and fills the server's settings. Returns 0,
@@ -68,6 +70,16 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     s->result_ttl = cfg->result_ttl;
     s->grace_ms = cfg->grace_ms;
     s->default_deadline_ms = cfg->default_deadline_ms;
+    if (netguard_init(&s->webhook_guard, cfg->webhook_allow, err, errlen) != 0)
+        return -1;
+    if (cfg->webhook_url != NULL && cfg->webhook_url[0] != '\0') {
+        struct netguard_url u;
+        if (netguard_url_parse(cfg->webhook_url, &u, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "WEBHOOK_URL: not a URL chatq calls: %s", why);
+            return -1;
+        }
+        s->webhook_default = cfg->webhook_url;
+    }
     return 0;
 }
 
@@ -125,6 +137,13 @@ int main(int argc, char **argv)
          "deadline of a chat that sets no deadline_ms: ms after acceptance past which "
          "no upstream attempt starts (0: none)",
          &cfg.default_deadline_ms, 0, VALIDATE_DEADLINE_MAX_MS, 0},
+        {"WEBHOOK_URL", "webhook-url", CONFIG_STR, NULL,
+         "webhook of chats that name none in their 'webhook' field (unset: none)",
+         &cfg.webhook_url, 0, 0, 0},
+        {"WEBHOOK_ALLOW", "webhook-allow", CONFIG_STR, NULL,
+         "hosts, addresses and CIDRs a webhook may reach although loopback, link-local "
+         "or private, comma-separated (e.g. 127.0.0.1,10.1.0.0/16)",
+         &cfg.webhook_allow, 0, 0, 0},
         CONFIG_TTL_VAR(cfg.result_ttl),
         CONFIG_COMMON_VARS(cfg.common),
     };

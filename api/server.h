@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "keys.h"
+#include "netguard.h"
 #include "rconn.h"
 
 struct mg_connection;
@@ -24,6 +25,8 @@ struct server {
     long long result_ttl;          /* seconds, EXPIRE of a trace's hash */
     long long grace_ms;            /* on stop, longest wait for open requests */
     long long default_deadline_ms; /* for chats without deadline_ms; 0: none */
+    const char *webhook_default;   /* WEBHOOK_URL, for chats naming none; NULL: none */
+    struct netguard webhook_guard; /* WEBHOOK_ALLOW and the address rules */
     struct rconn_url redis;
     struct keys keys;
 

@@ -13,6 +13,11 @@ int keys_init(struct keys *k, const char *prefix)
     snprintf(k->dead, sizeof(k->dead), "%sdead", prefix);
     snprintf(k->trace_prefix, sizeof(k->trace_prefix), "%strace:", prefix);
     snprintf(k->idem_prefix, sizeof(k->idem_prefix), "%sidem:", prefix);
+    snprintf(k->webhooks, sizeof(k->webhooks), "%swebhooks", prefix);
+    snprintf(k->webhooks_delayed, sizeof(k->webhooks_delayed), "%swebhooks:delayed",
+             prefix);
+    snprintf(k->webhooks_entries, sizeof(k->webhooks_entries),
+             "%swebhooks:delayed:entries", prefix);
     return 0;
 }
 

@@ -5,7 +5,10 @@
  *   {prefix}dead         stream: entries that could not be processed (capped)
  *   {prefix}trace:{id}   hash:   a trace's record (fields in record.h), with a TTL
  *   {prefix}idem:{key}   string: "{traceId}:{fingerprint}" of a POST's Idempotency-Key,
- *                                with the record's TTL (written by the api's intake) */
+ *                                with the record's TTL (written by the api's intake)
+ *   {prefix}webhooks     stream: webhook deliveries due, read by group "webhooks"
+ *   {prefix}webhooks:delayed          zset: deliveries waiting for a retry, by due time
+ *   {prefix}webhooks:delayed:entries  hash: their fields (webhook.h) */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -13,6 +16,7 @@
 
 #define KEYS_GROUP_PROCESSORS "processors"
 #define KEYS_GROUP_HANDLERS "handlers"
+#define KEYS_GROUP_WEBHOOKS "webhooks"
 
 #define KEYS_PREFIX_MAX 64
 #define KEYS_MAX 128
@@ -23,6 +27,9 @@ struct keys {
     char dead[KEYS_MAX];
     char trace_prefix[KEYS_MAX];
     char idem_prefix[KEYS_MAX];
+    char webhooks[KEYS_MAX];
+    char webhooks_delayed[KEYS_MAX];
+    char webhooks_entries[KEYS_MAX];
 };
 
 /* Returns 0, or -1 if the prefix is longer than KEYS_PREFIX_MAX. */

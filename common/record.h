@@ -25,6 +25,7 @@ struct redisReply;
 #define REC_ADMITTED "admitted" /* request: the attempt a dispatch already counted */
 #define REC_TRIES "tries" /* trace hash: upstream attempts begun, by every processor */
 #define REC_OWNER "owner" /* trace hash: owner id of the api key that made it */
+#define REC_WEBHOOK "webhook" /* trace hash: URL called when the chat is final */
 #define REC_STATUS "status"
 #define REC_RESPONSE "response"
 #define REC_PROMPT_TOKENS "prompt_tokens"
@@ -58,6 +59,7 @@ struct chat_request {
     long long deadline;   /* Unix ms; 0: none. On POST: deadline_ms, relative */
     const char *user;     /* NULL or "": anonymous */
     long long admitted;   /* > 0: the attempt counted when it was dispatched */
+    const char *webhook;  /* NULL: none. Kept in the trace hash only */
 };
 
 /* Appends the request-stream fields (for XADD). */

@@ -12,15 +12,18 @@
 #include "log.h"
 #include "record.h"
 #include "stream.h"
+#include "webhook.h"
 
-/* KEYS: trace hash, results stream, dead-letter stream. ARGV: group, entry id,
- * ttl, the status a pending record has, the dead-letter cap, then the entry's
- * field/value pairs. Returns {written (0/1), the status found ('' when there
- * was no record)}. A result for a trace that has no record (an entry written
- * into the requests stream by hand, or a record that expired) cannot be shown
- * to anyone: it goes to the dead-letter stream for a human to look at. A
- * script that fails (the trace key holds another type: WRONGTYPE) stops before
- * the XACK, so the entry stays pending; the delivery limit ends that.
+/* KEYS: trace hash, results stream, dead-letter stream, webhooks stream. ARGV:
+ * group, entry id, ttl, the status a pending record has, the dead-letter cap,
+ * then the entry's field/value pairs. Returns {written (0/1), the status found ('' when
+ * there was no record)}. A result for a trace that has no record (an entry written into
+ * the requests stream by hand, or a record that expired) cannot be shown to anyone: it
+ * goes to the dead-letter stream for a human to look at. A script that fails (the trace
+ * key holds another type: WRONGTYPE) stops before the XACK, so the entry stays pending;
+ * the delivery limit ends that. A trace with a webhook gets its delivery queued in the
+ * same step as its final record (webhook.h), so neither is ever written without the
+ * other.
  *
  * Sent with EVAL rather than EVALSHA: Redis caches the compiled script by its
  * hash either way, and EVAL cannot fail with NOSCRIPT after a Redis restart,
@@ -28,20 +31,24 @@
 #define FINALIZE_ORPHAN_REASON                                                           \
     "no such trace: never accepted by the api, or its record expired"
 
-static const char finalize_script[] =
-    DEADLETTER_LUA "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
-                   "local wrote = 0\n"
-                   "if st == ARGV[4] then\n"
-                   "  redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
-                   "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-                   "  wrote = 1\n"
-                   "elseif not st then\n"
-                   "  dead_letter(KEYS[3], ARGV[5], KEYS[2], ARGV[2],\n"
-                   "              '" FINALIZE_ORPHAN_REASON "', '', ARGV, 6)\n"
-                   "end\n"
-                   "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
-                   "redis.call('XDEL', KEYS[2], ARGV[2])\n"
-                   "return {wrote, st or ''}\n";
+static const char finalize_script[] = DEADLETTER_LUA WEBHOOK_LUA
+    "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
+    "local wrote = 0\n"
+    "if st == ARGV[4] then\n"
+    "  local fin = {}\n"
+    "  for i = 6, #ARGV - 1, 2 do fin[ARGV[i]] = ARGV[i + 1] end\n"
+    "  webhook_enqueue(KEYS[4], KEYS[1], fin['" REC_STATUS "'],\n"
+    "                  fin['" REC_TIMESTAMP "'])\n"
+    "  redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+    "  wrote = 1\n"
+    "elseif not st then\n"
+    "  dead_letter(KEYS[3], ARGV[5], KEYS[2], ARGV[2],\n"
+    "              '" FINALIZE_ORPHAN_REASON "', '', ARGV, 6)\n"
+    "end\n"
+    "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
+    "redis.call('XDEL', KEYS[2], ARGV[2])\n"
+    "return {wrote, st or ''}\n";
 
 /* KEYS: results stream, dead-letter stream. ARGV: group, entry id, the
  * dead-letter cap, reason, deliveries ('' when not counted), then the entry's
@@ -83,10 +90,11 @@ static void finalize_append_script(struct finalize *f, redisContext *c,
     struct cmd cmd;
     cmd_init(&cmd, "EVAL");
     cmd_addz(&cmd, finalize_script);
-    cmd_addz(&cmd, "3");
+    cmd_addz(&cmd, "4");
     cmd_addz(&cmd, tracekey);
     cmd_addz(&cmd, f->keys->results);
     cmd_addz(&cmd, f->keys->dead);
+    cmd_addz(&cmd, f->keys->webhooks);
     cmd_addz(&cmd, KEYS_GROUP_HANDLERS);
     cmd_addz(&cmd, e->id);
     cmd_addll(&cmd, f->ttl_s);
