@@ -75,6 +75,7 @@ static curl_socket_t send_open_socket(void *clientp, curlsocktype purpose,
     if (!d->host_listed &&
         !netguard_addr_allowed(d->guard, &address->addr, d->refused, sizeof(d->refused)))
         return CURL_SOCKET_BAD;
+    d->opened++;
     return socket(address->family, address->socktype, address->protocol);
 }
 
@@ -126,6 +127,7 @@ int send_start(struct send *s, struct delivery *d, char *why, size_t whylen)
         goto fail;
     }
     d->refused[0] = '\0';
+    d->opened = 0;
     d->errbuf[0] = '\0';
     d->guard = s->guard;
     curl_easy_setopt(e, CURLOPT_URL, d->url);
@@ -188,7 +190,10 @@ void send_run(struct send *s, int wait_ms, send_done_fn *done, void *arg)
             r = code >= 200 && code < 300 ? SEND_DELIVERED
                 : code == 410             ? SEND_GONE
                                           : SEND_FAILED;
-        } else if (d->refused[0] != '\0') {
+        } else if (d->refused[0] != '\0' && d->opened == 0) {
+            /* A name with an allowed and a refused address ("localhost", which
+             * curl resolves to 127.0.0.1 and ::1 itself) fails like any other
+             * connection when the allowed one fails: that is retried. */
             snprintf(why, sizeof(why), "refused at delivery: %s", d->refused);
             r = SEND_REFUSED;
         } else {

@@ -33,6 +33,7 @@ struct delivery {
     struct curl_slist *headers;   /* owned while in flight */
     char *body;                   /* owned while in flight */
     char refused[200];            /* why an address was refused, "" if none */
+    int opened;                   /* connections opened to allowed addresses */
     char errbuf[CURL_ERROR_SIZE];
     struct delivery *prev, *next; /* send's list while in flight, else the caller's */
 };
@@ -41,7 +42,7 @@ enum send_result {
     SEND_DELIVERED, /* 2xx */
     SEND_GONE,      /* 410: the receiver wants no more of these */
     SEND_FAILED,    /* another status, a timeout, a connection error: retry */
-    SEND_REFUSED,   /* every address was refused by the netguard: no retry */
+    SEND_REFUSED,   /* every address tried was refused by the netguard: no retry */
 };
 
 struct send {

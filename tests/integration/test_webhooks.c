@@ -216,12 +216,13 @@ static size_t wh_check_lines(const char *trace, const char *type)
     return n;
 }
 
-/* The dead letter of the {prefix}webhooks entry for trace: its reason (new), or
- * NULL. */
-static char *wh_dead_reason(const char *trace)
+/* The dead letter of the {prefix}webhooks entry for trace: 1 with its reason in
+ * out, or 0 (out "") when there is none. */
+static int wh_dead_reason(const char *trace, char *out, size_t outlen)
 {
     struct stack *s = &wh_stack;
-    char *reason = NULL;
+    int found = 0;
+    out[0] = '\0';
     redisReply *r = stack_redis(s, "XRANGE %s - +", s->keys.dead);
     for (size_t i = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements;
          i++) {
@@ -238,17 +239,16 @@ static char *wh_dead_reason(const char *trace)
         }
         if (t != NULL && src != NULL && why != NULL && strcmp(t, trace) == 0 &&
             strcmp(src, s->keys.webhooks) == 0)
-            reason = strdup(why);
+            found = snprintf(out, outlen, "%s", why) >= 0;
     }
     freeReplyObject(r);
-    return reason;
+    return found;
 }
 
 static int wh_check_dead(void *arg)
 {
-    char *reason = wh_dead_reason(arg);
-    free(reason);
-    return reason != NULL;
+    char reason[512];
+    return wh_dead_reason(arg, reason, sizeof(reason));
 }
 
 /* Nothing pending in the group, nothing scheduled. */
@@ -313,9 +313,9 @@ static void test_webhooks_retry_with_backoff(void **state)
               want[i - 1]);
     }
     json_decref(a);
-    char *dead = wh_dead_reason(trace);
-    CHECK(dead == NULL, "a delivered event was dead-lettered: %s", STR(dead));
-    free(dead);
+    char dead[512];
+    CHECK(!wh_dead_reason(trace, dead, sizeof(dead)),
+          "a delivered event was dead-lettered: %s", dead);
 }
 
 /* 410 Gone ends it: one delivery, no retry scheduled, no dead letter. */
@@ -338,9 +338,8 @@ static void test_webhooks_gone_stops(void **state)
           "a 410 Gone was delivered again");
     CHECK(harness_poll(harness_timeout(5000), 50, wh_idle, NULL) == 0,
           "something is left pending or scheduled after 410");
-    char *dead = wh_dead_reason(trace);
-    CHECK(dead == NULL, "410 was dead-lettered: %s", STR(dead));
-    free(dead);
+    char dead[512];
+    CHECK(!wh_dead_reason(trace, dead, sizeof(dead)), "410 was dead-lettered: %s", dead);
 }
 
 /* Every attempt failing: after the 4th the event is in the dead-letter stream with
@@ -352,12 +351,11 @@ static void test_webhooks_dead_after_last_attempt(void **state)
     wh_post_ok("always failing receiver", "/fail", trace);
     CHECK(harness_poll(harness_timeout(WH_RETRY_MS), 100, wh_check_dead, trace) == 0,
           "no dead letter for %s", trace);
-    char *reason = wh_dead_reason(trace);
-    CHECK(reason != NULL && strstr(reason, "after 4 attempts") != NULL &&
+    char reason[512];
+    CHECK(wh_dead_reason(trace, reason, sizeof(reason)) &&
+              strstr(reason, "after 4 attempts") != NULL &&
               strstr(reason, "HTTP 500") != NULL,
-          "dead letter reason \"%s\": want the attempts and the last status",
-          STR(reason));
-    free(reason);
+          "dead letter reason \"%s\": want the attempts and the last status", reason);
     CHECK(wh_check_lines(trace, "chat.completed") == WH_MAX_ATTEMPTS,
           "want exactly %d deliveries", WH_MAX_ATTEMPTS);
     CHECK(harness_poll(harness_timeout(5000), 50, wh_idle, NULL) == 0,
@@ -414,11 +412,11 @@ static void test_webhooks_refused_at_delivery(void **state)
     freeReplyObject(r);
     CHECK(harness_poll(harness_timeout(WH_DELIVER_MS), 50, wh_check_dead, trace) == 0,
           "a delivery to 10.9.8.7 was not dead-lettered");
-    char *reason = wh_dead_reason(trace);
-    CHECK(reason != NULL && strstr(reason, "refused at delivery") != NULL &&
+    char reason[512];
+    CHECK(wh_dead_reason(trace, reason, sizeof(reason)) &&
+              strstr(reason, "refused at delivery") != NULL &&
               strstr(reason, "10.9.8.7") != NULL,
-          "reason \"%s\"", STR(reason));
-    free(reason);
+          "reason \"%s\"", reason);
 }
 
 /* Kill -9 the sender while the receiver holds deliveries open: a new sender takes
@@ -480,9 +478,8 @@ static void test_webhooks_sigkill_mid_delivery(void **state)
         CHECK(n >= 1 && n <= 2, "trace %s delivered %zu times", tr.t[i], n);
         if (started_before[i] > 0)
             again += n == 2;
-        char *dead = wh_dead_reason(tr.t[i]);
-        CHECK(dead == NULL, "dead-lettered: %s", STR(dead));
-        free(dead);
+        char dead[512];
+        CHECK(!wh_dead_reason(tr.t[i], dead, sizeof(dead)), "dead-lettered: %s", dead);
     }
     CHECK(again > 0, "no delivery cut by the kill was sent again");
 }
@@ -502,6 +499,43 @@ static void test_webhooks_default_url(void **state)
     CHECK(wh_check_lines(trace, "chat.completed") == 1, "not one delivery");
 }
 
+/* A name with an allowed and a refused address: curl resolves "localhost" to
+ * 127.0.0.1 and ::1 itself, and WEBHOOK_ALLOW has only the first. When the
+ * allowed address fails too (nothing listens), that is a failed attempt to
+ * retry, not a refusal to dead-letter. Last in the group: it leaves a retry
+ * scheduled. */
+static int wh_check_scheduled(void *arg)
+{
+    struct stack *s = &wh_stack;
+    redisReply *r = stack_redis(s, "ZSCORE %s %s", s->keys.webhooks_delayed, (char *)arg);
+    int found = r != NULL && r->type == REDIS_REPLY_STRING;
+    freeReplyObject(r);
+    return found;
+}
+
+static void test_webhooks_allowed_address_failing_is_retried(void **state)
+{
+    (void)state;
+    struct stack *s = &wh_stack;
+    char trace[UUID_LEN + 1], event[64], url[64];
+    CHECK(uuid_v4(trace) == 0, "uuid_v4 failed");
+    snprintf(event, sizeof(event), "msg_%s", trace);
+    snprintf(url, sizeof(url), "http://localhost:%d/hook", harness_free_port());
+    redisReply *r = stack_redis(s,
+                                "XADD %s * trace %s url %s type chat.completed event %s "
+                                "timestamp 2026-01-01T00:00:00Z attempts 0",
+                                s->keys.webhooks, trace, url, event);
+    CHECK(r != NULL && r->type == REDIS_REPLY_STRING, "XADD failed");
+    freeReplyObject(r);
+    int scheduled =
+        harness_poll(harness_timeout(WH_DELIVER_MS), 20, wh_check_scheduled, event) == 0;
+    char dead[512];
+    int lettered = wh_dead_reason(trace, dead, sizeof(dead));
+    CHECK(scheduled && !lettered,
+          "a failed delivery to %s was %s; want a retry scheduled", url,
+          lettered ? dead : "neither retried nor dead-lettered");
+}
+
 static const struct CMUnitTest wh_tests[] = {
     cmocka_unit_test(test_webhooks_private_refused_at_submit),
     cmocka_unit_test(test_webhooks_signed_events),
@@ -511,6 +545,7 @@ static const struct CMUnitTest wh_tests[] = {
     cmocka_unit_test(test_webhooks_dead_after_last_attempt),
     cmocka_unit_test(test_webhooks_sigkill_mid_delivery),
     cmocka_unit_test(test_webhooks_default_url),
+    cmocka_unit_test(test_webhooks_allowed_address_failing_is_retried),
 };
 
 const struct suite_group suite_webhooks = {
