@@ -29,7 +29,7 @@
 
 #define MAIN_PROG "chatq-webhook"
 /* Longest wait for new deliveries while none is in flight; also how often due
- * retries are looked for then, so a retry is late by at most this. */
+ * retries are looked for, so a retry is late by about this at most. */
 #define MAIN_IDLE_BLOCK_MS 100
 /* Wait on curl while deliveries are in flight, between two looks at Redis. */
 #define MAIN_FLIGHT_WAIT_MS 50
@@ -330,7 +330,7 @@ int main(int argc, char **argv)
     log_info(NULL, "started as %s, redis %s, stream %s, %lld attempts at most",
              w.q.consumer, where, keys.webhooks, cfg.max_attempts);
 
-    long long backoff_ms = 0, next_claim = 0, grace_end = 0;
+    long long backoff_ms = 0, next_claim = 0, next_promote = 0, grace_end = 0;
     for (;;) {
         if (main_stopping && grace_end == 0)
             grace_end = clock_mono_ms() + cfg.grace_ms;
@@ -359,7 +359,10 @@ int main(int argc, char **argv)
         }
         if (w.q.c != NULL && !main_stopping) {
             long long free_slots = cfg.concurrency - w.s.inflight;
-            queue_promote(&w.q, clock_now_ms());
+            if (clock_mono_ms() >= next_promote) {
+                queue_promote(&w.q, clock_now_ms());
+                next_promote = clock_mono_ms() + MAIN_IDLE_BLOCK_MS;
+            }
             if (w.q.c != NULL && free_slots > 0 && clock_mono_ms() >= next_claim) {
                 queue_claim(&w.q, free_slots, main_take, &w);
                 next_claim = clock_mono_ms() + cfg.claim_idle_ms / 4;
