@@ -375,6 +375,11 @@ int main(int argc, char **argv)
         send_run(&w.s, w.s.inflight > 0 ? MAIN_FLIGHT_WAIT_MS : 0, main_done, &w);
     }
 
+    if (w.s.inflight > 0)
+        log_warn(NULL,
+                 "SHUTDOWN_GRACE_MS passed with %d deliveries in flight: they stay "
+                 "pending and are sent again by the sender that takes them over",
+                 w.s.inflight);
     send_free(&w.s, main_done, &w);
     queue_close(&w.q);
     curl_global_cleanup();

@@ -4,14 +4,17 @@
  * finish. Signed events for completed and failed chats; retries after about 1, 2
  * and 4 s until the 4th attempt succeeds; 410 stops; the last failed attempt ends
  * in the dead-letter stream; a private address is refused at submit time (400)
- * and at delivery time; a sender SIGKILLed mid-delivery loses nothing, and sends
- * again only with the same webhook-id; the operator's default WEBHOOK_URL. */
+ * and at delivery time; SIGTERM lets deliveries in flight finish within the
+ * grace and leaves the rest pending; a sender SIGKILLed mid-delivery loses
+ * nothing, and sends again only with the same webhook-id; the operator's default
+ * WEBHOOK_URL. */
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include "harness.h"
@@ -484,6 +487,67 @@ static void test_webhooks_sigkill_mid_delivery(void **state)
     CHECK(again > 0, "no delivery cut by the kill was sent again");
 }
 
+static int wh_check_started(void *arg)
+{
+    json_t *a = wh_lines(arg, "start");
+    size_t n = json_array_size(a);
+    json_decref(a);
+    return n > 0;
+}
+
+/* SIGTERMs the group's sender and checks it exits 0 within timeout_ms. */
+static void wh_sender_term(int timeout_ms)
+{
+    struct stack *s = &wh_stack;
+    int status = -1;
+    char how[64];
+    CHECK(proc_signal(s->webhook, SIGTERM) == 0, "cannot signal the sender");
+    CHECK(proc_wait(s->webhook, harness_timeout(timeout_ms), &status) == 0,
+          "the sender did not exit within %d ms of SIGTERM", timeout_ms);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the sender %s on SIGTERM",
+          proc_describe(status, how, sizeof(how)));
+    proc_free(s->webhook);
+    s->webhook = NULL;
+}
+
+/* SIGTERM lets a delivery in flight finish within SHUTDOWN_GRACE_MS; one that
+ * the grace cuts off stays pending and is sent again, with the same
+ * webhook-id, by the sender that takes it over. */
+static void test_webhooks_sigterm_grace(void **state)
+{
+    (void)state;
+    struct stack *s = &wh_stack;
+    char done[UUID_LEN + 1], cut[UUID_LEN + 1];
+    static const char *const short_grace[] = {
+        "WEBHOOK_SECRET=" WH_SECRET, "WEBHOOK_ALLOW=127.0.0.1", "WEBHOOK_TIMEOUT_MS=4000",
+        "CLAIM_IDLE_MS=6000",        "SHUTDOWN_GRACE_MS=200",   NULL};
+
+    wh_post_ok("finished within the grace", "/slow", done);
+    CHECK(harness_poll(harness_timeout(WH_DELIVER_MS), 20, wh_check_started, done) == 0,
+          "no delivery started");
+    wh_sender_term(8000); /* the receiver answers after 2 s; the grace is 10 s */
+    CHECK(wh_count_end(done, 200) == 1, "the delivery in flight did not finish");
+    CHECK(harness_poll(harness_timeout(5000), 50, wh_idle, NULL) == 0,
+          "a delivery finished within the grace was left pending");
+
+    s->webhook = stack_webhook_start(s, "webhook-short-grace", short_grace);
+    CHECK(s->webhook != NULL, "the sender did not start");
+    wh_post_ok("cut off by the grace", "/slow", cut);
+    CHECK(harness_poll(harness_timeout(WH_DELIVER_MS), 20, wh_check_started, cut) == 0,
+          "no delivery started");
+    wh_sender_term(3000);
+    CHECK(stack_xpending(s, s->keys.webhooks, KEYS_GROUP_WEBHOOKS) == 1,
+          "the delivery cut off is not pending");
+
+    s->webhook = stack_webhook_start(s, "webhook-after-grace", wh_sender_env);
+    CHECK(s->webhook != NULL, "the sender did not start");
+    CHECK(harness_poll(harness_timeout(WH_KILL_MS), 100, wh_idle, NULL) == 0,
+          "the delivery cut off was not taken over and finished");
+    CHECK(wh_check_lines(cut, "chat.completed") == 2,
+          "want the delivery cut off, then one more with the same webhook-id");
+    CHECK(wh_check_lines(done, "chat.completed") == 1, "the finished one came again");
+}
+
 /* WEBHOOK_URL: a chat that names no webhook gets the operator's. */
 static void test_webhooks_default_url(void **state)
 {
@@ -543,6 +607,7 @@ static const struct CMUnitTest wh_tests[] = {
     cmocka_unit_test(test_webhooks_refused_at_delivery),
     cmocka_unit_test(test_webhooks_retry_with_backoff),
     cmocka_unit_test(test_webhooks_dead_after_last_attempt),
+    cmocka_unit_test(test_webhooks_sigterm_grace),
     cmocka_unit_test(test_webhooks_sigkill_mid_delivery),
     cmocka_unit_test(test_webhooks_default_url),
     cmocka_unit_test(test_webhooks_allowed_address_failing_is_retried),
