@@ -254,6 +254,16 @@ static int wh_check_dead(void *arg)
     return wh_dead_reason(arg, reason, sizeof(reason));
 }
 
+/* 1 once the event (its webhook-id) waits in the retry schedule. */
+static int wh_check_scheduled(void *arg)
+{
+    struct stack *s = &wh_stack;
+    redisReply *r = stack_redis(s, "ZSCORE %s %s", s->keys.webhooks_delayed, (char *)arg);
+    int found = r != NULL && r->type == REDIS_REPLY_STRING;
+    freeReplyObject(r);
+    return found;
+}
+
 /* Nothing pending in the group, nothing scheduled. */
 static int wh_idle(void *arg)
 {
@@ -548,6 +558,32 @@ static void test_webhooks_sigterm_grace(void **state)
     CHECK(wh_check_lines(done, "chat.completed") == 1, "the finished one came again");
 }
 
+/* The retry schedule lives in Redis: with a retry waiting, the sender is
+ * SIGKILLed and Redis restarted; a new sender still makes the remaining
+ * attempts, and the 4th is delivered. */
+static void test_webhooks_schedule_survives_restarts(void **state)
+{
+    (void)state;
+    struct stack *s = &wh_stack;
+    char trace[UUID_LEN + 1], event[64];
+    wh_post_ok("a retry across restarts", "/fail3", trace);
+    snprintf(event, sizeof(event), "msg_%s", trace);
+    CHECK(harness_poll(harness_timeout(WH_DELIVER_MS), 20, wh_check_scheduled, event) ==
+              0,
+          "no retry was scheduled");
+    CHECK(proc_signal(s->webhook, SIGKILL) == 0, "cannot SIGKILL the sender");
+    CHECK(proc_wait(s->webhook, 5000, NULL) == 0, "the sender outlived SIGKILL");
+    proc_free(s->webhook);
+    s->webhook = NULL;
+    CHECK(stack_redis_stop(s) == 0, "redis-server did not stop");
+    CHECK(stack_redis_start(s) == 0, "redis-server did not start again");
+    s->webhook = stack_webhook_start(s, "webhook-after-restarts", wh_sender_env);
+    CHECK(s->webhook != NULL, "the sender did not start");
+    wh_wait_end(trace, 200, WH_KILL_MS);
+    size_t n = wh_check_lines(trace, "chat.completed");
+    CHECK(n == 4, "%zu deliveries, want 4", n);
+}
+
 /* WEBHOOK_URL: a chat that names no webhook gets the operator's. */
 static void test_webhooks_default_url(void **state)
 {
@@ -568,15 +604,6 @@ static void test_webhooks_default_url(void **state)
  * allowed address fails too (nothing listens), that is a failed attempt to
  * retry, not a refusal to dead-letter. Last in the group: it leaves a retry
  * scheduled. */
-static int wh_check_scheduled(void *arg)
-{
-    struct stack *s = &wh_stack;
-    redisReply *r = stack_redis(s, "ZSCORE %s %s", s->keys.webhooks_delayed, (char *)arg);
-    int found = r != NULL && r->type == REDIS_REPLY_STRING;
-    freeReplyObject(r);
-    return found;
-}
-
 static void test_webhooks_allowed_address_failing_is_retried(void **state)
 {
     (void)state;
@@ -609,6 +636,7 @@ static const struct CMUnitTest wh_tests[] = {
     cmocka_unit_test(test_webhooks_dead_after_last_attempt),
     cmocka_unit_test(test_webhooks_sigterm_grace),
     cmocka_unit_test(test_webhooks_sigkill_mid_delivery),
+    cmocka_unit_test(test_webhooks_schedule_survives_restarts),
     cmocka_unit_test(test_webhooks_default_url),
     cmocka_unit_test(test_webhooks_allowed_address_failing_is_retried),
 };
