@@ -8,6 +8,7 @@
  * grace and leaves the rest pending; a sender SIGKILLed mid-delivery loses
  * nothing, and sends again only with the same webhook-id; the operator's default
  * WEBHOOK_URL. */
+#include <glob.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -627,6 +628,74 @@ static void test_webhooks_allowed_address_failing_is_retried(void **state)
           lettered ? dead : "neither retried nor dead-lettered");
 }
 
+/* The secret (its base64, or any 12 characters of it) is in no log of the group
+ * and in no Redis key or value. */
+#define WH_SECRET_B64 "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+#define WH_PIECE 12
+
+static const char *wh_secret_piece(const char *text, size_t len)
+{
+    static char piece[WH_PIECE + 1];
+    size_t n = strlen(WH_SECRET_B64);
+    for (size_t at = 0; at + WH_PIECE <= n; at++) {
+        memcpy(piece, WH_SECRET_B64 + at, WH_PIECE);
+        piece[WH_PIECE] = '\0';
+        if (memmem(text, len, piece, WH_PIECE) != NULL)
+            return piece;
+    }
+    return NULL;
+}
+
+static int wh_reply_has_secret(const redisReply *r)
+{
+    if (r == NULL)
+        return 0;
+    if (r->str != NULL && wh_secret_piece(r->str, r->len) != NULL)
+        return 1;
+    for (size_t i = 0; i < r->elements; i++)
+        if (wh_reply_has_secret(r->element[i]))
+            return 1;
+    return 0;
+}
+
+static int wh_key_has_secret(const char *key, const char *type, const redisReply *value,
+                             void *arg)
+{
+    (void)type;
+    if (wh_secret_piece(key, strlen(key)) == NULL && !wh_reply_has_secret(value))
+        return 0;
+    snprintf(arg, 256, "%s", key);
+    return 1;
+}
+
+static void test_webhooks_secret_never_written(void **state)
+{
+    (void)state;
+    struct stack *s = &wh_stack;
+    char pattern[PATH_MAX], key[256] = "";
+    glob_t g;
+    snprintf(pattern, sizeof(pattern), "%s/*.log", s->dir);
+    CHECK(glob(pattern, 0, NULL, &g) == 0, "no logs in %s", s->dir);
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        FILE *f = fopen(g.gl_pathv[i], "r");
+        char line[8192];
+        const char *found = NULL;
+        while (f != NULL && found == NULL && fgets(line, sizeof(line), f) != NULL)
+            found = wh_secret_piece(line, strlen(line));
+        if (f != NULL)
+            fclose(f);
+        if (found != NULL) {
+            char path[PATH_MAX];
+            snprintf(path, sizeof(path), "%s", g.gl_pathv[i]);
+            globfree(&g);
+            fail_msg("a piece of the webhook secret (%s) is in %s", found, path);
+        }
+    }
+    globfree(&g);
+    CHECK(stack_redis_each(s, wh_key_has_secret, key) == 0,
+          "a piece of the webhook secret is in Redis, key %s", key);
+}
+
 static const struct CMUnitTest wh_tests[] = {
     cmocka_unit_test(test_webhooks_private_refused_at_submit),
     cmocka_unit_test(test_webhooks_signed_events),
@@ -639,6 +708,7 @@ static const struct CMUnitTest wh_tests[] = {
     cmocka_unit_test(test_webhooks_schedule_survives_restarts),
     cmocka_unit_test(test_webhooks_default_url),
     cmocka_unit_test(test_webhooks_allowed_address_failing_is_retried),
+    cmocka_unit_test(test_webhooks_secret_never_written),
 };
 
 const struct suite_group suite_webhooks = {
