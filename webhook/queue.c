@@ -183,8 +183,13 @@ int queue_end(struct queue *q, const char *id, enum queue_end how, const char *e
     struct cmd c;
     redisReply *r = NULL;
     int rc = -1;
-    if (q->c == NULL)
+    if (q->c == NULL) {
+        log_warn(NULL,
+                 "Redis is away: webhook delivery %s stays pending and is sent "
+                 "again once taken over",
+                 id);
         return -1;
+    }
     cmd_init(&c, "EVAL");
     cmd_addz(&c, queue_end_script);
     cmd_addz(&c, "4");

@@ -585,6 +585,30 @@ static void test_webhooks_schedule_survives_restarts(void **state)
     CHECK(n == 4, "%zu deliveries, want 4", n);
 }
 
+/* Redis restarted while a delivery is in flight: the sender cannot record the
+ * end of the attempt, keeps running, reconnects, and sends the event again with
+ * the same webhook-id; nothing is left pending. */
+static void test_webhooks_redis_restart_mid_delivery(void **state)
+{
+    (void)state;
+    struct stack *s = &wh_stack;
+    char trace[UUID_LEN + 1];
+    wh_post_ok("redis goes away meanwhile", "/slow", trace);
+    CHECK(harness_poll(harness_timeout(WH_DELIVER_MS), 20, wh_check_started, trace) == 0,
+          "no delivery started");
+    CHECK(stack_redis_stop(s) == 0, "redis-server did not stop");
+    /* The receiver answers after 2 s, with Redis still down. */
+    struct wh_wait w = {trace, 200};
+    CHECK(harness_poll(harness_timeout(5000), 20, wh_check_end, &w) == 0,
+          "the delivery did not finish");
+    CHECK(stack_redis_start(s) == 0, "redis-server did not start again");
+    CHECK(harness_poll(harness_timeout(WH_KILL_MS), 100, wh_idle, NULL) == 0,
+          "the delivery was not settled after Redis came back");
+    CHECK(proc_alive(s->webhook), "the sender died with Redis");
+    size_t n = wh_check_lines(trace, "chat.completed");
+    CHECK(n >= 1 && n <= 2, "%zu deliveries, want 1 or 2 (the same webhook-id)", n);
+}
+
 /* WEBHOOK_URL: a chat that names no webhook gets the operator's. */
 static void test_webhooks_default_url(void **state)
 {
@@ -706,6 +730,7 @@ static const struct CMUnitTest wh_tests[] = {
     cmocka_unit_test(test_webhooks_sigterm_grace),
     cmocka_unit_test(test_webhooks_sigkill_mid_delivery),
     cmocka_unit_test(test_webhooks_schedule_survives_restarts),
+    cmocka_unit_test(test_webhooks_redis_restart_mid_delivery),
     cmocka_unit_test(test_webhooks_default_url),
     cmocka_unit_test(test_webhooks_allowed_address_failing_is_retried),
     cmocka_unit_test(test_webhooks_secret_never_written),
