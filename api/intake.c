@@ -97,7 +97,11 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
  * temperature, and user when there is one, as they travel on the stream), not of the
  * body's text: a retry that spells the same JSON differently is the same request,
  * and a key reused for another end user is not (that user must not be handed the
- * first one's chat). A request without a user fingerprints as it always did.
+ * first one's chat). A request without a user fingerprints as it always did. Its
+ * webhook (kept in the pending record, not on the stream) counts too: a retry that
+ * names another URL is another request, not one whose URL is silently dropped
+ * (WEBHOOK_URL, when it applies, counts as the request's own); a request without
+ * one fingerprints as before.
  *
  * XADD comes first: Redis does not undo what a script wrote before an error, but a
  * script stops at its first failing command, so a failing XADD (the key holds
@@ -118,6 +122,11 @@ static const char intake_script[] =
     "    if f == '" REC_MESSAGE "' or f == '" REC_MODEL "' or\n"
     "       f == '" REC_TEMPERATURE "' or f == '" REC_USER "' then\n"
     "      parts[#parts + 1] = f .. '=' .. ARGV[i + 1]\n"
+    "    end\n"
+    "  end\n"
+    "  for i = 4 + n, #ARGV - 1, 2 do\n"
+    "    if ARGV[i] == '" REC_WEBHOOK "' then\n"
+    "      parts[#parts + 1] = ARGV[i] .. '=' .. ARGV[i + 1]\n"
     "    end\n"
     "  end\n"
     "  fp = redis.sha1hex(table.concat(parts, '\\0'))\n"

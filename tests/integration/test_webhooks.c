@@ -609,6 +609,47 @@ static void test_webhooks_redis_restart_mid_delivery(void **state)
     CHECK(n >= 1 && n <= 2, "%zu deliveries, want 1 or 2 (the same webhook-id)", n);
 }
 
+/* POSTs body with Idempotency-Key key; returns the status, the traceId in trace. */
+static long wh_post_idem(const char *body, const char *key, char trace[UUID_LEN + 1])
+{
+    char url[128], header[128];
+    const char *headers[] = {header, NULL};
+    struct http_response r = {0};
+    snprintf(header, sizeof(header), "Idempotency-Key: %s", key);
+    trace[0] = '\0';
+    long status = 0;
+    if (http_request_with("POST", stack_url(&wh_stack, "/chat", url, sizeof(url)),
+                          headers, body, strlen(body), 10000, &r) == 0) {
+        status = r.status;
+        json_t *j = http_json(&r);
+        const char *id = http_json_str(j, "traceId");
+        if (id != NULL && strlen(id) == UUID_LEN)
+            memcpy(trace, id, UUID_LEN + 1);
+        json_decref(j);
+    }
+    http_response_free(&r);
+    return status;
+}
+
+/* The webhook is part of what an Idempotency-Key stands for: the same body again
+ * is the same chat; another webhook under the same key is refused (422), not
+ * silently dropped. */
+static void test_webhooks_idempotency_key(void **state)
+{
+    (void)state;
+    char body[256], other[256], t1[UUID_LEN + 1], t2[UUID_LEN + 1], t3[UUID_LEN + 1];
+    snprintf(body, sizeof(body), "{\"message\":\"idem\",\"webhook\":\"%s/ok\"}", wh_base);
+    snprintf(other, sizeof(other), "{\"message\":\"idem\",\"webhook\":\"%s/gone\"}",
+             wh_base);
+    CHECK(wh_post_idem(body, "wh-idem-1", t1) == 202, "first POST not 202");
+    CHECK(wh_post_idem(body, "wh-idem-1", t2) == 202 && strcmp(t1, t2) == 0,
+          "the same request again got traceId %s, want %s", t2, t1);
+    long st = wh_post_idem(other, "wh-idem-1", t3);
+    CHECK(st == 422, "another webhook under the same key got HTTP %ld, want 422", st);
+    wh_wait_end(t1, 200, WH_DELIVER_MS);
+    CHECK(wh_check_lines(t1, "chat.completed") == 1, "want one delivery for one chat");
+}
+
 /* WEBHOOK_URL: a chat that names no webhook gets the operator's. */
 static void test_webhooks_default_url(void **state)
 {
@@ -731,6 +772,7 @@ static const struct CMUnitTest wh_tests[] = {
     cmocka_unit_test(test_webhooks_sigkill_mid_delivery),
     cmocka_unit_test(test_webhooks_schedule_survives_restarts),
     cmocka_unit_test(test_webhooks_redis_restart_mid_delivery),
+    cmocka_unit_test(test_webhooks_idempotency_key),
     cmocka_unit_test(test_webhooks_default_url),
     cmocka_unit_test(test_webhooks_allowed_address_failing_is_retried),
     cmocka_unit_test(test_webhooks_secret_never_written),
