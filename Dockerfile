@@ -4,6 +4,7 @@ FROM debian:12-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends make gcc libc6-dev pkg-config \
         libcivetweb-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev libevent-dev \
+        libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -13,6 +14,7 @@ COPY processor processor
 COPY handler handler
 COPY fake-upstream fake-upstream
 COPY stat stat
+COPY webhook webhook
 RUN make -j"$(nproc)" WERROR=1 && make install PREFIX=/usr/local DESTDIR=/out
 
 # Redis from Debian's package too, so every image builds from Debian alone.
@@ -30,7 +32,7 @@ CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/d
 FROM debian:12-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libcivetweb1 libhiredis0.14 libjansson4 \
-        libcurl4 libevent-2.1-7 ca-certificates curl \
+        libcurl4 libevent-2.1-7 libssl3 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home chatq
 COPY --from=build /out/usr/local/bin/ /usr/local/bin/

@@ -1,7 +1,7 @@
 # chatq - build, test, run and benchmark.
 #
 #   make                 bin/chatq-api, bin/chatq-processor, bin/chatq-handler,
-#                        bin/chatq-stat, bin/chatq-fake-upstream
+#                        bin/chatq-stat, bin/chatq-fake-upstream, bin/chatq-webhook
 #   make run             the whole system on this machine (see README.md)
 #   make test            format check, then unit + integration tests (ASan/UBSan)
 #   make bench           the performance table
@@ -42,12 +42,13 @@ PROCESSOR_SRC := $(wildcard processor/*.c)
 HANDLER_SRC := $(wildcard handler/*.c)
 FAKE_SRC := $(wildcard fake-upstream/*.c)
 STAT_SRC := $(wildcard stat/*.c)
+WEBHOOK_SRC := $(wildcard webhook/*.c)
 
 obj = $(patsubst %.c,$(OBJDIR)/%.o,$(1))
 LIBCOMMON := $(OBJDIR)/libchatq.a
 
 PROGRAMS := $(BINDIR)/chatq-api $(BINDIR)/chatq-processor $(BINDIR)/chatq-handler \
-            $(BINDIR)/chatq-stat $(BINDIR)/chatq-fake-upstream
+            $(BINDIR)/chatq-stat $(BINDIR)/chatq-fake-upstream $(BINDIR)/chatq-webhook
 
 .PHONY: all install uninstall test test-programs unit run bench format format-check \
         valgrind deps sdk-deps fuzz fuzz-programs \
@@ -92,6 +93,12 @@ $(BINDIR)/chatq-stat: $(call obj,$(STAT_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lhiredis -ljansson -lm
 
+# HMAC-SHA256 for the signatures from libcrypto (OpenSSL), which libcurl already
+# loads for https.
+$(BINDIR)/chatq-webhook: $(call obj,$(WEBHOOK_SRC)) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcurl -lcrypto -lhiredis -ljansson -lm
+
 # The fake takes from the common archive only what it shares with chatq: the log
 # line, clock and UTF-8 helpers (it needs no Redis, so no other member is linked).
 $(BINDIR)/chatq-fake-upstream: $(call obj,$(FAKE_SRC)) $(LIBCOMMON)
@@ -104,8 +111,9 @@ $(BINDIR)/chatq-fake-upstream: $(call obj,$(FAKE_SRC)) $(LIBCOMMON)
 TEST_SAN ?= address,undefined
 TEST_O := build/test
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
-MAINS := api/main.c processor/main.c handler/main.c fake-upstream/main.c
-LIB_OBJS = $(call obj,$(filter-out $(MAINS),$(API_SRC) $(PROCESSOR_SRC) $(HANDLER_SRC))) \
+MAINS := api/main.c processor/main.c handler/main.c fake-upstream/main.c webhook/main.c
+LIB_OBJS = $(call obj,$(filter-out $(MAINS),$(API_SRC) $(PROCESSOR_SRC) $(HANDLER_SRC) \
+                                             $(WEBHOOK_SRC))) \
            $(PAGE_OBJ)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BINDIR)/tests/%,$(UNIT_SRC))
 INTEG_SRC := $(wildcard tests/integration/*.c)
@@ -113,7 +121,7 @@ INTEG_BIN := $(BINDIR)/tests/integration
 
 $(BINDIR)/tests/%: $(OBJDIR)/tests/unit/%.o $(LIB_OBJS) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcmocka -lcivetweb -lcurl -levent -lhiredis \
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcmocka -lcivetweb -lcurl -lcrypto -levent -lhiredis \
 	    -ljansson -lpthread -lm
 
 # The fake's limiter is tested on its own (the fake's other files share names with
@@ -137,8 +145,8 @@ FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BINDIR)/fuzz/%,$(FUZZ_SRC))
 
 $(BINDIR)/fuzz/%: $(OBJDIR)/tests/fuzz/%.o $(LIB_OBJS) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ -lcivetweb -lcurl -levent -lhiredis \
-	    -ljansson -lpthread -lm
+	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ -lcivetweb -lcurl -lcrypto -levent \
+	    -lhiredis -ljansson -lpthread -lm
 
 fuzz-programs: $(FUZZ_BINS)
 
@@ -191,7 +199,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS)))
 
 FORMAT_SRC = $(wildcard common/*.[ch] api/*.[ch] processor/*.[ch] handler/*.[ch] \
-                fake-upstream/*.[ch] stat/*.[ch] tests/*/*.[ch] bench/*.[ch])
+                fake-upstream/*.[ch] stat/*.[ch] webhook/*.[ch] tests/*/*.[ch] bench/*.[ch])
 
 format:
 	clang-format -i $(FORMAT_SRC)

@@ -11,16 +11,19 @@
 #include "record.h"
 #include "server.h"
 #include "uuid.h"
+#include "webhook.h"
 #include "worker.h"
 
-/* KEYS: the trace hash, the owner's in-flight set (its gateway key's quota). ARGV:
+/* KEYS: the trace hash, the owner's in-flight set (its gateway key's quota), the
+ * webhooks stream (a chat with a webhook gets its chat.cancelled delivery queued in
+ * the same step, see webhook.h). ARGV:
  * the cancel channel, the trace id, the time, the owner of the request, "1" to
  * forget. Returns a cancel_result. A cancelled chat is final: it frees its slot in
  * the in-flight set as the handler's finalize does for the others. A record of another
  * key (or already deleted) is answered as if it did not exist. Sent with EVAL (see
  * handler/finalize.c). */
 /* clang-format off */
-static const char cancel_script[] =
+static const char cancel_script[] = WEBHOOK_LUA
     "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
     "if not st or redis.call('HGET', KEYS[1], '" REC_DELETED "') == '1' then\n"
     "  return 0\n"
@@ -29,6 +32,7 @@ static const char cancel_script[] =
     "  return 0\n"
     "end\n"
     "if st == 'processing' then\n"
+    "  webhook_enqueue(KEYS[3], KEYS[1], '" CHAT_CANCELLED_NAME "', ARGV[3])\n"
     "  redis.call('HSET', KEYS[1], '" REC_STATUS "', '" CHAT_CANCELLED_NAME "',\n"
     "             '" REC_TIMESTAMP "', ARGV[3])\n"
     /* Kept (for its TTL) so that its outcome, still to come, finds a final record
@@ -52,10 +56,11 @@ enum cancel_result cancel_run(struct worker *w, const char *trace, int forget)
     keys_quota(w->srv->keys.quota_inflight_prefix, w->owner, inflight, sizeof(inflight));
     keys_cancel(&w->srv->keys, channel, sizeof(channel));
     clock_iso8601(now, clock_now_ms());
-    const char *argv[] = {"EVAL",  cancel_script, "2", key,      inflight,
-                          channel, trace,         now, w->owner, forget ? "1" : "0"};
+    const char *argv[] = {
+        "EVAL",  cancel_script, "3", key,      inflight,          w->srv->keys.webhooks,
+        channel, trace,         now, w->owner, forget ? "1" : "0"};
     /* Safe to repeat: a second run finds the record final. */
-    redisReply *rep = worker_command(w, trace, 10, argv);
+    redisReply *rep = worker_command(w, trace, 11, argv);
     enum cancel_result v = CANCEL_FAILED;
     if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer >= CANCEL_NONE &&
         rep->integer <= CANCEL_FINAL)

@@ -96,7 +96,11 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
  * max_tokens and params when given, as they travel on the stream), not of the
  * body's text: a retry that spells the same JSON differently is the same request,
  * and a key reused for another end user is not (that user must not be handed the
- * first one's chat). A request without a user fingerprints as it always did.
+ * first one's chat). A request without a user fingerprints as it always did. Its
+ * webhook (kept in the pending record, not on the stream) counts too: a retry that
+ * names another URL is another request, not one whose URL is silently dropped
+ * (WEBHOOK_URL, when it applies, counts as the request's own); a request without
+ * one fingerprints as before.
  *
  * The Idempotency-Key comes before the quotas: a replay of an accepted chat is
  * answered with its trace, neither counted again nor refused. The rate is GCRA in
@@ -144,6 +148,11 @@ static const char intake_script[] =
     "       f == '" REC_MESSAGES "' or f == '" REC_TOP_P "' or\n"
     "       f == '" REC_MAX_TOKENS "' or f == '" REC_PARAMS "' then\n"
     "      parts[#parts + 1] = f .. '=' .. ARGV[i + 1]\n"
+    "    end\n"
+    "  end\n"
+    "  for i = 4 + n, #ARGV - 1, 2 do\n"
+    "    if ARGV[i] == '" REC_WEBHOOK "' then\n"
+    "      parts[#parts + 1] = ARGV[i] .. '=' .. ARGV[i + 1]\n"
     "    end\n"
     "  end\n"
     "  fp = redis.sha1hex(table.concat(parts, '\\0'))\n"
@@ -498,6 +507,16 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
         req.deadline = srv->default_deadline_ms;
     if (req.deadline > 0)
         req.deadline += now;
+    /* Where the webhook leads is checked now, so a refused URL is a 400 the client
+     * sees; the sender checks the address it connects to again at delivery. */
+    if (req.webhook == NULL)
+        req.webhook = srv->webhook_default;
+    if (req.webhook != NULL &&
+        validate_webhook_target(&srv->webhook_guard, req.webhook, &verr) != 0) {
+        log_debug(trace, "POST /chat refused: %s: %s", verr.code, verr.message);
+        status = reply_error(&r, conn, verr.status, verr.code, "%s", verr.message);
+        goto out;
+    }
 
     if (w == NULL) {
         status = reply_error(&r, conn, 500, "internal_error",

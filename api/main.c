@@ -40,6 +40,8 @@ struct config {
     const char *key_models;
     long long key_inflight_max_s;
     long long status_page;
+    const char *webhook_url;
+    const char *webhook_allow;
 };
 
 /* Checks what the table's ranges cannot and fills the server's settings. Returns 0,
@@ -82,6 +84,16 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     s->request_timeout_ms = (int)cfg->request_timeout_ms;
     s->wait_max_ms = cfg->wait_max_ms;
     s->status_page = (int)cfg->status_page;
+    if (netguard_init(&s->webhook_guard, cfg->webhook_allow, err, errlen) != 0)
+        return -1;
+    if (cfg->webhook_url != NULL && cfg->webhook_url[0] != '\0') {
+        struct netguard_url u;
+        if (netguard_url_parse(cfg->webhook_url, &u, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "WEBHOOK_URL: not a URL chatq calls: %s", why);
+            return -1;
+        }
+        s->webhook_default = cfg->webhook_url;
+    }
     return 0;
 }
 
@@ -173,6 +185,13 @@ int main(int argc, char **argv)
          "1: GET / serves the status page and GET /status.json its data (which needs a "
          "gateway key when there are any); 0: both 404",
          &cfg.status_page, 0, 1, 0},
+        {"WEBHOOK_URL", "webhook-url", CONFIG_STR, NULL,
+         "webhook of chats that name none in their 'webhook' field (unset: none)",
+         &cfg.webhook_url, 0, 0, 0},
+        {"WEBHOOK_ALLOW", "webhook-allow", CONFIG_STR, NULL,
+         "hosts, addresses and CIDRs a webhook may reach although loopback, link-local "
+         "or private, comma-separated (e.g. 127.0.0.1,10.1.0.0/16)",
+         &cfg.webhook_allow, 0, 0, 0},
         CONFIG_TTL_VAR(cfg.result_ttl),
         CONFIG_COMMON_VARS(cfg.common),
     };

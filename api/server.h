@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "keys.h"
+#include "netguard.h"
 #include "rconn.h"
 
 struct mg_connection;
@@ -29,6 +30,8 @@ struct server {
     long long wait_max_ms;         /* WAIT_MAX_MS: longest a waiting call waits */
     long long inflight_max_ms;     /* longest a chat holds a KEY_INFLIGHT slot */
     int status_page;               /* 1: GET / and GET /status.json (page.h) */
+    const char *webhook_default;   /* WEBHOOK_URL, for chats naming none; NULL: none */
+    struct netguard webhook_guard; /* WEBHOOK_ALLOW and the address rules */
     struct rconn_url redis;
     struct keys keys;
 

@@ -84,7 +84,8 @@ static int validate_known(const char *key)
 {
     return strcmp(key, REC_MESSAGE) == 0 || strcmp(key, REC_MODEL) == 0 ||
            strcmp(key, REC_TEMPERATURE) == 0 ||
-           strcmp(key, VALIDATE_DEADLINE_FIELD) == 0 || strcmp(key, REC_USER) == 0;
+           strcmp(key, VALIDATE_DEADLINE_FIELD) == 0 || strcmp(key, REC_USER) == 0 ||
+           strcmp(key, REC_WEBHOOK) == 0;
 }
 
 static int validate_message(const json_t *root, struct chat_request *req,
@@ -232,6 +233,35 @@ static int validate_user(const json_t *root, struct chat_request *req,
     return 0;
 }
 
+static int validate_webhook(const json_t *root, struct chat_request *req,
+                            struct validate_error *err)
+{
+    const json_t *v = json_object_get(root, REC_WEBHOOK);
+    char why[160];
+    struct netguard_url u;
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v)) {
+        validate_fail(err, "invalid_field", "'" REC_WEBHOOK "' must be a string, not %s",
+                      validate_type_name(v));
+        return -1;
+    }
+    const char *url = json_string_value(v);
+    size_t len = json_string_length(v);
+    if (memchr(url, '\0', len) != NULL) {
+        validate_fail(err, "invalid_field",
+                      "'" REC_WEBHOOK "' must not contain NUL (\\u0000) characters");
+        return -1;
+    }
+    if (netguard_url_parse(url, &u, why, sizeof(why)) != 0) {
+        validate_fail(err, "invalid_field",
+                      "'" REC_WEBHOOK "' is not a URL chatq calls: %s", why);
+        return -1;
+    }
+    req->webhook = url;
+    return 0;
+}
+
 json_t *validate_chat(const char *body, size_t len, const char *default_model,
                       struct chat_request *req, struct validate_error *err)
 {
@@ -276,8 +306,8 @@ json_t *validate_chat(const char *body, size_t len, const char *default_model,
             size_t klen = strlen(key);
             validate_fail(err, "unknown_field",
                           "unknown field '%.*s%s'; the supported fields are 'message', "
-                          "'model', 'temperature', '" VALIDATE_DEADLINE_FIELD "' and "
-                          "'" REC_USER "'",
+                          "'model', 'temperature', '" VALIDATE_DEADLINE_FIELD "', "
+                          "'" REC_USER "' and '" REC_WEBHOOK "'",
                           (int)utf8_cut(key, klen, VALIDATE_NAME_ECHO), key,
                           klen > VALIDATE_NAME_ECHO ? "..." : "");
             goto out;
@@ -286,7 +316,8 @@ json_t *validate_chat(const char *body, size_t len, const char *default_model,
     if (validate_message(root, req, err) != 0 ||
         validate_model(root, default_model, req, err) != 0 ||
         validate_temperature(root, req, err) != 0 ||
-        validate_deadline(root, req, err) != 0 || validate_user(root, req, err) != 0)
+        validate_deadline(root, req, err) != 0 || validate_user(root, req, err) != 0 ||
+        validate_webhook(root, req, err) != 0)
         goto out;
     result = root;
     root = NULL;
@@ -325,4 +356,29 @@ int validate_idempotency_key(const char *key, struct validate_error *err)
         }
     }
     return 0;
+}
+
+int validate_webhook_target(const struct netguard *g, const char *url,
+                            struct validate_error *err)
+{
+    char why[320];
+    switch (netguard_check_url(g, url, why, sizeof(why))) {
+    case NETGUARD_OK:
+        return 0;
+    case NETGUARD_BAD_URL:
+        validate_fail(err, "invalid_field",
+                      "'" REC_WEBHOOK "' is not a URL chatq calls: %s", why);
+        return -1;
+    case NETGUARD_REFUSED:
+        validate_fail(err, "webhook_not_allowed",
+                      "'" REC_WEBHOOK "' may not be called: %s (loopback, link-local and "
+                      "private addresses are refused)",
+                      why);
+        return -1;
+    case NETGUARD_UNRESOLVED:
+        validate_fail(err, "webhook_unresolvable",
+                      "'" REC_WEBHOOK "' cannot be checked: %s", why);
+        return -1;
+    }
+    return -1;
 }

@@ -24,7 +24,11 @@
  *   - arrays and objects nested more than VALIDATE_DEPTH_MAX deep are refused
  *     (invalid_body) before parsing, to bound the parser's stack use;
  *   - "\u0000" inside message or model is refused (invalid_field): the other hops
- *     handle C strings, and no model needs a NUL.
+ *     handle C strings, and no model needs a NUL;
+ *   - "webhook": optional URL called when the chat is final; its syntax is checked
+ *     here (netguard_url_parse: http or https, at most NETGUARD_URL_MAX bytes,
+ *     invalid_field); where it leads is checked by validate_webhook_target, which
+ *     resolves its host and so is kept out of this pure function.
  * And of the Idempotency-Key header (validate_idempotency_key): 1 to
  * VALIDATE_IDEM_KEY_MAX printable ASCII characters (0x20-0x7e), else invalid_header. */
 #ifndef CHATQ_API_VALIDATE_H
@@ -34,6 +38,7 @@
 
 #include <jansson.h>
 
+#include "netguard.h"
 #include "record.h"
 
 #define VALIDATE_DEFAULT_TEMPERATURE 0.7
@@ -67,5 +72,13 @@ int validate_too_deep(const char *s, size_t len);
 /* Checks the value of an Idempotency-Key header (NUL-terminated, as civetweb hands
  * it: leading and trailing blanks already gone). Returns 0, or -1 with err filled. */
 int validate_idempotency_key(const char *key, struct validate_error *err);
+
+/* The submit-time server-side request forgery check of a webhook URL: every
+ * address its host resolves to must be allowed by g (netguard.h). Returns 0, or
+ * -1 with err filled: 400 webhook_not_allowed (a loopback, link-local or private
+ * address not in WEBHOOK_ALLOW), webhook_unresolvable (the name does not
+ * resolve) or invalid_field (the URL itself). May wait for DNS. */
+int validate_webhook_target(const struct netguard *g, const char *url,
+                            struct validate_error *err);
 
 #endif

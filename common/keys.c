@@ -19,6 +19,11 @@ int keys_init(struct keys *k, const char *prefix)
     snprintf(k->worker_prefix, sizeof(k->worker_prefix), "%sworker:", prefix);
     snprintf(k->workers, sizeof(k->workers), "%sworkers", prefix);
     snprintf(k->stats, sizeof(k->stats), "%sstats", prefix);
+    snprintf(k->webhooks, sizeof(k->webhooks), "%swebhooks", prefix);
+    snprintf(k->webhooks_delayed, sizeof(k->webhooks_delayed), "%swebhooks:delayed",
+             prefix);
+    snprintf(k->webhooks_entries, sizeof(k->webhooks_entries),
+             "%swebhooks:delayed:entries", prefix);
     return 0;
 }
 

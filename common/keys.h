@@ -16,7 +16,10 @@
  *                                by the api's intake, released by the handler)
  *   {prefix}worker:{consumer}  hash: a live worker's heartbeat, with a short TTL
  *   {prefix}workers      sorted set: consumer names by heartbeat expiry (Unix ms)
- *   {prefix}stats        hash: chats finished for good, by final status (counters) */
+ *   {prefix}stats        hash: chats finished for good, by final status (counters)
+ *   {prefix}webhooks     stream: webhook deliveries due, read by group "webhooks"
+ *   {prefix}webhooks:delayed          zset: deliveries waiting for a retry, by due time
+ *   {prefix}webhooks:delayed:entries  hash: their fields (webhook.h) */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -24,6 +27,7 @@
 
 #define KEYS_GROUP_PROCESSORS "processors"
 #define KEYS_GROUP_HANDLERS "handlers"
+#define KEYS_GROUP_WEBHOOKS "webhooks"
 
 #define KEYS_PREFIX_MAX 64
 #define KEYS_MAX 128
@@ -39,6 +43,9 @@ struct keys {
     char worker_prefix[KEYS_MAX];
     char workers[KEYS_MAX];
     char stats[KEYS_MAX];
+    char webhooks[KEYS_MAX];
+    char webhooks_delayed[KEYS_MAX];
+    char webhooks_entries[KEYS_MAX];
 };
 
 /* Returns 0, or -1 if the prefix is longer than KEYS_PREFIX_MAX. */

@@ -69,6 +69,8 @@ void record_pending_append(const struct chat_request *req, struct cmd *c)
     record_pair(c, REC_STATUS, record_status_name(CHAT_PROCESSING));
     record_pair(c, REC_MODEL, req->model);
     record_pair(c, REC_ACCEPTED, req->accepted);
+    if (req->webhook != NULL && req->webhook[0] != '\0')
+        record_pair(c, REC_WEBHOOK, req->webhook);
     if (req->front == NULL)
         return;
     /* What the OpenAI front's Response object echoes back. */

@@ -33,6 +33,7 @@ struct redisReply;
 #define REC_ADMITTED "admitted" /* request: the attempt a dispatch already counted */
 #define REC_TRIES "tries" /* trace hash: upstream attempts begun, by every processor */
 #define REC_OWNER "owner" /* trace hash: owner id of the api key that made it */
+#define REC_WEBHOOK "webhook" /* trace hash: URL called when the chat is final */
 #define REC_STATUS "status"
 #define REC_RESPONSE "response"
 #define REC_PROMPT_TOKENS "prompt_tokens"
@@ -93,6 +94,7 @@ struct chat_request {
     /* The OpenAI front's, for the pending hash only (NULL: none). */
     const char *front, *instructions, *metadata;
     int background;
+    const char *webhook; /* NULL: none. Kept in the trace hash only */
 };
 
 /* Appends the request-stream fields (for XADD). */

@@ -15,20 +15,23 @@
 #include "record.h"
 #include "stream.h"
 #include "uuid.h"
+#include "webhook.h"
 
-/* KEYS: trace hash, results stream, dead-letter stream, stats hash. ARGV: group, entry
- * id, ttl, the status a pending record has, the dead-letter cap, the prefix of the
- * in-flight sets, the trace id, then the entry's field/value pairs. Returns
- * {written (0/1), the status found ('' when there was no record)}. A result for a
- * trace that has no record (an entry written into the requests stream by hand, or a
- * record that expired) cannot be shown to anyone: it goes to the dead-letter stream
- * for a human to look at. A script that fails (the trace key holds another type:
- * WRONGTYPE) stops before the XACK, so the entry stays pending; the delivery limit
- * ends that.
+/* KEYS: trace hash, results stream, dead-letter stream, stats hash, webhooks stream.
+ * ARGV: group, entry id, ttl, the status a pending record has, the dead-letter cap,
+ * the prefix of the in-flight sets, the trace id, then the entry's field/value
+ * pairs. Returns {written (0/1), the status found ('' when there was no record)}. A
+ * result for a trace that has no record (an entry written into the requests stream
+ * by hand, or a record that expired) cannot be shown to anyone: it goes to the
+ * dead-letter stream for a human to look at. A script that fails (the trace key
+ * holds another type: WRONGTYPE) stops before the XACK, so the entry stays pending;
+ * the delivery limit ends that.
  *
  * A trace that is final frees its gateway key's in-flight slot (the api's intake
  * took it, see api/intake.c) in the same step, so a client that sees its chat
- * final may send the next at once; a duplicate frees nothing more.
+ * final may send the next at once; a duplicate frees nothing more. A trace with a
+ * webhook gets its delivery queued in the same step as its final record
+ * (webhook.h), so neither is ever written without the other.
  *
  * Sent with EVAL rather than EVALSHA: Redis caches the compiled script by its
  * hash either way, and EVAL cannot fail with NOSCRIPT after a Redis restart,
@@ -51,18 +54,19 @@
     "  end\n"                                                                            \
     "end\n"
 
-static const char finalize_script[] = DEADLETTER_LUA FINALIZE_RELEASE_LUA
+static const char finalize_script[] = DEADLETTER_LUA FINALIZE_RELEASE_LUA WEBHOOK_LUA
     "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
     "local wrote = 0\n"
     "if st == ARGV[4] then\n"
+    "  local fin = {}\n"
+    "  for i = 8, #ARGV - 1, 2 do fin[ARGV[i]] = ARGV[i + 1] end\n"
+    "  webhook_enqueue(KEYS[5], KEYS[1], fin['" REC_STATUS "'],\n"
+    "                  fin['" REC_TIMESTAMP "'])\n"
     "  redis.call('HSET', KEYS[1], unpack(ARGV, 8))\n"
     "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
     "  release(ARGV[6], KEYS[1], ARGV[7])\n"
-    "  for i = 8, #ARGV - 1, 2 do\n"
-    "    if ARGV[i] == '" REC_STATUS "' then\n"
-    "      redis.call('HINCRBY', KEYS[4], ARGV[i + 1], 1)\n"
-    "      break\n"
-    "    end\n"
+    "  if fin['" REC_STATUS "'] then\n"
+    "    redis.call('HINCRBY', KEYS[4], fin['" REC_STATUS "'], 1)\n"
     "  end\n"
     "  wrote = 1\n"
     "elseif not st then\n"
@@ -118,11 +122,12 @@ static void finalize_append_script(struct finalize *f, redisContext *c,
     struct cmd cmd;
     cmd_init(&cmd, "EVAL");
     cmd_addz(&cmd, finalize_script);
-    cmd_addz(&cmd, "4");
+    cmd_addz(&cmd, "5");
     cmd_addz(&cmd, tracekey);
     cmd_addz(&cmd, f->keys->results);
     cmd_addz(&cmd, f->keys->dead);
     cmd_addz(&cmd, f->keys->stats);
+    cmd_addz(&cmd, f->keys->webhooks);
     cmd_addz(&cmd, KEYS_GROUP_HANDLERS);
     cmd_addz(&cmd, e->id);
     cmd_addll(&cmd, f->ttl_s);

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 declare -A want=(
-    [build]="make gcc pkg-config libcivetweb-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev libevent-dev"
+    [build]="make gcc pkg-config libcivetweb-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev libevent-dev libssl-dev"
     [test]="libcmocka-dev redis-server redis-tools curl clang-format nginx openssl clang libfuzzer-14-dev nodejs python3-requests python3-httpx prometheus chromium python3"
     [run]="redis-server redis-tools curl ca-certificates nginx"
 )

@@ -2,10 +2,11 @@
 # make run: the whole system on this machine, in the foreground.
 # Starts redis-server (data in run/redis; AOF on, fsynced before every reply
 # unless REDIS_APPENDFSYNC=everysec: see README "Durability"), the fake
-# upstream when no OPENAI_API_KEY is set, then chatq-api, chatq-processor and
-# chatq-handler, and nginx in front of chatq-api (front/nginx.conf.in: clients
-# connect to nginx on PORT, the api listens on 127.0.0.1:API_PORT; FRONT=0
-# puts the api itself on PORT).
+# upstream when no OPENAI_API_KEY is set, then chatq-api, chatq-processor,
+# chatq-handler and chatq-webhook (its WEBHOOK_SECRET, unless set, is made once
+# and kept in run/webhook-secret), and nginx in front of chatq-api
+# (front/nginx.conf.in: clients connect to nginx on PORT, the api listens on
+# 127.0.0.1:API_PORT; FRONT=0 puts the api itself on PORT).
 # Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +75,17 @@ fi
 
 setsid bin/chatq-handler &
 pids+=($!)
+if [ -z "${WEBHOOK_SECRET:-}" ]; then
+    if [ ! -s run/webhook-secret ]; then
+        (umask 077 && echo "whsec_$(head -c 32 /dev/urandom | base64)" >run/webhook-secret)
+    fi
+    WEBHOOK_SECRET=$(cat run/webhook-secret)
+    webhook_note="Webhooks are signed with the secret in run/webhook-secret."
+else
+    webhook_note="Webhooks are signed with your WEBHOOK_SECRET."
+fi
+WEBHOOK_SECRET=$WEBHOOK_SECRET setsid bin/chatq-webhook &
+pids+=($!)
 setsid bin/chatq-processor &
 pids+=($!)
 if [ "$FRONT" = 1 ]; then
@@ -100,6 +112,8 @@ chatq is up on http://127.0.0.1:$PORT (Redis on port $REDIS_PORT$( [ "$FRONT" = 
   curl -s -X POST http://127.0.0.1:$PORT/chat -H 'Content-Type: application/json' \\
        -d '{"message":"Hello, how are you?","model":"gpt-3.5-turbo","temperature":0.7}'
   curl -s http://127.0.0.1:$PORT/chat/<traceId>/response
+
+$webhook_note A receiver on this host needs WEBHOOK_ALLOW=127.0.0.1 make run.
 
 Watch it:  redis-cli -p $REDIS_PORT XINFO GROUPS chatq:requests
            REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0 bin/chatq-stat

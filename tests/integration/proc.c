@@ -38,6 +38,7 @@ static const char *const proc_scrubbed[] = {"PORT=",
                                             "MAX_DELIVERIES=",
                                             "SHUTDOWN_GRACE_MS=",
                                             "MAX_BODY_BYTES=",
+                                            "WEBHOOK_",
                                             NULL};
 
 static int proc_scrub(const char *entry)

@@ -389,6 +389,24 @@ struct proc *stack_handler_start_with(struct stack *s, const char *name,
     return p;
 }
 
+struct proc *stack_webhook_start(struct stack *s, const char *name,
+                                 const char *const *extra)
+{
+    char bin[PATH_MAX];
+    struct stack_env e;
+    if (harness_bin("chatq-webhook", bin, sizeof(bin)) != 0)
+        return NULL;
+    stack_env_common(s, &e);
+    stack_env_list(&e, extra);
+    char *argv[] = {bin, NULL};
+    struct proc *p = stack_spawn(s, name, argv, e.ptr, PROC_WRAP | PROC_CLEAN);
+    if (p != NULL && stack_wait_group(s, p, s->keys.webhooks, KEYS_GROUP_WEBHOOKS) != 0) {
+        proc_free(p);
+        return NULL;
+    }
+    return p;
+}
+
 int stack_start(struct stack *s, const char *name, const char *prefix,
                 const struct stack_settings *settings)
 {
@@ -481,6 +499,7 @@ int stack_stop(struct stack *s)
     rc |= stack_stop_one(&s->api, 1);
     rc |= stack_stop_one(&s->processor, 1);
     rc |= stack_stop_one(&s->handler, 1);
+    rc |= stack_stop_one(&s->webhook, 1);
     rc |= stack_stop_one(&s->fake, 1);
     if (s->rc != NULL) {
         redisFree(s->rc);

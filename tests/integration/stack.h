@@ -44,13 +44,16 @@ struct stack {
     char dir[1024]; /* <tmp>/<name>: logs and redis data */
     struct stack_settings settings;
     char redis_url[256]; /* redis://[user:pass@]127.0.0.1:P/0 */
-    char prefix[KEYS_PREFIX_MAX + 1];
     struct keys keys;
     int redis_port, fake_port, api_port;
+    struct proc *redis, *fake, *api, *processor, *handler;
+    struct proc *webhook; /* only when a group started one: stack_webhook_start */
+    redisContext *rc;     /* the tests' own connection, for assertions */
+    /* Last: gcc bounds a string read from a member of a static struct stack by
+     * what follows it in the struct, and warns when that exceeds a test's buffer. */
+    char prefix[KEYS_PREFIX_MAX + 1];
     char api_url[64];  /* http://127.0.0.1:P */
     char fake_url[64]; /* http://127.0.0.1:P */
-    struct proc *redis, *fake, *api, *processor, *handler;
-    redisContext *rc; /* the tests' own connection, for assertions */
 };
 
 /* Starts all five processes and waits (polling) until each is ready. On -1 the
@@ -95,6 +98,13 @@ struct proc *stack_handler_start(struct stack *s, const char *name);
 /* The same with extra settings (may be NULL) after the stack's. */
 struct proc *stack_handler_start_with(struct stack *s, const char *name,
                                       const char *const *extra);
+
+/* Starts a chatq-webhook (log <name>.log) with the stack's Redis and prefix plus
+ * extra (may be NULL) and waits until its consumer group exists. Returns a new
+ * proc, or NULL. A group that keeps it in s->webhook has stack_stop stop it (and
+ * check its exit and log) with the others. */
+struct proc *stack_webhook_start(struct stack *s, const char *name,
+                                 const char *const *extra);
 
 /* Starts chatq-api again on s->api_port (log <name>.log) with the stack's
  * settings plus extra (may be NULL), after the previous one exited (it is

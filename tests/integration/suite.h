@@ -47,6 +47,7 @@ extern const struct suite_group suite_openai;
 extern const struct suite_group suite_workers;
 extern const struct suite_group suite_status_page;
 extern const struct suite_group suite_capacity;
+extern const struct suite_group suite_webhooks;
 
 /* Fails the running test with a printf-style message unless cond holds. */
 #define CHECK(cond, ...)                                                                 \

@@ -57,9 +57,14 @@ static void test_help_lists_every_setting(void **state)
         {"chatq-handler",
          {"REDIS_URL", "CHATQ_RESULT_TTL", "HANDLER_BATCH", "CLAIM_IDLE_MS",
           "DEAD_LETTER_MAX", "LOG_LEVEL", NULL}},
+        {"chatq-webhook",
+         {"WEBHOOK_SECRET", "WEBHOOK_ALLOW", "WEBHOOK_CONCURRENCY", "WEBHOOK_TIMEOUT_MS",
+          "WEBHOOK_MAX_ATTEMPTS", "WEBHOOK_RETRY_BASE_MS", "WEBHOOK_RETRY_MAX_MS",
+          "CLAIM_IDLE_MS", NULL}},
     };
     char *const args[] = {"--help", NULL};
-    char *const env[] = {"OPENAI_API_KEY=sk-do-not-print-me", NULL};
+    char *const env[] = {"OPENAI_API_KEY=sk-do-not-print-me",
+                         "WEBHOOK_SECRET=whsec_ZG8tbm90LXByaW50LXRoaXMtc2VjcmV0", NULL};
     char log[PATH_MAX];
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int st = config_run(cases[i].prog, args, env, log, sizeof(log));
@@ -72,6 +77,8 @@ static void test_help_lists_every_setting(void **state)
               cases[i].prog);
         CHECK(harness_file_contains(log, "sk-do-not-print-me") == 0,
               "%s --help printed the API key", cases[i].prog);
+        CHECK(harness_file_contains(log, "ZG8tbm90LXByaW50") == 0,
+              "%s --help printed the webhook secret", cases[i].prog);
     }
 }
 
@@ -91,11 +98,19 @@ static void test_bad_setting_names_it(void **state)
         {"chatq-handler", "HANDLER_BATCH=many", "HANDLER_BATCH"},
         {"chatq-handler", "LOG_FORMAT=xml", "LOG_FORMAT"},
         {"chatq-processor", "METRICS_PORT=70000", "METRICS_PORT"},
+        {"chatq-api", "WEBHOOK_URL=ftp://example.com/", "WEBHOOK_URL"},
+        {"chatq-api", "WEBHOOK_ALLOW=10.0.0.0/33", "WEBHOOK_ALLOW"},
+        {"chatq-webhook", "WEBHOOK_SECRET=", "WEBHOOK_SECRET"},
+        {"chatq-webhook", "WEBHOOK_SECRET=whsec_c2hvcnQ=", "WEBHOOK_SECRET"},
+        {"chatq-webhook", "WEBHOOK_ALLOW=no such host", "WEBHOOK_ALLOW"},
+        {"chatq-webhook", "CLAIM_IDLE_MS=5000", "WEBHOOK_TIMEOUT_MS"},
     };
     char log[PATH_MAX];
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char *const env[] = {(char *)cases[i].env, "OPENAI_API_KEY=k",
-                             "OPENAI_BASE_URL=http://127.0.0.1:9/v1", NULL};
+        /* The case's setting last: a later entry wins. */
+        char *const env[] = {"OPENAI_API_KEY=k", "OPENAI_BASE_URL=http://127.0.0.1:9/v1",
+                             "WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                             (char *)cases[i].env, NULL};
         int st = config_run(cases[i].prog, NULL, env, log, sizeof(log));
         CHECK(config_exit_code(st) == 1, "%s with %s exited %d, not 1", cases[i].prog,
               cases[i].env, config_exit_code(st));

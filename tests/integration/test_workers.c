@@ -201,7 +201,7 @@ static void test_workers_stat_once(void **state)
 {
     (void)state;
     struct stack *s = &wk_stack;
-    char bin[PATH_MAX], log[PATH_MAX], url[2048], prefix[2048], how[64];
+    char bin[PATH_MAX], log[PATH_MAX], url[4096], prefix[2048], how[64];
     char pname[160], hname[160], trace[UUID_LEN + 1];
     int status;
 

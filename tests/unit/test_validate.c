@@ -323,6 +323,52 @@ static void test_user(void **state)
     bad("{\"message\":\"\",\"user\":\"\"}", "invalid_field", "'message'");
 }
 
+/* The syntax of "webhook"; where it leads is validate_webhook_target's, below. */
+static void test_webhook(void **state)
+{
+    (void)state;
+    struct chat_request req;
+    json_t *doc =
+        ok("{\"message\":\"hi\",\"webhook\":\"https://hooks.example.com/a?b=c\"}", &req);
+    assert_string_equal(req.webhook, "https://hooks.example.com/a?b=c");
+    json_decref(doc);
+    doc = ok("{\"message\":\"hi\"}", &req);
+    assert_null(req.webhook);
+    json_decref(doc);
+    bad("{\"message\":\"hi\",\"webhook\":1}", "invalid_field",
+        "'webhook' must be a string");
+    bad("{\"message\":\"hi\",\"webhook\":\"ftp://x.example/\"}", "invalid_field",
+        "http:// or https://");
+    bad("{\"message\":\"hi\",\"webhook\":\"http://u:p@x.example/\"}", "invalid_field",
+        "password");
+    bad("{\"message\":\"hi\",\"webhook\":\"http://x.example/a b\"}", "invalid_field",
+        "printable ASCII");
+    bad("{\"message\":\"hi\",\"webhook\":\"http://x\\u0000y/\"}", "invalid_field", "NUL");
+    bad("{\"message\":\"hi\",\"webhook\":\"\"}", "invalid_field", "http://");
+}
+
+/* Submit-time check: private addresses are refused unless allowed; no DNS is
+ * needed for address literals. */
+static void test_webhook_target(void **state)
+{
+    (void)state;
+    struct netguard g;
+    struct validate_error err;
+    char why[128];
+    assert_int_equal(netguard_init(&g, "127.0.0.1", why, sizeof(why)), 0);
+    assert_int_equal(validate_webhook_target(&g, "http://127.0.0.1:8080/h", &err), 0);
+    assert_int_equal(validate_webhook_target(&g, "http://127.0.0.2/h", &err), -1);
+    assert_string_equal(err.code, "webhook_not_allowed");
+    assert_non_null(strstr(err.message, "127.0.0.2 is loopback"));
+    assert_int_equal(validate_webhook_target(&g, "http://10.1.1.1/", &err), -1);
+    assert_string_equal(err.code, "webhook_not_allowed");
+    assert_int_equal(validate_webhook_target(&g, "http://[fd00::1]/", &err), -1);
+    assert_string_equal(err.code, "webhook_not_allowed");
+    assert_int_equal(validate_webhook_target(&g, "http://93.184.216.34/", &err), 0);
+    assert_int_equal(validate_webhook_target(&g, "gopher://93.184.216.34/", &err), -1);
+    assert_string_equal(err.code, "invalid_field");
+}
+
 static void test_unknown_field(void **state)
 {
     (void)state;
@@ -338,7 +384,7 @@ static void test_unknown_field(void **state)
     bad("{\"Message\":\"hi\"}", "unknown_field", "'Message'");
     /* The message lists every supported field. */
     bad("{\"colour\":1}", "unknown_field",
-        "'message', 'model', 'temperature', 'deadline_ms' and 'user'");
+        "'message', 'model', 'temperature', 'deadline_ms', 'user' and 'webhook'");
 
     /* A long name is cut, marked with "...", and never split inside a UTF-8
      * sequence ("é" is two bytes, so byte 64 falls inside one). */
@@ -479,6 +525,8 @@ int main(void)
         cmocka_unit_test(test_utf8_preserved),
         cmocka_unit_test(test_big_message),
         cmocka_unit_test(test_idempotency_key),
+        cmocka_unit_test(test_webhook),
+        cmocka_unit_test(test_webhook_target),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
