@@ -33,6 +33,7 @@ struct upstream {
     char *url;
     const char *ca_file; /* borrowed; NULL: curl's default, the system's CAs */
     long long timeout_ms, connect_timeout_ms, max_response_bytes;
+    long long max_completion_bytes;
     int tls; /* the URL is https:// */
     long running;
     CURL **pool; /* idle easy handles, kept for their reuse */
@@ -154,12 +155,74 @@ static size_t upstream_on_header(char *buf, size_t size, size_t n, void *userp)
     return size * n;
 }
 
+enum { SCAN_OUT, SCAN_IN, SCAN_ESC, SCAN_HEX };
+
+size_t upstream_scan_feed(struct upstream_scan *sc, const char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        switch (sc->state) {
+        case SCAN_OUT:
+            if (c == '"')
+                sc->state = SCAN_IN;
+            break;
+        case SCAN_IN:
+            if (c == '"')
+                sc->state = SCAN_OUT;
+            else if (c == '\\')
+                sc->state = SCAN_ESC;
+            else
+                sc->text++;
+            break;
+        case SCAN_ESC:
+            if (c == 'u') {
+                sc->state = SCAN_HEX;
+                sc->hex = sc->nhex = 0;
+            } else {
+                sc->text++;
+                sc->state = SCAN_IN;
+            }
+            break;
+        case SCAN_HEX: {
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+            if (d < 0) {
+                /* Not JSON: the parser will say so; go on counting. */
+                sc->state = SCAN_IN;
+                break;
+            }
+            sc->hex = sc->hex * 16 + (unsigned)d;
+            if (++sc->nhex < 4)
+                break;
+            /* Each half of a surrogate pair counts 2: the pair is 4 UTF-8 bytes. */
+            sc->text += sc->hex < 0x80                          ? 1
+                        : sc->hex < 0x800                       ? 2
+                        : sc->hex >= 0xd800 && sc->hex < 0xe000 ? 2
+                                                                : 3;
+            sc->state = SCAN_IN;
+            break;
+        }
+        }
+    }
+    return sc->text;
+}
+
 static size_t upstream_on_body(char *buf, size_t size, size_t n, void *userp)
 {
     struct upstream_xfer *x = userp;
     size_t len = size * n;
     size_t max = (size_t)x->up->max_response_bytes;
 
+    /* Stop reading as soon as the answer cannot fit the completion cap, rather
+     * than hold up to max_response_bytes of it only to refuse it: this is what
+     * bounds the memory of a chat by the cap. */
+    if (upstream_scan_feed(&x->scan, buf, len) >
+        (size_t)x->up->max_completion_bytes + UPSTREAM_ENVELOPE_BYTES) {
+        x->too_long = 1;
+        return 0;
+    }
     if (len > max - x->resp_len) {
         /* Returning short makes curl fail the transfer with CURLE_WRITE_ERROR; the
          * flag tells the classifier it was on purpose. */
@@ -396,6 +459,7 @@ struct upstream *upstream_new(struct event_base *base, const struct upstream_set
     up->timeout_ms = s->timeout_ms;
     up->connect_timeout_ms = s->connect_timeout_ms;
     up->max_response_bytes = s->max_response_bytes;
+    up->max_completion_bytes = s->max_completion_bytes;
     up->url = upstream_url_build(s->base_url);
     up->tls = strncasecmp(s->base_url, "https://", 8) == 0;
     up->ca_file = s->ca_file != NULL && s->ca_file[0] ? s->ca_file : NULL;
@@ -449,6 +513,8 @@ int upstream_start(struct upstream *up, struct upstream_xfer *x)
         return -1;
     x->resp_len = 0;
     x->too_large = 0;
+    x->too_long = 0;
+    memset(&x->scan, 0, sizeof(x->scan));
     x->retry_after_ms = x->retry_after_ms_hdr = -1;
     upstream_limits_reset(&x->limits);
     x->errbuf[0] = '\0';
