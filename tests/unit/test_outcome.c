@@ -282,6 +282,12 @@ static void test_transport_failures(void **state)
     expect(OUTCOME_RETRY, "upstream_unreachable",
            "upstream unreachable: Failed to connect to 127.0.0.1 port 9");
 
+    /* Our seek callback refused libcurl's second request on a fresh connection. */
+    transport(CURLE_SEND_FAIL_REWIND, "seek callback returned error 1");
+    expect(OUTCOME_RETRY, "upstream_connection_error",
+           "connection to upstream failed: it closed a kept-alive connection without "
+           "answering the request sent on it");
+
     transport(CURLE_COULDNT_RESOLVE_HOST, "");
     expect(OUTCOME_RETRY, "upstream_unreachable", NULL);
     /* Without curl's detail, its generic text. */
