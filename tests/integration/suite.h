@@ -40,6 +40,7 @@ extern const struct suite_group suite_secrets;
 extern const struct suite_group suite_redis_auth;
 extern const struct suite_group suite_access;
 extern const struct suite_group suite_memory_cap;
+extern const struct suite_group suite_memory_api;
 
 /* Fails the running test with a printf-style message unless cond holds. */
 #define CHECK(cond, ...)                                                                 \

@@ -3,13 +3,17 @@
  *   - an answer over MAX_COMPLETION_BYTES ends failed with completion_too_large,
  *     the processor's peak with 40 of them at once stays within a bound, and
  *     Redis keeps no large value;
- *   - after 64 parallel GETs of a trace holding a large completion, the api's
- *     resident memory comes back near its idle figure.
+ *   - after 64 parallel GETs of a trace holding a 2 MiB completion, the api's
+ *     resident memory comes back near its idle figure (glibc's malloc kept
+ *     hundreds of MiB; AddressSanitizer's allocator does not, so under it this
+ *     checks only that nothing else holds on).
  * The bounds are not checked under CHATQ_WRAP (valgrind's figures are its own). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <curl/curl.h>
 
 #include "harness.h"
 #include "stack.h"
@@ -104,8 +108,10 @@ static void mem_asan_env(char *out, size_t len)
 
 static struct stack cap_stack;
 static char cap_asan_env[512];
-static const char *const cap_processor_env[] = {"PROCESSOR_CONCURRENCY=64", cap_asan_env,
-                                                NULL};
+/* A long timeout: on a loaded machine 40 answers at once are slow to come, and
+ * an attempt timed out would be a second request. */
+static const char *const cap_processor_env[] = {
+    "PROCESSOR_CONCURRENCY=64", "UPSTREAM_TIMEOUT_MS=60000", cap_asan_env, NULL};
 
 static int cap_setup(void **state)
 {
@@ -211,17 +217,19 @@ const struct suite_group suite_memory_cap = {"memory_cap", cap_tests,
 
 /* ---- the api after large answers ----------------------------------------------- */
 
-#define MEM_API_HUGE "8388608"
+#define MEM_API_HUGE "2097152"
 #define MEM_API_GETS 64
 /* How far above its idle figure the api may stay once the GETs are answered. */
 #define MEM_API_SLACK (64 * MEM_MIB)
 #define MEM_API_SETTLE_MS 10000
+/* 64 answers of 2 MiB through one Redis take a while on a loaded machine. */
+#define MEM_GET_MS 120000
 
 static struct stack api_stack;
 static const char *const api_processor_env[] = {
     "MAX_COMPLETION_BYTES=16777216", "UPSTREAM_MAX_RESPONSE_BYTES=33554432", NULL};
 static char api_asan_env[512];
-static const char *api_api_env[] = {"REDIS_TIMEOUT_MS=30000", api_asan_env, NULL};
+static const char *api_api_env[] = {"REDIS_TIMEOUT_MS=60000", api_asan_env, NULL};
 
 static int api_setup(void **state)
 {
@@ -243,15 +251,29 @@ struct api_get {
     size_t len;
 };
 
+/* Counts the body without keeping it: 64 copies of it are not what is tested. */
+static size_t api_count(char *data, size_t size, size_t n, void *arg)
+{
+    (void)data;
+    struct api_get *g = arg;
+    g->len += size * n;
+    return size * n;
+}
+
 static void *api_get_one(void *arg)
 {
     struct api_get *g = arg;
-    struct http_response r;
-    if (http_request("GET", g->url, NULL, 0, MEM_CHAT_MS, &r) == 0) {
-        g->status = r.status;
-        g->len = r.body_len;
-    }
-    http_response_free(&r);
+    CURL *c = curl_easy_init();
+    if (c == NULL)
+        return NULL;
+    curl_easy_setopt(c, CURLOPT_URL, g->url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)harness_timeout(MEM_GET_MS));
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, api_count);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, g);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &g->status);
+    curl_easy_cleanup(c);
     return NULL;
 }
 
@@ -309,7 +331,7 @@ static void test_large_answer_api_memory_returns(void **state)
     for (int i = 0; i < MEM_API_GETS; i++)
         pthread_join(threads[i], NULL);
     for (int i = 0; i < MEM_API_GETS; i++)
-        CHECK(gets[i].status == 200 && gets[i].len > 8388608,
+        CHECK(gets[i].status == 200 && gets[i].len > 2097152,
               "GET %d answered %ld with %zu bytes, want 200 with the whole completion", i,
               gets[i].status, gets[i].len);
 
