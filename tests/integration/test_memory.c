@@ -205,10 +205,64 @@ static void test_large_answer_under_cap_completes(void **state)
     json_decref(done);
 }
 
+/* Hostile upstreams: a 200 whose content string never ends, and one of random
+ * bytes without end, both as fast as the processor reads. Each chat fails at
+ * once (no retry: it would be the same again), with one request, and the
+ * processor's peak stays bounded as for large answers. */
+static void test_large_answer_endless_is_cut_off(void **state)
+{
+    (void)state;
+    struct stack *s = &cap_stack;
+    static const struct {
+        const char *message;
+        const char *codes; /* acceptable codes, "|"-separated */
+    } cases[] = {
+        {"[[fake endless]] talk forever", "|completion_too_large|"},
+        /* Random bytes: text or not depends on the quotes among them. */
+        {"[[fake endless=garbage]] noise forever",
+         "|completion_too_large|upstream_response_too_large|"},
+    };
+    enum { N = 8 };
+    char traces[2][N][UUID_LEN + 1], needle[64];
+
+    long long idle = mem_status(s->processor, "VmRSS");
+    json_t *stats = stack_fake_stats(s);
+    long long before = stack_stat(stats, "requests", 0);
+    json_decref(stats);
+    for (int c = 0; c < 2; c++)
+        for (int i = 0; i < N; i++)
+            CHECK(chat_post(s, cases[c].message, NULL, -1, traces[c][i]) == 0,
+                  "POST failed");
+    for (int c = 0; c < 2; c++)
+        for (int i = 0; i < N; i++) {
+            json_t *done = chat_wait(s, traces[c][i], MEM_CHAT_MS, NULL);
+            CHECK(done != NULL, "\"%s\" did not end", cases[c].message);
+            const char *code = http_error_code(done);
+            snprintf(needle, sizeof(needle), "|%s|", STR(code));
+            int ok = strcmp(STR(http_json_str(done, "status")), "failed") == 0 &&
+                     strstr(cases[c].codes, needle) != NULL;
+            json_decref(done);
+            CHECK(ok, "\"%s\" ended with %s, want failed with one of %s",
+                  cases[c].message, STR(code), cases[c].codes);
+        }
+    stats = stack_fake_stats(s);
+    long long requests = stack_stat(stats, "requests", 0) - before;
+    json_decref(stats);
+    CHECK(requests == 2 * N, "the fake saw %lld requests, want %d", requests, 2 * N);
+    long long rss = mem_status(s->processor, "VmRSS");
+    fprintf(stderr,
+            "memory: processor at %lld MiB after %d endless answers (idle %lld)\n",
+            rss / MEM_MIB, 2 * N, idle / MEM_MIB);
+    if (!mem_wrapped())
+        CHECK(rss - idle < MEM_CAP_PEAK, "the processor grew by %lld MiB",
+              (rss - idle) / MEM_MIB);
+}
+
 static const struct CMUnitTest cap_tests[] = {
     /* First: the peak and the walk of Redis see only the answers over the cap. */
     cmocka_unit_test(test_large_answer_over_cap_fails),
     cmocka_unit_test(test_large_answer_under_cap_completes),
+    cmocka_unit_test(test_large_answer_endless_is_cut_off),
 };
 
 const struct suite_group suite_memory_cap = {"memory_cap", cap_tests,
