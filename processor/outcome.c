@@ -90,9 +90,10 @@ static int outcome_curl(const struct outcome_input *in, struct outcome *o)
          * reset in the middle of one is as transient as any other. */
         return outcome_setf(o, OUTCOME_FAILED, "upstream_tls_error",
                             "TLS with upstream failed: %s", why);
-    case CURLE_SEND_FAIL_REWIND:
+    case CURLE_ABORTED_BY_CALLBACK:
         /* upstream.c refuses libcurl's silent second request on a fresh
-         * connection: say what happened rather than curl's words for that. */
+         * connection (no other callback of ours aborts): say what happened
+         * rather than curl's words for that. */
         return outcome_setf(o, OUTCOME_RETRY, "upstream_connection_error",
                             "connection to upstream failed: it closed a kept-alive "
                             "connection without answering the request sent on it");

@@ -247,35 +247,26 @@ static size_t upstream_on_body(char *buf, size_t size, size_t n, void *userp)
     return len;
 }
 
-/* The request body goes out through a read callback rather than
- * CURLOPT_POSTFIELDS for the sake of the seek callback below. */
-static size_t upstream_on_read(char *buf, size_t size, size_t n, void *userp)
-{
-    struct upstream_xfer *x = userp;
-    size_t len = x->body_len - x->body_sent;
-    if (len > size * n)
-        len = size * n;
-    memcpy(buf, x->body + x->body_sent, len);
-    x->body_sent += len;
-    return len;
-}
-
 /* One attempt is one request. When a kept-alive connection turns out dead after
  * the request went out on it (nothing came back), libcurl takes it for a stale
  * connection and sends the request again on a fresh one, within the same
  * transfer and unseen by us (Curl_retry_request, up to 5 times); an upstream that
  * did get the first one then runs it twice, and our attempt count and
- * UPSTREAM_MAX_ATTEMPTS no longer say how often the chat reached it. A request
- * that was sent must be rewound first: refusing that ends the transfer with
- * CURLE_SEND_FAIL_REWIND, a connection error like any other, which retry.c
- * counts and paces. A request that never got out is still sent again by curl:
- * no upstream saw it. */
-static int upstream_on_seek(void *userp, curl_off_t offset, int origin)
+ * UPSTREAM_MAX_ATTEMPTS no longer say how often the chat reached it. No option
+ * turns that off, but curl calls this before every request it sends: the second
+ * one is refused, which ends the transfer with CURLE_ABORTED_BY_CALLBACK, a
+ * connection error like any other that retry.c counts and paces. (A read
+ * callback that refuses to rewind the body would catch only the requests that
+ * had left, but costs every transfer in flight curl's upload buffer.) */
+static int upstream_on_prereq(void *userp, char *conn_primary_ip, char *conn_local_ip,
+                              int conn_primary_port, int conn_local_port)
 {
-    (void)userp;
-    (void)offset;
-    (void)origin;
-    return CURL_SEEKFUNC_FAIL;
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    struct upstream_xfer *x = userp;
+    return ++x->requests > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
 /* ---- easy-handle pool ---------------------------------------------------------- */
@@ -311,8 +302,7 @@ static CURL *upstream_easy_new(struct upstream *up)
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)UPSTREAM_RECV_BUFFER);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_on_body);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, upstream_on_header);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, upstream_on_read);
-    curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, upstream_on_seek);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, upstream_on_prereq);
     return e;
 }
 
@@ -328,7 +318,8 @@ static void upstream_easy_give(struct upstream *up, CURL *e)
     /* Nothing of the last job may linger where a later transfer could touch it. */
     curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
-    curl_easy_setopt(e, CURLOPT_READDATA, NULL);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, NULL);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
     if (up->npool == up->pool_cap) {
@@ -551,9 +542,10 @@ int upstream_start(struct upstream *up, struct upstream_xfer *x)
     x->retry_after_ms = x->retry_after_ms_hdr = -1;
     upstream_limits_reset(&x->limits);
     x->errbuf[0] = '\0';
-    x->body_sent = 0;
-    curl_easy_setopt(e, CURLOPT_READDATA, x);
+    x->requests = 0;
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);

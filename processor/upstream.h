@@ -54,8 +54,8 @@ struct upstream_xfer {
     CURL *easy;          /* set while running */
     char *body;          /* owned: the request JSON, sent again on retries */
     size_t body_len;
-    size_t body_sent; /* how much of body curl has taken */
-    char *resp;       /* owned: the response body so far, NUL-terminated */
+    int requests; /* requests curl began in this transfer: 1, see upstream.c */
+    char *resp;   /* owned: the response body so far, NUL-terminated */
     size_t resp_len, resp_cap;
     long long retry_after_ms;      /* from Retry-After, -1: none */
     long long retry_after_ms_hdr;  /* from retry-after-ms, -1: none */

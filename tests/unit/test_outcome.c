@@ -282,8 +282,9 @@ static void test_transport_failures(void **state)
     expect(OUTCOME_RETRY, "upstream_unreachable",
            "upstream unreachable: Failed to connect to 127.0.0.1 port 9");
 
-    /* Our seek callback refused libcurl's second request on a fresh connection. */
-    transport(CURLE_SEND_FAIL_REWIND, "seek callback returned error 1");
+    /* Our pre-request callback refused libcurl's second request on a fresh
+     * connection. */
+    transport(CURLE_ABORTED_BY_CALLBACK, "operation aborted by pre-request callback");
     expect(OUTCOME_RETRY, "upstream_connection_error",
            "connection to upstream failed: it closed a kept-alive connection without "
            "answering the request sent on it");
