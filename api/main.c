@@ -1,6 +1,7 @@
 /* main.c - chatq-api: reads the settings, starts the HTTP server, and stops it
  * cleanly on SIGINT or SIGTERM. Everything else lives in server.c and the route
  * modules (intake.c, lookup.c). */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -43,6 +44,18 @@ struct config {
     const char *webhook_url;
     const char *webhook_allow;
 };
+
+/* glibc raises its mmap threshold to the size of each mmapped block it frees,
+ * up to 32 MiB: after the first large answer, later ones are carved from the
+ * heaps of the worker threads' arenas, which hand memory back to the kernel only
+ * from their top. Fixing the threshold keeps every large buffer (a Redis reply,
+ * a response body) in a mapping of its own, returned when freed. */
+#define MAIN_MMAP_THRESHOLD (256 * 1024)
+
+static void main_malloc_tune(void)
+{
+    mallopt(M_MMAP_THRESHOLD, MAIN_MMAP_THRESHOLD);
+}
 
 /* Checks what the table's ranges cannot and fills the server's settings. Returns 0,
  * or -1 with the bad setting named in err. */
@@ -219,6 +232,8 @@ int main(int argc, char **argv)
         access_free();
         return 1;
     }
+
+    main_malloc_tune();
 
     /* Block the stop signals in every thread (civetweb's inherit this mask) and take
      * them with sigwait below: mg_stop must not run in a signal handler. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -87,6 +88,23 @@ int worker_redis_failed(struct worker *w, const char *trace, const char *what)
     return retry;
 }
 
+/* hiredis keeps its reader's buffer, grown to the largest reply read, until the
+ * connection's next read, and only then frees it: after a GET of a large answer
+ * every worker thread would sit on megabytes while idle. Do now what hiredis does
+ * then. */
+static void worker_reader_shrink(redisContext *c)
+{
+    redisReader *r = c->reader;
+    if (r == NULL || r->buf == NULL || r->len != 0 || sdsavail(r->buf) <= r->maxbuf)
+        return;
+    sds empty = sdsempty();
+    if (empty == NULL)
+        return;
+    sdsfree(r->buf);
+    r->buf = empty;
+    r->pos = 0;
+}
+
 struct redisReply *worker_command(struct worker *w, const char *trace, int argc,
                                   const char **argv)
 {
@@ -95,8 +113,10 @@ struct redisReply *worker_command(struct worker *w, const char *trace, int argc,
         if (redis == NULL)
             return NULL;
         redisReply *reply = redisCommandArgv(redis, argc, argv, NULL);
-        if (reply != NULL)
+        if (reply != NULL) {
+            worker_reader_shrink(redis);
             return reply;
+        }
         if (!worker_redis_failed(w, trace, argv[0]))
             return NULL;
     }
@@ -146,6 +166,7 @@ enum worker_fate worker_command_once(struct worker *w, const char *trace, int ar
             worker_redis_failed(w, trace, argv[0]);
             return WORKER_UNKNOWN;
         }
+        worker_reader_shrink(redis);
         *reply = r;
         return WORKER_ANSWERED;
     }

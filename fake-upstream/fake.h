@@ -57,6 +57,12 @@ enum script_body {
     SCRIPT_BODY_HUGE          /* content of script.huge bytes */
 };
 
+enum script_endless {
+    SCRIPT_ENDLESS_NO = 0,
+    SCRIPT_ENDLESS_TEXT,   /* a 200 whose content string never ends */
+    SCRIPT_ENDLESS_GARBAGE /* a 200 of random bytes that never end */
+};
+
 /* A parsed [[fake ...]] directive. Plain data, no pointers, so it can be copied. */
 struct script {
     int found; /* a directive was present (and applies) */
@@ -72,8 +78,9 @@ struct script {
     int drip_ms;       /* 0: send at once */
     long times;        /* -1: every attempt */
     size_t huge;
-    char retry_after[32];    /* "" when not set; sent verbatim */
-    char retry_after_ms[32]; /* "" when not set; sent verbatim */
+    enum script_endless endless; /* sent as fast as the client reads */
+    char retry_after[32];        /* "" when not set; sent verbatim */
+    char retry_after_ms[32];     /* "" when not set; sent verbatim */
     int has_retry_after_date;
     long retry_after_date; /* seconds from now */
 };

@@ -64,7 +64,7 @@ static void main_usage(FILE *f)
                "Script a reply from the last user message with [[fake key=value ...]]:\n"
                "  status=N quota retry-after=S retry-after-date=S retry-after-ms=MS\n"
                "  times=N latency=MS garbage[=html] nochoices huge=BYTES drip=MS\n"
-               "  hang reset close\n\n"
+               "  endless[=garbage] hang reset close\n\n"
                "With --rpm or --tpm, each API key (requests without one share a budget)\n"
                "gets OpenAI's 429 and x-ratelimit-* headers; a request costs\n"
                "ceil(message content bytes / 4) + max_tokens tokens.\n");

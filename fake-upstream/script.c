@@ -123,6 +123,10 @@ static void script_apply(struct script *s, const char *tok, size_t n)
             if (s->body == SCRIPT_BODY_NORMAL)
                 s->body = SCRIPT_BODY_HUGE;
         }
+    } else if (script_key_is(tok, kn, "endless")) {
+        s->endless = v != NULL && vn == 7 && memcmp(v, "garbage", 7) == 0
+                         ? SCRIPT_ENDLESS_GARBAGE
+                         : SCRIPT_ENDLESS_TEXT;
     } else if (script_key_is(tok, kn, "garbage")) {
         if (v != NULL && vn == 4 && memcmp(v, "html", 4) == 0)
             s->body = SCRIPT_BODY_GARBAGE_HTML;

@@ -43,7 +43,8 @@
  * connections when a benchmark opens thousands at once; we bind our own listener.
  * The kernel caps this at net.core.somaxconn. */
 #define SERVE_BACKLOG 4096
-#define SERVE_DRIP_BYTES 16 /* bytes per drip tick */
+#define SERVE_DRIP_BYTES 16       /* bytes per drip tick */
+#define SERVE_ENDLESS_BYTES 16384 /* bytes per chunk of an endless body */
 #define SERVE_STATUS_MAX 600
 #define SERVE_JSON "application/json"
 #define SERVE_PROMPT_OVERHEAD 7 /* see the token rule in reply.c */
@@ -104,6 +105,7 @@ struct pending {
     struct limit_verdict limit; /* valid when limit_set */
     int limit_set;
     struct timeval start;
+    uint64_t noise; /* endless=garbage: xorshift state */
 };
 
 struct serve_header {
@@ -471,6 +473,64 @@ static void serve_drip_tick(struct pending *p)
     evhttp_send_reply_end(p->req);
 }
 
+/* endless: the next chunk of a body that never ends, sent once the last one has
+ * left, so the fake's memory stays flat however fast the client reads. Ends when
+ * the client goes (serve_on_close). */
+static void serve_endless_next(struct evhttp_connection *evcon, void *arg)
+{
+    struct pending *p = arg;
+    char chunk[SERVE_ENDLESS_BYTES];
+    struct evbuffer *b = evbuffer_new();
+
+    (void)evcon;
+    if (b == NULL) {
+        serve_drop(p, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(chunk); i++) {
+        if (p->script.endless == SCRIPT_ENDLESS_GARBAGE) {
+            p->noise ^= p->noise << 13;
+            p->noise ^= p->noise >> 7;
+            p->noise ^= p->noise << 17;
+            chunk[i] = (char)(p->noise >> 32);
+        } else {
+            chunk[i] = "fake "[i % 5];
+        }
+    }
+    evbuffer_add(b, chunk, sizeof(chunk));
+    evhttp_send_reply_chunk_with_cb(p->req, b, serve_endless_next, p);
+    evbuffer_free(b);
+}
+
+static void serve_endless_start(struct pending *p)
+{
+    static const char head[] =
+        "{\"id\":\"chatcmpl-endless\",\"object\":\"chat.completion\",\"choices\":"
+        "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"";
+    struct evbuffer *b = evbuffer_new();
+
+    if (b == NULL) {
+        serve_drop(p, "out of memory");
+        return;
+    }
+    p->status = 200;
+    p->noise = p->id * 0x9e3779b97f4a7c15ULL | 1;
+    serve_set_headers(p, SERVE_JSON);
+    evhttp_send_reply_start(p->req, 200, serve_reason(200));
+    /* The client can leave at any time; keep watching. */
+    event_add(p->watch, NULL);
+    if (p->script.endless != SCRIPT_ENDLESS_TEXT) {
+        evbuffer_free(b);
+        serve_endless_next(p->evcon, p);
+        return;
+    }
+    /* Through the callback: the head goes out first, then chunk after chunk. (An
+     * empty chunk would never call back.) */
+    evbuffer_add(b, head, sizeof(head) - 1);
+    evhttp_send_reply_chunk_with_cb(p->req, b, serve_endless_next, p);
+    evbuffer_free(b);
+}
+
 /* The delay is over: do what the script says. */
 static void serve_answer(struct pending *p)
 {
@@ -481,6 +541,10 @@ static void serve_answer(struct pending *p)
     event_del(p->watch);
     if (p->script.action == SCRIPT_CLOSE) {
         serve_drop(p, "close directive");
+        return;
+    }
+    if (p->script.endless != SCRIPT_ENDLESS_NO) {
+        serve_endless_start(p);
         return;
     }
     body = evbuffer_new();

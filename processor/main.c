@@ -73,6 +73,10 @@ static const struct config_var main_vars[] = {
     {"UPSTREAM_MAX_RESPONSE_BYTES", "upstream-max-response-bytes", CONFIG_INT, "8388608",
      "larger upstream answers fail with upstream_response_too_large",
      &cfg.max_response_bytes, 1024, 1073741824, 0},
+    {"MAX_COMPLETION_BYTES", "max-completion-bytes", CONFIG_INT, "1048576",
+     "longest completion stored; a longer answer fails with completion_too_large, and "
+     "its body is read no further than that needs",
+     &cfg.max_completion_bytes, 1, 1073741824, 0},
     CONFIG_CLAIM_IDLE_VAR(cfg.claim_idle_ms),
     CONFIG_MAX_DELIVERIES_VAR(cfg.max_deliveries),
     CONFIG_DEAD_MAX_VAR(cfg.dead_letter_max),

@@ -91,6 +91,13 @@ static int outcome_curl(const struct outcome_input *in, struct outcome *o)
          * reset in the middle of one is as transient as any other. */
         return outcome_setf(o, OUTCOME_FAILED, "upstream_tls_error",
                             "TLS with upstream failed: %s", why);
+    case CURLE_ABORTED_BY_CALLBACK:
+        /* upstream.c refuses libcurl's silent second request on a fresh
+         * connection (no other callback of ours aborts): say what happened
+         * rather than curl's words for that. */
+        return outcome_setf(o, OUTCOME_RETRY, "upstream_connection_error",
+                            "connection to upstream failed: it closed a kept-alive "
+                            "connection without answering the request sent on it");
     default:
         return outcome_setf(o, OUTCOME_RETRY, "upstream_connection_error",
                             "connection to upstream failed: %s", why);
@@ -141,6 +148,16 @@ static long long outcome_count(json_t *usage, const char *name)
     return json_is_integer(v) && json_integer_value(v) >= 0 ? json_integer_value(v) : -1;
 }
 
+/* Refused rather than cut: a truncated answer passed off as whole is worse than
+ * none. Final: the same question would get as long an answer again. */
+static int outcome_too_long(const struct outcome_input *in, struct outcome *o)
+{
+    return outcome_setf(
+        o, OUTCOME_FAILED, "completion_too_large",
+        "the upstream's answer exceeded MAX_COMPLETION_BYTES (%lld bytes)",
+        in->max_completion_bytes);
+}
+
 static int outcome_completion(const struct outcome_input *in, json_t *root,
                               struct outcome *o)
 {
@@ -158,6 +175,8 @@ static int outcome_completion(const struct outcome_input *in, json_t *root,
         return outcome_setf(o, OUTCOME_RETRY, "upstream_invalid_response",
                             "upstream answered HTTP %ld but %s", in->http_status, why);
 
+    if (json_string_length(content) > (size_t)in->max_completion_bytes)
+        return outcome_too_long(in, o);
     o->kind = OUTCOME_COMPLETED;
     o->response_len = json_string_length(content);
     o->response = outcome_strndup(json_string_value(content), o->response_len);
@@ -247,6 +266,10 @@ int outcome_classify(const struct outcome_input *in, struct outcome *out)
     json_t *root = NULL;
 
     outcome_clear(out);
+    if (in->too_long) {
+        rc = outcome_too_long(in, out);
+        goto out;
+    }
     if (in->too_large) {
         rc = outcome_setf(out, OUTCOME_FAILED, "upstream_response_too_large",
                           "upstream response exceeded %lld bytes", in->max_bytes);

@@ -9,7 +9,8 @@
  *              upstream_conflict (409)
  *   final:     upstream_tls_error (certificate not trusted, wrong host name,
  *              expired; the CA file unusable), insufficient_quota,
- *              upstream_response_too_large, deadline_exceeded,
+ *              upstream_response_too_large, completion_too_large (the
+ *              answer's text over MAX_COMPLETION_BYTES), deadline_exceeded,
  *              upstream_attempts_exhausted (both decided by processor.c, not
  *              here), the upstream's own
  *              error.code for other 4xx (e.g. invalid_api_key,
@@ -29,8 +30,11 @@ struct outcome_input {
     const char *curl_error; /* curl's error buffer; NULL or "" if none */
     int too_large;          /* our write callback stopped the body at the cap */
     long long max_bytes;    /* that cap, for the message */
-    long http_status;       /* 0 if no response */
-    const char *body;       /* borrowed; need not be NUL-terminated */
+    int too_long; /* our write callback stopped the body: its text is past what a
+                     completion of max_completion_bytes can need */
+    long long max_completion_bytes; /* MAX_COMPLETION_BYTES */
+    long http_status;               /* 0 if no response */
+    const char *body;               /* borrowed; need not be NUL-terminated */
     size_t body_len;
     long long retry_after_ms; /* the upstream's advice from the headers, -1: none */
     const char *request_model;

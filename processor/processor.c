@@ -514,6 +514,8 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
                                .curl_error = x->errbuf,
                                .too_large = x->too_large,
                                .max_bytes = p->cfg->max_response_bytes,
+                               .too_long = x->too_long,
+                               .max_completion_bytes = p->cfg->max_completion_bytes,
                                .http_status = http_status,
                                .body = x->resp,
                                .body_len = x->resp_len,
@@ -900,6 +902,7 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
                                    .timeout_ms = cfg->timeout_ms,
                                    .connect_timeout_ms = cfg->connect_timeout_ms,
                                    .max_response_bytes = cfg->max_response_bytes,
+                                   .max_completion_bytes = cfg->max_completion_bytes,
                                    .max_connections = cfg->concurrency};
     p->up = upstream_new(p->base, &us, processor_on_done, p, err, errlen);
     if (p->up == NULL)

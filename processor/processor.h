@@ -43,6 +43,7 @@ struct config {
     long long retry_max_ms;
     long long retry_after_max_ms;
     long long max_response_bytes;
+    long long max_completion_bytes;
     long long claim_idle_ms;
     long long max_deliveries;
     long long dead_letter_max;

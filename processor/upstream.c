@@ -37,6 +37,7 @@ struct upstream {
     char *url;
     const char *ca_file; /* borrowed; NULL: curl's default, the system's CAs */
     long long timeout_ms, connect_timeout_ms, max_response_bytes;
+    long long max_completion_bytes;
     int tls; /* the URL is https:// */
     long running;
     CURL **pool; /* idle easy handles, kept for their reuse */
@@ -273,12 +274,74 @@ static size_t upstream_on_header(char *buf, size_t size, size_t n, void *userp)
     return size * n;
 }
 
+enum { SCAN_OUT, SCAN_IN, SCAN_ESC, SCAN_HEX };
+
+size_t upstream_scan_feed(struct upstream_scan *sc, const char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        switch (sc->state) {
+        case SCAN_OUT:
+            if (c == '"')
+                sc->state = SCAN_IN;
+            break;
+        case SCAN_IN:
+            if (c == '"')
+                sc->state = SCAN_OUT;
+            else if (c == '\\')
+                sc->state = SCAN_ESC;
+            else
+                sc->text++;
+            break;
+        case SCAN_ESC:
+            if (c == 'u') {
+                sc->state = SCAN_HEX;
+                sc->hex = sc->nhex = 0;
+            } else {
+                sc->text++;
+                sc->state = SCAN_IN;
+            }
+            break;
+        case SCAN_HEX: {
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+            if (d < 0) {
+                /* Not JSON: the parser will say so; go on counting. */
+                sc->state = SCAN_IN;
+                break;
+            }
+            sc->hex = sc->hex * 16 + (unsigned)d;
+            if (++sc->nhex < 4)
+                break;
+            /* Each half of a surrogate pair counts 2: the pair is 4 UTF-8 bytes. */
+            sc->text += sc->hex < 0x80                          ? 1
+                        : sc->hex < 0x800                       ? 2
+                        : sc->hex >= 0xd800 && sc->hex < 0xe000 ? 2
+                                                                : 3;
+            sc->state = SCAN_IN;
+            break;
+        }
+        }
+    }
+    return sc->text;
+}
+
 static size_t upstream_on_body(char *buf, size_t size, size_t n, void *userp)
 {
     struct upstream_xfer *x = userp;
     size_t len = size * n;
     size_t max = (size_t)x->up->max_response_bytes;
 
+    /* Stop reading as soon as the answer cannot fit the completion cap, rather
+     * than hold up to max_response_bytes of it only to refuse it: this is what
+     * bounds the memory of a chat by the cap. */
+    if (upstream_scan_feed(&x->scan, buf, len) >
+        (size_t)x->up->max_completion_bytes + UPSTREAM_ENVELOPE_BYTES) {
+        x->too_long = 1;
+        return 0;
+    }
     if (len > max - x->resp_len) {
         /* Returning short makes curl fail the transfer with CURLE_WRITE_ERROR; the
          * flag tells the classifier it was on purpose. */
@@ -301,6 +364,28 @@ static size_t upstream_on_body(char *buf, size_t size, size_t n, void *userp)
     x->resp_len += len;
     x->resp[x->resp_len] = '\0';
     return len;
+}
+
+/* One attempt is one request. When a kept-alive connection turns out dead after
+ * the request went out on it (nothing came back), libcurl takes it for a stale
+ * connection and sends the request again on a fresh one, within the same
+ * transfer and unseen by us (Curl_retry_request, up to 5 times); an upstream that
+ * did get the first one then runs it twice, and our attempt count and
+ * UPSTREAM_MAX_ATTEMPTS no longer say how often the chat reached it. No option
+ * turns that off, but curl calls this before every request it sends: the second
+ * one is refused, which ends the transfer with CURLE_ABORTED_BY_CALLBACK, a
+ * connection error like any other that retry.c counts and paces. (A read
+ * callback that refuses to rewind the body would catch only the requests that
+ * had left, but costs every transfer in flight curl's upload buffer.) */
+static int upstream_on_prereq(void *userp, char *conn_primary_ip, char *conn_local_ip,
+                              int conn_primary_port, int conn_local_port)
+{
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    struct upstream_xfer *x = userp;
+    return ++x->requests > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
 /* ---- easy-handle pool ---------------------------------------------------------- */
@@ -336,6 +421,7 @@ static CURL *upstream_easy_new(struct upstream *up)
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)UPSTREAM_RECV_BUFFER);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_on_body);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, upstream_on_header);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, upstream_on_prereq);
     return e;
 }
 
@@ -352,6 +438,7 @@ static void upstream_easy_give(struct upstream *up, CURL *e)
     curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, NULL);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, up->headers);
@@ -517,6 +604,7 @@ struct upstream *upstream_new(struct event_base *base, const struct upstream_set
     up->timeout_ms = s->timeout_ms;
     up->connect_timeout_ms = s->connect_timeout_ms;
     up->max_response_bytes = s->max_response_bytes;
+    up->max_completion_bytes = s->max_completion_bytes;
     up->url = upstream_url_build(s->base_url);
     up->tls = strncasecmp(s->base_url, "https://", 8) == 0;
     up->ca_file = s->ca_file != NULL && s->ca_file[0] ? s->ca_file : NULL;
@@ -571,6 +659,8 @@ int upstream_start(struct upstream *up, struct upstream_xfer *x)
     x->resp_len = 0;
     x->too_large = 0;
     x->upstream_id[0] = '\0';
+    x->too_long = 0;
+    memset(&x->scan, 0, sizeof(x->scan));
     x->retry_after_ms = x->retry_after_ms_hdr = -1;
     if (x->trace_lines[0][0] != '\0') {
         x->trace_hdr[0].data = x->trace_lines[0];
@@ -581,8 +671,10 @@ int upstream_start(struct upstream *up, struct upstream_xfer *x)
     }
     upstream_limits_reset(&x->limits);
     x->errbuf[0] = '\0';
+    x->requests = 0;
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);

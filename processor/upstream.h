@@ -21,8 +21,9 @@ struct upstream_settings {
     const char *ca_file;  /* UPSTREAM_CA_FILE, borrowed; NULL: the system's CAs */
     long long timeout_ms; /* whole transfer */
     long long connect_timeout_ms;
-    long long max_response_bytes; /* larger bodies are cut off: too_large */
-    long long max_connections;    /* kept-alive connections: the concurrency */
+    long long max_response_bytes;   /* larger bodies are cut off: too_large */
+    long long max_completion_bytes; /* MAX_COMPLETION_BYTES: see too_long */
+    long long max_connections;      /* kept-alive connections: the concurrency */
 };
 
 /* What an answer said of the key's rate limits (x-ratelimit-*); -1: not sent. */
@@ -30,6 +31,23 @@ struct upstream_limits {
     long long limit_requests, remaining_requests, reset_requests_ms;
     long long limit_tokens, remaining_tokens, reset_tokens_ms;
 };
+
+/* Text an answer may carry besides the completion itself (id, model, role,
+ * finish reason, the member names), in bytes. */
+#define UPSTREAM_ENVELOPE_BYTES 65536
+
+/* Counts the text inside the JSON strings of a body as it arrives, decoded
+ * (\uXXXX as the UTF-8 bytes it stands for, \n as one byte), so that a body can
+ * be stopped as soon as its text is more than a capped completion can need,
+ * however the upstream escapes it. Bytes outside strings are not text. */
+struct upstream_scan {
+    int state; /* outside a string, inside, after a backslash, in \uXXXX */
+    unsigned hex, nhex;
+    size_t text; /* decoded bytes so far */
+};
+
+/* Feeds len more bytes of the body; returns the decoded text so far. */
+size_t upstream_scan_feed(struct upstream_scan *sc, const char *buf, size_t len);
 
 /* One transfer's state, embedded in the caller's job. The caller owns body (set
  * it before upstream_start, e.g. from upstream_body_build) and frees everything
@@ -39,14 +57,18 @@ struct upstream_xfer {
     CURL *easy;          /* set while running */
     char *body;          /* owned: the request JSON, sent again on retries */
     size_t body_len;
-    char *resp; /* owned: the response body so far, NUL-terminated */
+    int requests; /* requests curl began in this transfer: 1, see upstream.c */
+    char *resp;   /* owned: the response body so far, NUL-terminated */
     size_t resp_len, resp_cap;
     long long retry_after_ms;      /* from Retry-After, -1: none */
     long long retry_after_ms_hdr;  /* from retry-after-ms, -1: none */
     struct upstream_limits limits; /* from the x-ratelimit-* headers */
     int too_large;                 /* we stopped the body at max_response_bytes */
-    char errbuf[CURL_ERROR_SIZE];  /* curl's detail on a failure */
-    double seconds;                /* the last call's time, for the metrics */
+    int too_long; /* we stopped the body: its text is past max_completion_bytes +
+                     UPSTREAM_ENVELOPE_BYTES, so the completion is past the cap */
+    struct upstream_scan scan;
+    char errbuf[CURL_ERROR_SIZE]; /* curl's detail on a failure */
+    double seconds;               /* the last call's time, for the metrics */
     /* The upstream's own x-request-id of the last answer ("" if none), for the
      * log: what its operators ask for when a call is to be looked into. */
     char upstream_id[UPSTREAM_ID_MAX];

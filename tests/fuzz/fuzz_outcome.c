@@ -36,6 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                .curl_error = curl_code ? "curl said no" : NULL,
                                .too_large = curl_code == CURLE_WRITE_ERROR,
                                .max_bytes = 1048576,
+                               .max_completion_bytes = 1048576,
                                .http_status = status,
                                .body = (const char *)data + 3,
                                .body_len = size - 3,

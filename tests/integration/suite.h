@@ -48,6 +48,8 @@ extern const struct suite_group suite_workers;
 extern const struct suite_group suite_status_page;
 extern const struct suite_group suite_capacity;
 extern const struct suite_group suite_webhooks;
+extern const struct suite_group suite_memory_cap;
+extern const struct suite_group suite_memory_api;
 
 /* Fails the running test with a printf-style message unless cond holds. */
 #define CHECK(cond, ...)                                                                 \

@@ -133,6 +133,36 @@ static void test_upstream_persistent_500(void **state)
           UP_MAX_ATTEMPTS);
 }
 
+/* One attempt is one request. A chat whose every request the upstream hangs up on
+ * without a byte, sent on kept-alive connections: libcurl would silently send it
+ * again on a fresh connection (it takes a reused connection that died for a stale
+ * one), so each attempt reached the upstream twice. */
+static void test_upstream_close_is_one_request_per_attempt(void **state)
+{
+    (void)state;
+    char traces[UP_CONCURRENCY][UUID_LEN + 1];
+
+    /* Answers that overlap leave as many idle connections in the pool. */
+    for (int i = 0; i < UP_CONCURRENCY; i++)
+        CHECK(chat_post(&up_stack, "[[fake latency=300]] warm up", NULL, -1, traces[i]) ==
+                  0,
+              "POST %d failed", i);
+    for (int i = 0; i < UP_CONCURRENCY; i++) {
+        json_t *j = chat_wait(&up_stack, traces[i], UP_CHAT_MS, NULL);
+        CHECK(j != NULL && strcmp(STR(http_json_str(j, "status")), "completed") == 0,
+              "warm-up chat %d did not complete", i);
+        json_decref(j);
+    }
+    struct up_count before = up_counts(200);
+    json_t *j =
+        up_expect_failed("[[fake close]] hang up on me", "upstream_connection_error");
+    json_decref(j);
+    struct up_count after = up_counts(200);
+    CHECK(after.requests - before.requests == UP_MAX_ATTEMPTS,
+          "the fake got %lld requests for %d attempts, want one each",
+          after.requests - before.requests, UP_MAX_ATTEMPTS);
+}
+
 static void test_upstream_garbage(void **state)
 {
     (void)state;
@@ -322,6 +352,7 @@ static void test_upstream_streams_drained(void **state)
 static const struct CMUnitTest up_tests[] = {
     cmocka_unit_test(test_upstream_429_then_success),
     cmocka_unit_test(test_upstream_persistent_500),
+    cmocka_unit_test(test_upstream_close_is_one_request_per_attempt),
     cmocka_unit_test(test_upstream_invalid_api_key),
     cmocka_unit_test(test_upstream_garbage),
     cmocka_unit_test(test_upstream_no_choices),

@@ -37,6 +37,7 @@ static void http(long status, const char *body, long long retry_after_ms)
                                .body_len = body ? strlen(body) : 0,
                                .retry_after_ms = retry_after_ms,
                                .max_bytes = 8388608,
+                               .max_completion_bytes = 16,
                                .request_model = "req-model"};
     assert_int_equal(outcome_classify(&in, &out), 0);
 }
@@ -281,6 +282,13 @@ static void test_transport_failures(void **state)
     expect(OUTCOME_RETRY, "upstream_unreachable",
            "upstream unreachable: Failed to connect to 127.0.0.1 port 9");
 
+    /* Our pre-request callback refused libcurl's second request on a fresh
+     * connection. */
+    transport(CURLE_ABORTED_BY_CALLBACK, "operation aborted by pre-request callback");
+    expect(OUTCOME_RETRY, "upstream_connection_error",
+           "connection to upstream failed: it closed a kept-alive connection without "
+           "answering the request sent on it");
+
     transport(CURLE_COULDNT_RESOLVE_HOST, "");
     expect(OUTCOME_RETRY, "upstream_unreachable", NULL);
     /* Without curl's detail, its generic text. */
@@ -325,6 +333,33 @@ static void test_too_large_is_final(void **state)
     assert_int_equal(outcome_classify(&in, &out), 0);
     expect(OUTCOME_FAILED, "upstream_response_too_large",
            "upstream response exceeded 1024 bytes");
+}
+
+/* MAX_COMPLETION_BYTES (16 here) on the decoded text: refused whole, never cut. */
+static void test_completion_cap_is_final(void **state)
+{
+    (void)state;
+    http(200, "{\"choices\":[{\"message\":{\"content\":\"0123456789abcdef\"}}]}", -1);
+    assert_int_equal(out.kind, OUTCOME_COMPLETED);
+    assert_int_equal(out.response_len, 16);
+    /* Escaped, 17 bytes once decoded. */
+    http(200, "{\"choices\":[{\"message\":{\"content\":\"0123456789abcde\\u00e9\"}}]}",
+         -1);
+    expect(OUTCOME_FAILED, "completion_too_large",
+           "the upstream's answer exceeded MAX_COMPLETION_BYTES (16 bytes)");
+    assert_null(out.response);
+
+    /* Stopped by the write callback before the body was whole. */
+    struct outcome_input in = {.curl_code = CURLE_WRITE_ERROR,
+                               .too_long = 1,
+                               .max_completion_bytes = 16,
+                               .http_status = 200,
+                               .body = "{\"choices\":[{\"mess",
+                               .body_len = 18,
+                               .retry_after_ms = -1,
+                               .request_model = "m"};
+    assert_int_equal(outcome_classify(&in, &out), 0);
+    expect(OUTCOME_FAILED, "completion_too_large", NULL);
 }
 
 static void test_give_up(void **state)
@@ -372,6 +407,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transport_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_failures_are_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_large_is_final, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_completion_cap_is_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_give_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reclassify_frees_previous, setup, teardown),
     };

@@ -25,6 +25,24 @@
 
 /* ---- pure parts ---------------------------------------------------------------- */
 
+/* The text of a body's strings, decoded, whatever its escapes and however the
+ * body is cut into pieces. */
+static void test_scan_counts_decoded_text(void **state)
+{
+    (void)state;
+    /* "ab" 2, "\n" 1, "\u00e9" 2, "\u20ac" 3, "\ud83d\ude00" 4, "é" raw 2,
+     * "\"" 1, key "k" 1: 16. Numbers and punctuation are not text. */
+    static const char body[] = "{\"k\": [\"ab\\n\\u00e9\\u20AC\\ud83d\\ude00\", "
+                               "12.5, \"\xc3\xa9\\\"\"]}";
+    struct upstream_scan whole = {0};
+    assert_int_equal(upstream_scan_feed(&whole, body, strlen(body)), 16);
+    for (size_t cut = 0; cut <= strlen(body); cut++) {
+        struct upstream_scan parts = {0};
+        upstream_scan_feed(&parts, body, cut);
+        assert_int_equal(upstream_scan_feed(&parts, body + cut, strlen(body) - cut), 16);
+    }
+}
+
 static void test_url_build(void **state)
 {
     (void)state;
@@ -266,6 +284,7 @@ static struct upstream *client(struct server *s, struct run *r, const char *path
                                     .timeout_ms = timeout_ms,
                                     .connect_timeout_ms = 2000,
                                     .max_response_bytes = 4096,
+                                    .max_completion_bytes = 1048576,
                                     .max_connections = 64};
     char err[128];
     r->base = s->base;
@@ -407,6 +426,7 @@ static void test_refused(void **state)
                                     .timeout_ms = 5000,
                                     .connect_timeout_ms = 2000,
                                     .max_response_bytes = 4096,
+                                    .max_completion_bytes = 1048576,
                                     .max_connections = 4};
     char err[128];
     struct upstream *up = upstream_new(base, &set, on_done, &r, err, sizeof(err));
@@ -436,6 +456,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_build),
+        cmocka_unit_test(test_scan_counts_decoded_text),
         cmocka_unit_test(test_body_build),
         cmocka_unit_test(test_body_rejects_bad_utf8),
         cmocka_unit_test(test_body_messages),
