@@ -75,8 +75,13 @@ static void fuzz_request(const redisReply *fields)
     if (again != NULL) {
         FUZZ_CHECK(record_request_parse(again, &b, err, sizeof(err)) == 0);
         FUZZ_CHECK(strcmp(a.trace, b.trace) == 0);
-        FUZZ_CHECK(a.message_len == b.message_len &&
-                   memcmp(a.message, b.message, a.message_len) == 0);
+        /* A request has message or, from the OpenAI front, messages. */
+        FUZZ_CHECK(
+            a.message_len == b.message_len &&
+            (a.message_len == 0 || memcmp(a.message, b.message, a.message_len) == 0));
+        FUZZ_CHECK(
+            a.messages_len == b.messages_len &&
+            (a.messages_len == 0 || memcmp(a.messages, b.messages, a.messages_len) == 0));
         FUZZ_CHECK(strcmp(a.model, b.model) == 0);
         FUZZ_CHECK(a.temperature == b.temperature);
         FUZZ_CHECK(fuzz_str_eq(a.accepted, b.accepted));
