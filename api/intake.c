@@ -12,6 +12,7 @@
 #include "access.h"
 #include "clock.h"
 #include "cmd.h"
+#include "events.h"
 #include "keys.h"
 #include "log.h"
 #include "record.h"
@@ -86,12 +87,12 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
 }
 
 /* The write of an accepted request, one script so that it is all or nothing.
- * KEYS: requests stream, trace hash, then the Idempotency-Key's key when the
- * request has one. ARGV: ttl, trace id, n, then n request-stream arguments
- * (field/value pairs), then the pending record's pairs.
- * Returns {outcome, traceId}: INTAKE_LUA_WRITTEN (traceId: ARGV[2]), or, the key
- * being taken, INTAKE_LUA_REPLAY (same request: the traceId of its chat) or
- * INTAKE_LUA_CONFLICT (another request).
+ * KEYS: requests stream, trace hash, the trace's event stream (events.h), then the
+ * Idempotency-Key's key when the request has one. ARGV: ttl, trace id, n, then n
+ * request-stream arguments (field/value pairs), then the pending record's pairs. Returns
+ * {outcome, traceId}: INTAKE_LUA_WRITTEN (traceId: ARGV[2]), or, the key being taken,
+ * INTAKE_LUA_REPLAY (same request: the traceId of its chat) or INTAKE_LUA_CONFLICT
+ * (another request).
  *
  * A request's fingerprint is the SHA-1 of its validated fields (message, model,
  * temperature, and user when there is one, as they travel on the stream), not of the
@@ -108,10 +109,10 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
 #define INTAKE_LUA_CONFLICT 3
 
 /* clang-format off */
-static const char intake_script[] =
+static const char intake_script[] = EVENTS_LUA
     "local n = tonumber(ARGV[3])\n"
     "local fp\n"
-    "if KEYS[3] then\n"
+    "if KEYS[4] then\n"
     "  local parts = {}\n"
     "  for i = 4, 3 + n, 2 do\n"
     "    local f = ARGV[i]\n"
@@ -121,7 +122,7 @@ static const char intake_script[] =
     "    end\n"
     "  end\n"
     "  fp = redis.sha1hex(table.concat(parts, '\\0'))\n"
-    "  local prev = redis.call('GET', KEYS[3])\n"
+    "  local prev = redis.call('GET', KEYS[4])\n"
     "  if prev then\n"
     "    local t, old = string.match(prev, '^([^:]*):(.*)$')\n"
     "    if old == fp then return {2, t} end\n" /* INTAKE_LUA_REPLAY */
@@ -131,8 +132,9 @@ static const char intake_script[] =
     "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4, 3 + n))\n"
     "redis.call('HSET', KEYS[2], unpack(ARGV, 4 + n))\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[1])\n"
-    "if KEYS[3] then\n"
-    "  redis.call('SET', KEYS[3], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
+    "chat_event(KEYS[3], ARGV[1], '" EVENTS_QUEUED "')\n"
+    "if KEYS[4] then\n"
+    "  redis.call('SET', KEYS[4], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
     "end\n"
     "return {1, ARGV[2]}\n"; /* INTAKE_LUA_WRITTEN */
 /* clang-format on */
@@ -192,7 +194,7 @@ static enum intake_store_result intake_store(struct worker *w,
                                              const char *idem, char trace[UUID_LEN + 1])
 {
     const struct server *srv = w->srv;
-    char key[KEYS_MAX + UUID_LEN + 1];
+    char key[KEYS_MAX + UUID_LEN + 1], events[KEYS_MAX + UUID_LEN + 1];
     char idem_key[KEYS_MAX + ACCESS_OWNER_LEN + 1 + VALIDATE_IDEM_KEY_MAX + 1];
     char owned[ACCESS_OWNER_LEN + 1 + VALIDATE_IDEM_KEY_MAX + 1];
     struct cmd eval, fields, pending;
@@ -201,6 +203,7 @@ static enum intake_store_result intake_store(struct worker *w,
 
     memcpy(trace, req->trace, UUID_LEN + 1);
     keys_trace(&srv->keys, req->trace, key, sizeof(key));
+    keys_events(&srv->keys, req->trace, events, sizeof(events));
     /* No MAXLEN on the XADD: trimming could drop work nobody has processed yet. */
     cmd_init(&fields, "XADD");
     record_request_append(req, &fields);
@@ -213,9 +216,10 @@ static enum intake_store_result intake_store(struct worker *w,
     }
     cmd_init(&eval, "EVAL");
     cmd_addz(&eval, intake_script);
-    cmd_addz(&eval, idem != NULL ? "3" : "2");
+    cmd_addz(&eval, idem != NULL ? "4" : "3");
     cmd_addz(&eval, srv->keys.requests);
     cmd_addz(&eval, key);
+    cmd_addz(&eval, events);
     if (idem != NULL) {
         /* Each key its own Idempotency-Keys: one key's client must neither be
          * handed another's trace nor be refused for reusing another's key. */

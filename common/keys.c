@@ -13,6 +13,7 @@ int keys_init(struct keys *k, const char *prefix)
     snprintf(k->dead, sizeof(k->dead), "%sdead", prefix);
     snprintf(k->trace_prefix, sizeof(k->trace_prefix), "%strace:", prefix);
     snprintf(k->idem_prefix, sizeof(k->idem_prefix), "%sidem:", prefix);
+    snprintf(k->events_prefix, sizeof(k->events_prefix), "%sevents:", prefix);
     return 0;
 }
 
@@ -24,4 +25,9 @@ void keys_trace(const struct keys *k, const char *trace, char *out, size_t outle
 void keys_idem(const struct keys *k, const char *key, char *out, size_t outlen)
 {
     snprintf(out, outlen, "%s%s", k->idem_prefix, key);
+}
+
+void keys_events(const struct keys *k, const char *trace, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s%s", k->events_prefix, trace);
 }

@@ -5,7 +5,9 @@
  *   {prefix}dead         stream: entries that could not be processed (capped)
  *   {prefix}trace:{id}   hash:   a trace's record (fields in record.h), with a TTL
  *   {prefix}idem:{key}   string: "{traceId}:{fingerprint}" of a POST's Idempotency-Key,
- *                                with the record's TTL (written by the api's intake) */
+ *                                with the record's TTL (written by the api's intake)
+ *   {prefix}events:{id}  stream: a trace's state changes, with the record's TTL; also
+ *                                the pub/sub channel they are announced on (events.h) */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -23,6 +25,7 @@ struct keys {
     char dead[KEYS_MAX];
     char trace_prefix[KEYS_MAX];
     char idem_prefix[KEYS_MAX];
+    char events_prefix[KEYS_MAX];
 };
 
 /* Returns 0, or -1 if the prefix is longer than KEYS_PREFIX_MAX. */
@@ -33,5 +36,9 @@ void keys_trace(const struct keys *k, const char *trace, char *out, size_t outle
 
 /* Writes the key of an Idempotency-Key's value; out must hold KEYS_MAX + its length. */
 void keys_idem(const struct keys *k, const char *key, char *out, size_t outlen);
+
+/* Writes the event stream key (and channel) of a trace; out must hold KEYS_MAX + the
+ * id's length. */
+void keys_events(const struct keys *k, const char *trace, char *out, size_t outlen);
 
 #endif

@@ -9,11 +9,14 @@
 
 #include "cmd.h"
 #include "deadletter.h"
+#include "events.h"
 #include "log.h"
 #include "record.h"
 #include "stream.h"
 
-/* KEYS: trace hash, results stream, dead-letter stream. ARGV: group, entry id,
+/* KEYS: trace hash, results stream, dead-letter stream, the trace's event stream
+ * (events.h: the final status is announced there, and the stream made to live as
+ * long as the record). ARGV: group, entry id,
  * ttl, the status a pending record has, the dead-letter cap, then the entry's
  * field/value pairs. Returns {written (0/1), the status found ('' when there
  * was no record)}. A result for a trace that has no record (an entry written
@@ -29,19 +32,23 @@
     "no such trace: never accepted by the api, or its record expired"
 
 static const char finalize_script[] =
-    DEADLETTER_LUA "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
-                   "local wrote = 0\n"
-                   "if st == ARGV[4] then\n"
-                   "  redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
-                   "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-                   "  wrote = 1\n"
-                   "elseif not st then\n"
-                   "  dead_letter(KEYS[3], ARGV[5], KEYS[2], ARGV[2],\n"
-                   "              '" FINALIZE_ORPHAN_REASON "', '', ARGV, 6)\n"
-                   "end\n"
-                   "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
-                   "redis.call('XDEL', KEYS[2], ARGV[2])\n"
-                   "return {wrote, st or ''}\n";
+    DEADLETTER_LUA EVENTS_LUA "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
+                              "local wrote = 0\n"
+                              "if st == ARGV[4] then\n"
+                              "  redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
+                              "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+                              "  for i = 6, #ARGV - 1, 2 do\n"
+                              "    if ARGV[i] == '" REC_STATUS
+                              "' then chat_event(KEYS[4], ARGV[3], ARGV[i + 1]) end\n"
+                              "  end\n"
+                              "  wrote = 1\n"
+                              "elseif not st then\n"
+                              "  dead_letter(KEYS[3], ARGV[5], KEYS[2], ARGV[2],\n"
+                              "              '" FINALIZE_ORPHAN_REASON "', '', ARGV, 6)\n"
+                              "end\n"
+                              "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
+                              "redis.call('XDEL', KEYS[2], ARGV[2])\n"
+                              "return {wrote, st or ''}\n";
 
 /* KEYS: results stream, dead-letter stream. ARGV: group, entry id, the
  * dead-letter cap, reason, deliveries ('' when not counted), then the entry's
@@ -78,15 +85,19 @@ struct finalize_item {
 };
 
 static void finalize_append_script(struct finalize *f, redisContext *c,
-                                   const struct stream_entry *e, const char *tracekey)
+                                   const struct stream_entry *e, const char *tracekey,
+                                   const char *trace)
 {
+    char eventskey[KEYS_MAX + 128];
     struct cmd cmd;
+    keys_events(f->keys, trace, eventskey, sizeof(eventskey));
     cmd_init(&cmd, "EVAL");
     cmd_addz(&cmd, finalize_script);
-    cmd_addz(&cmd, "3");
+    cmd_addz(&cmd, "4");
     cmd_addz(&cmd, tracekey);
     cmd_addz(&cmd, f->keys->results);
     cmd_addz(&cmd, f->keys->dead);
+    cmd_addz(&cmd, eventskey);
     cmd_addz(&cmd, KEYS_GROUP_HANDLERS);
     cmd_addz(&cmd, e->id);
     cmd_addll(&cmd, f->ttl_s);
@@ -236,7 +247,7 @@ static enum finalize_kind finalize_append(struct finalize *f, redisContext *c,
         return FINALIZE_DEAD;
     }
     keys_trace(f->keys, res->trace, tracekey, tracekeylen);
-    finalize_append_script(f, c, &e, tracekey);
+    finalize_append_script(f, c, &e, tracekey, res->trace);
     return FINALIZE_SCRIPT;
 }
 

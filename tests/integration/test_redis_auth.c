@@ -31,6 +31,7 @@ static const char *const auth_redis_args[] = {"--requirepass",
                                               "resetkeys",
                                               "~" AUTH_PREFIX "*",
                                               "resetchannels",
+                                              "&" AUTH_PREFIX "*",
                                               "-@all",
                                               "+@read",
                                               "+@write",
@@ -39,6 +40,9 @@ static const char *const auth_redis_args[] = {"--requirepass",
                                               "+time",
                                               "-@dangerous",
                                               "+client|unblock",
+                                              "+publish",
+                                              "+subscribe",
+                                              "+unsubscribe",
                                               NULL};
 static const char *const auth_processor_env[] = {"SHUTDOWN_GRACE_MS=300", NULL};
 

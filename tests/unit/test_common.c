@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "cmd.h"
 #include "config.h"
+#include "events.h"
 #include "keys.h"
 #include "rconn.h"
 #include "record.h"
@@ -397,10 +398,26 @@ static void test_keys(void **state)
     assert_string_equal(t, "chatq:trace:" TRACE);
     keys_idem(&k, "order-42", t, sizeof(t));
     assert_string_equal(t, "chatq:idem:order-42");
+    keys_events(&k, TRACE, t, sizeof(t));
+    assert_string_equal(t, "chatq:events:" TRACE);
     char long_prefix[KEYS_PREFIX_MAX + 2];
     memset(long_prefix, 'p', sizeof(long_prefix) - 1);
     long_prefix[sizeof(long_prefix) - 1] = '\0';
     assert_int_equal(keys_init(&k, long_prefix), -1);
+}
+
+/* Only the three on-the-way events are not final, so that a final status added
+ * later (cancelled) ends waits and streams without a change here. */
+static void test_events_final(void **state)
+{
+    (void)state;
+    assert_false(events_final("queued"));
+    assert_false(events_final("processing"));
+    assert_false(events_final("retrying"));
+    assert_true(events_final("completed"));
+    assert_true(events_final("failed"));
+    assert_true(events_final("cancelled"));
+    assert_false(events_final(NULL));
 }
 
 int main(void)
@@ -420,6 +437,7 @@ int main(void)
         cmocka_unit_test(test_config_layers),
         cmocka_unit_test(test_config_usage_hides_secrets),
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_events_final),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
