@@ -28,6 +28,9 @@ struct config {
     long long result_ttl;
     long long grace_ms;
     long long default_deadline_ms;
+    long long wait_threads;
+    long long wait_max_s;
+    long long heartbeat_ms;
     const char *api_keys;
     const char *api_keys_file;
     const char *cors_origins;
@@ -68,6 +71,9 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     s->result_ttl = cfg->result_ttl;
     s->grace_ms = cfg->grace_ms;
     s->default_deadline_ms = cfg->default_deadline_ms;
+    s->wait_threads = (int)cfg->wait_threads;
+    s->wait_max_s = cfg->wait_max_s;
+    s->heartbeat_ms = cfg->heartbeat_ms;
     return 0;
 }
 
@@ -108,8 +114,20 @@ int main(int argc, char **argv)
         {"PORT", "port", CONFIG_INT, "3000", "TCP port to listen on (0: any free port)",
          &cfg.port, 0, 65535, 0},
         {"API_THREADS", "threads", CONFIG_INT, "64",
-         "HTTP worker threads, each with its own Redis connection", &cfg.threads, 1, 4096,
-         0},
+         "HTTP worker threads for POST and GET; at most this many Redis connections are "
+         "kept open between requests",
+         &cfg.threads, 1, 4096, 0},
+        {"WAIT_THREADS", "wait-threads", CONFIG_INT, "256",
+         "more threads, for clients waiting (GET .../response?wait=, GET .../events); "
+         "past this many at once ?wait answers at once and /events gets 503",
+         &cfg.wait_threads, 0, 30000, 0},
+        {"WAIT_MAX_SECONDS", "wait-max-seconds", CONFIG_INT, "60",
+         "longest ?wait= of GET /chat/{traceId}/response; a longer one waits this long",
+         &cfg.wait_max_s, 0, 3600, 0},
+        {"EVENTS_HEARTBEAT_MS", "events-heartbeat-ms", CONFIG_INT, "15000",
+         "an event stream (GET /chat/{traceId}/events) sends a comment line this often "
+         "when nothing happens, so proxies keep it open",
+         &cfg.heartbeat_ms, 10, 3600000, 0},
         {"MAX_BODY_BYTES", "max-body-bytes", CONFIG_INT, "1048576",
          "largest POST /chat body accepted; larger ones get 413", &cfg.max_body, 1,
          1LL << 30, 0},
@@ -165,8 +183,10 @@ int main(int argc, char **argv)
         access_free();
         return 1;
     }
-    log_info(NULL, "listening on http://%s:%d, redis %s, %d threads", srv.host,
-             srv.bound_port, where, srv.threads);
+    log_info(NULL,
+             "listening on http://%s:%d, redis %s, %d threads (+%d for waiting "
+             "clients)",
+             srv.host, srv.bound_port, where, srv.threads, srv.wait_threads);
     if (access_open())
         log_warn(NULL,
                  "no API_KEYS or API_KEYS_FILE: the gateway is open, anyone who "

@@ -1,7 +1,7 @@
 /* server.c - civetweb setup, the routes, per-thread workers and JSON error pages
  * (see server.h). The routes:
  *   POST /chat                      intake.c
- *   GET  /chat/{traceId}/response   lookup.c
+ *   GET  /chat/{traceId}/response   lookup.c (?wait=: await.c)
  *   GET  /health                    here: a Redis PING
  *   anything else                   404 not_found; a wrong method on a route 405 */
 #include "server.h"
@@ -17,6 +17,7 @@
 #include <hiredis/hiredis.h>
 
 #include "access.h"
+#include "await.h"
 #include "clock.h"
 #include "intake.h"
 #include "log.h"
@@ -327,6 +328,11 @@ static int server_route(struct mg_connection *conn, void *cbdata)
         status = server_check_key(conn);
     if (status == 0)
         status = rt->fn(conn, rt->srv);
+    /* The thread may next serve a waiting client, or nobody for a long while. */
+    struct worker *w = mg_get_thread_pointer(conn);
+    worker_release(w);
+    if (w != NULL)
+        w->patience_ms = 0;
     atomic_fetch_sub(&rt->srv->inflight, 1);
     return status;
 }
@@ -369,12 +375,14 @@ int server_start(struct server *s, char *err, size_t errlen)
     /* An IPv6 address needs brackets to be told from the port. */
     snprintf(ports, sizeof(ports), strchr(s->host, ':') ? "[%s]:%d" : "%s:%d", s->host,
              s->port);
-    snprintf(threads, sizeof(threads), "%d", s->threads);
+    /* API_THREADS for POST and GET, and as many again as clients may wait
+     * (await_enter keeps them apart). */
+    snprintf(threads, sizeof(threads), "%d", s->threads + s->wait_threads);
     /* No document_root: this server never serves files. */
     /* clang-format off */
     const char *options[] = {
         "listening_ports",    ports,    /* HOST:PORT */
-        "num_threads",        threads,  /* API_THREADS, one Redis connection each */
+        "num_threads",        threads,  /* API_THREADS + WAIT_THREADS */
         "tcp_nodelay",        "1",      /* each response is one write: send it now */
         "enable_keep_alive",  "yes",    /* a client polling GETs reuses its socket */
         "request_timeout_ms", "30000",  /* a stalled client frees its thread */
@@ -402,19 +410,33 @@ int server_start(struct server *s, char *err, size_t errlen)
 
     atomic_init(&s->redis_down, 0);
     atomic_init(&s->inflight, 0);
+    s->pool = worker_pool_new(s->threads);
+    s->await = await_new(s);
+    if (s->pool == NULL || s->await == NULL ||
+        (s->await != NULL && await_start(s->await, why, sizeof(why)) != 0)) {
+        snprintf(err, errlen, "cannot set up: %s", why[0] ? why : "out of memory");
+        goto fail;
+    }
     mg_init_library(0);
     s->ctx = mg_start2(&init, &error);
     if (s->ctx == NULL) {
         snprintf(err, errlen, "cannot listen on %s: %s", ports,
                  why[0] ? why : "civetweb failed to start");
         mg_exit_library();
-        return -1;
+        goto fail;
     }
 
     struct mg_server_port bound;
     s->bound_port = mg_get_server_ports(s->ctx, 1, &bound) == 1 ? bound.port : s->port;
 
     return 0;
+fail:
+    await_stop(s->await);
+    await_free(s->await);
+    s->await = NULL;
+    worker_pool_free(s->pool);
+    s->pool = NULL;
+    return -1;
 }
 
 void server_stop(struct server *s)
@@ -425,6 +447,8 @@ void server_stop(struct server *s)
      * whose body is still arriving: so first let what is open finish, telling every
      * client to close its connection meanwhile. */
     reply_close_all();
+    /* Waiting clients are answered now, with what their chat is at. */
+    await_stop(s->await);
     long long deadline = clock_mono_ms() + s->grace_ms;
     while (atomic_load(&s->inflight) > 0 && clock_mono_ms() < deadline) {
         struct timespec tick = {0, 10 * 1000 * 1000};
@@ -436,4 +460,8 @@ void server_stop(struct server *s)
     mg_stop(s->ctx);
     s->ctx = NULL;
     mg_exit_library();
+    await_free(s->await);
+    s->await = NULL;
+    worker_pool_free(s->pool);
+    s->pool = NULL;
 }

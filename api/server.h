@@ -10,8 +10,10 @@
 #include "keys.h"
 #include "rconn.h"
 
+struct await;
 struct mg_connection;
 struct mg_context;
+struct worker_pool;
 
 struct server {
     /* Settings, filled in by main before server_start; strings borrowed. */
@@ -24,12 +26,17 @@ struct server {
     long long result_ttl;          /* seconds, EXPIRE of a trace's hash */
     long long grace_ms;            /* on stop, longest wait for open requests */
     long long default_deadline_ms; /* for chats without deadline_ms; 0: none */
+    int wait_threads;              /* more threads, for clients waiting (await.h) */
+    long long wait_max_s;          /* longest ?wait= of a long-poll, seconds */
+    long long heartbeat_ms;        /* an event stream's comment line this often */
     struct rconn_url redis;
     struct keys keys;
 
     /* State. */
     struct mg_context *ctx;
     int bound_port;
+    struct worker_pool *pool; /* owned: idle Redis connections of the threads */
+    struct await *await;      /* owned: the waiting clients' subscriber */
     /* 1 while Redis is known to be unreachable, so that an outage is logged once at
      * warn by whichever thread sees it first, not once per request. */
     atomic_int redis_down;

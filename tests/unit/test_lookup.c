@@ -113,13 +113,35 @@ static void test_failed(void **state)
                  "unknown reason\"}}");
 }
 
+/* ?wait=: whole seconds, capped; anything else refused. */
+static void test_wait_parse(void **state)
+{
+    (void)state;
+    long long w = -1;
+    assert_int_equal(lookup_wait_parse(NULL, 60, &w), 0);
+    assert_int_equal(w, 0);
+    assert_int_equal(lookup_wait_parse("x=1", 60, &w), 0);
+    assert_int_equal(w, 0);
+    assert_int_equal(lookup_wait_parse("wait=15", 60, &w), 0);
+    assert_int_equal(w, 15);
+    assert_int_equal(lookup_wait_parse("a=b&wait=0", 60, &w), 0);
+    assert_int_equal(w, 0);
+    assert_int_equal(lookup_wait_parse("wait=61", 60, &w), 0);
+    assert_int_equal(w, 60);
+    assert_int_equal(lookup_wait_parse("wait=99999999999999999999", 60, &w), 0);
+    assert_int_equal(w, 60);
+    static const char *const bad[] = {"wait=",    "wait=-1",  "wait=1.5",
+                                      "wait=abc", "wait=1e3", "wait=%201"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(lookup_wait_parse(bad[i], 60, &w), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_processing),
-        cmocka_unit_test(test_completed),
-        cmocka_unit_test(test_completed_with_nul),
-        cmocka_unit_test(test_failed),
+        cmocka_unit_test(test_processing),         cmocka_unit_test(test_completed),
+        cmocka_unit_test(test_completed_with_nul), cmocka_unit_test(test_failed),
+        cmocka_unit_test(test_wait_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
