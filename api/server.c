@@ -2,6 +2,7 @@
  * (see server.h). The routes:
  *   POST /chat                      intake.c
  *   GET  /chat/{traceId}/response   lookup.c (?wait=: await.c)
+ *   GET  /chat/{traceId}/events     sse.c
  *   GET  /health                    here: a Redis PING
  *   anything else                   404 not_found; a wrong method on a route 405 */
 #include "server.h"
@@ -23,12 +24,14 @@
 #include "log.h"
 #include "lookup.h"
 #include "reply.h"
+#include "sse.h"
 #include "uuid.h"
 #include "worker.h"
 
 #define SERVER_CHAT "/chat"
 #define SERVER_CHAT_DIR "/chat/"
 #define SERVER_RESPONSE "/response"
+#define SERVER_EVENTS "/events"
 #define SERVER_HEALTH "/health"
 
 /* civetweb's worker threads each get a worker; its master and timer threads none. */
@@ -77,7 +80,8 @@ static const char *server_path(const struct mg_request_info *ri)
     return ri->local_uri != NULL ? ri->local_uri : "";
 }
 
-/* "/chat/{traceId}/response"; any other "/chat/..." is a 404. */
+/* "/chat/{traceId}/response" and "/chat/{traceId}/events"; any other "/chat/..." is
+ * a 404. */
 static int server_chat_response(struct mg_connection *conn, void *cbdata)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
@@ -87,7 +91,8 @@ static int server_chat_response(struct mg_connection *conn, void *cbdata)
         return server_not_found(conn, cbdata);
     id = path + strlen(SERVER_CHAT_DIR);
     slash = strchr(id, '/');
-    if (slash == NULL || slash == id || strcmp(slash, SERVER_RESPONSE) != 0)
+    int events = slash != NULL && strcmp(slash, SERVER_EVENTS) == 0;
+    if (slash == NULL || slash == id || (strcmp(slash, SERVER_RESPONSE) != 0 && !events))
         return server_not_found(conn, cbdata);
     if (!server_is(ri, "GET"))
         return server_method_not_allowed(conn, "GET");
@@ -107,6 +112,8 @@ static int server_chat_response(struct mg_connection *conn, void *cbdata)
                            "the traceId in the path must be a UUID such as "
                            "3f2b8c1e-7d4a-4e5f-9a6b-0c1d2e3f4a5b");
     }
+    if (events)
+        return sse_handle(conn, mg_get_thread_pointer(conn), trace);
     return lookup_handle(conn, mg_get_thread_pointer(conn), trace);
 }
 

@@ -5,9 +5,20 @@
  * A long-poll answers as soon as the chat is final (compared with the record's own
  * completion timestamp), answers processing when its wait runs out, refuses a bad
  * wait, answers a finished chat at once, and never hangs across an api restart;
- * past WAIT_THREADS waiting clients a wait answers at once while POSTs go on. */
+ * past WAIT_THREADS waiting clients a wait answers at once while POSTs go on.
+ *
+ * The event stream: a client that leaves after the first "processing" and comes
+ * back with Last-Event-ID gets exactly the remaining events (checked against the
+ * chat's event stream in Redis: none missing, none twice), sees heartbeats while
+ * nothing happens, and the stream ends after the final event; a reconnect after
+ * the end gets 204. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +30,7 @@
 #include "suite.h"
 
 #define PUSH_WAIT_THREADS 4
+#define PUSH_HEARTBEAT_MS 300
 
 static struct stack push_stack;
 
@@ -274,11 +286,236 @@ static void push_wait_cap(void **state)
               i, p[i].status, p[i].st);
 }
 
+/* ---- server-sent events ---------------------------------------------------------- */
+
+#define PUSH_SSE_MAX 32
+
+struct push_event {
+    char id[48], type[32];
+    char *data; /* owned */
+};
+
+/* What one connection to /events saw. */
+struct push_sse {
+    int status;
+    char head[2048];
+    struct push_event ev[PUSH_SSE_MAX];
+    int n;
+    int heartbeats;
+    int closed;          /* the server closed the stream */
+    long long closed_ms; /* when, monotonic */
+    long long final_ms;  /* when the final event arrived, monotonic */
+};
+
+static void push_sse_free(struct push_sse *x)
+{
+    for (int i = 0; i < x->n; i++)
+        free(x->ev[i].data);
+    x->n = 0;
+}
+
+/* Parses one event block (without its blank line) into x. */
+static void push_sse_block(struct push_sse *x, char *block)
+{
+    struct push_event e;
+    memset(&e, 0, sizeof(e));
+    int any = 0;
+    for (char *line = strtok(block, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        if (line[0] == ':') {
+            x->heartbeats++;
+        } else if (strncmp(line, "id: ", 4) == 0) {
+            snprintf(e.id, sizeof(e.id), "%s", line + 4);
+            any = 1;
+        } else if (strncmp(line, "event: ", 7) == 0) {
+            snprintf(e.type, sizeof(e.type), "%s", line + 7);
+        } else if (strncmp(line, "data: ", 6) == 0) {
+            free(e.data);
+            e.data = strdup(line + 6);
+        }
+    }
+    if (any && x->n < PUSH_SSE_MAX)
+        x->ev[x->n++] = e;
+    else
+        free(e.data);
+}
+
+/* Connects to GET /chat/{trace}/events (with Last-Event-ID last, unless NULL) and
+ * reads until the server closes, timeout_ms passes, or (leave_after not NULL) an
+ * event of that type arrived, after which it hangs up. Returns 0, or -1 if it
+ * could not connect. */
+static int push_sse_read(struct stack *s, const char *trace, const char *last,
+                         const char *leave_after, int timeout_ms, struct push_sse *x)
+{
+    memset(x, 0, sizeof(*x));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(s->api_port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    char req[512];
+    int len = snprintf(req, sizeof(req),
+                       "GET /chat/%s/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       "Accept: text/event-stream\r\n%s%s%s\r\n",
+                       trace, last ? "Last-Event-ID: " : "", last ? last : "",
+                       last ? "\r\n" : "");
+    if (write(fd, req, (size_t)len) != len) {
+        close(fd);
+        return -1;
+    }
+    size_t cap = 1 << 16, used = 0, parsed = 0;
+    char *buf = calloc(1, cap + 1);
+    long long end = clock_mono_ms() + timeout_ms;
+    int in_body = 0, leave = 0;
+    while (buf != NULL && !leave && clock_mono_ms() < end && used < cap) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        ssize_t n = read(fd, buf + used, cap - used);
+        if (n <= 0) {
+            x->closed = 1;
+            x->closed_ms = clock_mono_ms();
+            break;
+        }
+        used += (size_t)n;
+        buf[used] = '\0';
+        if (!in_body) {
+            char *sep = strstr(buf, "\r\n\r\n");
+            if (sep == NULL)
+                continue;
+            size_t hl = (size_t)(sep - buf);
+            snprintf(x->head, sizeof(x->head), "%.*s", (int)hl, buf);
+            sscanf(buf, "HTTP/1.1 %d", &x->status);
+            parsed = hl + 4;
+            in_body = 1;
+        }
+        char *blank;
+        while ((blank = strstr(buf + parsed, "\n\n")) != NULL) {
+            *blank = '\0';
+            int before = x->n;
+            push_sse_block(x, buf + parsed);
+            parsed = (size_t)(blank - buf) + 2;
+            if (x->n > before && strcmp(x->ev[x->n - 1].type, "completed") == 0)
+                x->final_ms = clock_mono_ms();
+            if (x->n > before && leave_after != NULL &&
+                strcmp(x->ev[x->n - 1].type, leave_after) == 0)
+                leave = 1;
+        }
+    }
+    free(buf);
+    close(fd);
+    return 0;
+}
+
+/* The ids of the chat's event stream in Redis, in order, into ids; returns how
+ * many, or -1. */
+static int push_stream_ids(struct stack *s, const char *trace, char ids[][48], int max)
+{
+    char key[KEYS_MAX + UUID_LEN + 1];
+    keys_events(&s->keys, trace, key, sizeof(key));
+    redisReply *r = stack_redis(s, "XRANGE %s - +", key);
+    int n = -1;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY) {
+        n = 0;
+        for (size_t i = 0; i < r->elements && n < max; i++)
+            snprintf(ids[n++], 48, "%s", r->element[i]->element[0]->str);
+    }
+    freeReplyObject(r);
+    return n;
+}
+
+/* A chat that fails twice (each failure after 600 ms) and then completes. One
+ * client leaves after the first "processing"; a second comes back with its id
+ * as Last-Event-ID and gets exactly the rest, with heartbeats in the quiet
+ * stretches, and the stream closes right after "completed". */
+static void push_sse_resume(void **state)
+{
+    (void)state;
+    struct stack *s = &push_stack;
+    char trace[UUID_LEN + 1], ids[PUSH_SSE_MAX][48];
+    struct push_sse a, b;
+
+    CHECK(chat_post(s, "[[fake status=500 times=2 latency=600]] sse resume", NULL, -1,
+                    trace) == 0,
+          "POST");
+    CHECK(push_sse_read(s, trace, NULL, "processing", 10000, &a) == 0, "connect");
+    CHECK(a.status == 200 && strstr(a.head, "Content-Type: text/event-stream") != NULL,
+          "first stream: %d %s", a.status, a.head);
+    CHECK(a.n == 2 && strcmp(a.ev[0].type, "queued") == 0 &&
+              strcmp(a.ev[1].type, "processing") == 0,
+          "first stream: %d events, then %s", a.n, a.n > 0 ? a.ev[a.n - 1].type : "-");
+    CHECK(strstr(a.ev[1].data, "\"attempt\":1") != NULL, "processing: %s", a.ev[1].data);
+
+    CHECK(push_sse_read(s, trace, a.ev[1].id, NULL, 20000, &b) == 0, "reconnect");
+    CHECK(b.status == 200 && b.closed, "second stream: status %d, closed %d", b.status,
+          b.closed);
+    int n = push_stream_ids(s, trace, ids, PUSH_SSE_MAX);
+    CHECK(n == a.n + b.n, "Redis holds %d events; the client got %d + %d", n, a.n, b.n);
+    for (int i = 0; i < n; i++) {
+        const struct push_event *e = i < a.n ? &a.ev[i] : &b.ev[i - a.n];
+        CHECK(strcmp(e->id, ids[i]) == 0, "event %d: id %s, Redis has %s", i, e->id,
+              ids[i]);
+    }
+    static const char *const want[] = {"queued",   "processing", "retrying", "processing",
+                                       "retrying", "processing", "completed"};
+    CHECK(n == 7, "%d events, want 7", n);
+    for (int i = 0; i < 7; i++) {
+        const struct push_event *e = i < a.n ? &a.ev[i] : &b.ev[i - a.n];
+        CHECK(strcmp(e->type, want[i]) == 0, "event %d is %s, want %s", i, e->type,
+              want[i]);
+    }
+    CHECK(strstr(b.ev[0].data, "\"delay_ms\":") != NULL, "retrying: %s", b.ev[0].data);
+    CHECK(strstr(b.ev[3].data, "\"attempt\":3") != NULL, "processing: %s", b.ev[3].data);
+    json_t *j = json_loads(b.ev[4].data, 0, NULL);
+    CHECK(j != NULL && strcmp(STR(http_json_str(j, "status")), "completed") == 0 &&
+              strstr(STR(http_json_str(j, "response")), "sse resume") != NULL,
+          "completed: %s", b.ev[4].data);
+    json_decref(j);
+    CHECK(b.heartbeats >= 1, "no heartbeat in %d events over the retries", b.n);
+    CHECK(b.closed_ms - b.final_ms < 1000, "the stream stayed open %lld ms after the end",
+          b.closed_ms - b.final_ms);
+    push_sse_free(&a);
+    push_sse_free(&b);
+}
+
+/* After the end: a new client gets every event and the close; one that has seen
+ * the final event gets 204; an unknown trace 404; a bad Last-Event-ID 400. */
+static void push_sse_after_end(void **state)
+{
+    (void)state;
+    struct stack *s = &push_stack;
+    char trace[UUID_LEN + 1];
+    struct push_sse a;
+
+    CHECK(chat_post(s, "sse after the end", NULL, -1, trace) == 0, "POST");
+    json_t *done = chat_wait(s, trace, 20000, NULL);
+    CHECK(done != NULL, "the chat did not finish");
+    json_decref(done);
+    CHECK(push_sse_read(s, trace, NULL, NULL, 10000, &a) == 0, "connect");
+    CHECK(a.status == 200 && a.closed && a.n == 3 &&
+              strcmp(a.ev[2].type, "completed") == 0,
+          "status %d, closed %d, %d events", a.status, a.closed, a.n);
+    char final_id[48];
+    snprintf(final_id, sizeof(final_id), "%s", a.ev[2].id);
+    push_sse_free(&a);
+
+    CHECK(push_sse_read(s, trace, final_id, NULL, 10000, &a) == 0, "connect");
+    CHECK(a.status == 204 && a.n == 0, "after the final event: %d, %d events", a.status,
+          a.n);
+    CHECK(push_sse_read(s, trace, "12-x", NULL, 10000, &a) == 0, "connect");
+    CHECK(a.status == 400, "a bad Last-Event-ID: %d", a.status);
+    CHECK(push_sse_read(s, "3f2b8c1e-7d4a-4e5f-9a6b-0c1d2e3f4a5b", NULL, NULL, 10000,
+                        &a) == 0,
+          "connect");
+    CHECK(a.status == 404, "an unknown trace: %d", a.status);
+}
+
 static const struct CMUnitTest push_tests[] = {
-    cmocka_unit_test(push_longpoll_prompt),
-    cmocka_unit_test(push_longpoll_timeout),
-    cmocka_unit_test(push_wait_cap),
-    cmocka_unit_test(push_longpoll_restart),
+    cmocka_unit_test(push_sse_resume),      cmocka_unit_test(push_sse_after_end),
+    cmocka_unit_test(push_longpoll_prompt), cmocka_unit_test(push_longpoll_timeout),
+    cmocka_unit_test(push_wait_cap),        cmocka_unit_test(push_longpoll_restart),
 };
 
 const struct suite_group suite_push = {"push", push_tests,

@@ -10,6 +10,7 @@
 
 #include "../../api/lookup.h"
 #include "../../api/reply.h"
+#include "../../api/sse.h"
 #include "record.h"
 
 #define TRACE "3f2b8c1e-7d4a-4e5f-9a6b-0c1d2e3f4a5b"
@@ -136,12 +137,26 @@ static void test_wait_parse(void **state)
         assert_int_equal(lookup_wait_parse(bad[i], 60, &w), -1);
 }
 
+static void test_event_id(void **state)
+{
+    (void)state;
+    assert_true(sse_id_valid("1700000000000-0"));
+    assert_true(sse_id_valid("0-1"));
+    assert_false(sse_id_valid(""));
+    assert_false(sse_id_valid("12"));
+    assert_false(sse_id_valid("12-"));
+    assert_false(sse_id_valid("-1"));
+    assert_false(sse_id_valid("12-x"));
+    assert_false(sse_id_valid("1-2\r\nX: y"));
+    assert_false(sse_id_valid("123456789012345678901-0"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_processing),         cmocka_unit_test(test_completed),
         cmocka_unit_test(test_completed_with_nul), cmocka_unit_test(test_failed),
-        cmocka_unit_test(test_wait_parse),
+        cmocka_unit_test(test_wait_parse),         cmocka_unit_test(test_event_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
