@@ -512,10 +512,48 @@ static void push_sse_after_end(void **state)
     CHECK(a.status == 404, "an unknown trace: %d", a.status);
 }
 
+/* Redis restarted under a waiting client: the client gets an answer (503 while
+ * Redis is away, or the completed chat), not a hang; afterwards the api's
+ * subscriber is back, so a long-poll on a new chat ends with its completion, not
+ * with an error or its timeout. */
+static void push_redis_restart(void **state)
+{
+    (void)state;
+    struct stack *s = &push_stack;
+    char trace[UUID_LEN + 1], st[32];
+    struct push_poll p;
+    struct http_response r;
+
+    CHECK(chat_post(s, "[[fake latency=2500]] redis restart", NULL, -1, trace) == 0,
+          "POST");
+    CHECK(push_poll_start(&p, s, trace, "?wait=20", 25000) == 0, "thread");
+    harness_sleep_ms(PUSH_SETTLE_MS);
+    int down = stack_redis_stop(s) == 0;
+    int up = stack_redis_start(s) == 0;
+    pthread_join(p.th, NULL);
+    CHECK(down && up, "redis-server did not restart");
+    CHECK(p.rc == 0 && (p.status == 503 || strcmp(p.st, "completed") == 0),
+          "across the restart the client got rc %d, %ld %s", p.rc, p.status, p.st);
+    CHECK(p.elapsed_ms < 15000, "across the restart the client waited %lld ms",
+          p.elapsed_ms);
+    /* A new chat, still running when the long-poll starts: only the subscriber can
+     * end its wait with completed. */
+    CHECK(chat_post(s, "[[fake latency=1000]] after the restart", NULL, -1, trace) == 0,
+          "POST after the restart");
+    CHECK(push_get(s, trace, "?wait=20", 25000, &r) == 0 && r.status == 200,
+          "after the restart: %ld %s", r.status, r.error);
+    push_status(&r, st, sizeof(st));
+    long long elapsed = r.elapsed_ms;
+    http_response_free(&r);
+    CHECK(strcmp(st, "completed") == 0 && elapsed >= 500 && elapsed < 15000,
+          "after the restart: %s after %lld ms", st, elapsed);
+}
+
 static const struct CMUnitTest push_tests[] = {
     cmocka_unit_test(push_sse_resume),      cmocka_unit_test(push_sse_after_end),
     cmocka_unit_test(push_longpoll_prompt), cmocka_unit_test(push_longpoll_timeout),
     cmocka_unit_test(push_wait_cap),        cmocka_unit_test(push_longpoll_restart),
+    cmocka_unit_test(push_redis_restart),
 };
 
 const struct suite_group suite_push = {"push", push_tests,
