@@ -115,6 +115,30 @@ static int sse_send(struct sse_stream *st, const struct stream_entry *e)
     return rc;
 }
 
+/* Writes the record as the final event, without an id (there is no stream). */
+static void sse_send_record(struct sse_stream *st)
+{
+    redisReply *hash = NULL;
+    struct chat_result res;
+    char err[128];
+    struct reply r;
+    reply_init(&r);
+    if (lookup_fetch(st->w, st->trace, &hash) == 0 && hash->elements > 0 &&
+        record_result_parse(hash, &res, err, sizeof(err)) == 0) {
+        const char *type = record_status_name(res.status);
+        reply_lit(&r, "event: ");
+        reply_raw(&r, type, strlen(type));
+        reply_lit(&r, "\ndata: ");
+        lookup_render(&res, st->trace, &r);
+        reply_lit(&r, "\n\n");
+        if (!r.oom)
+            mg_write(st->conn, r.buf + REPLY_HEAD_ROOM, r.len);
+    }
+    worker_release(st->w);
+    freeReplyObject(hash);
+    reply_free(&r);
+}
+
 /* Reads the events after st->last (up to a batch) into *entries (new: caller
  * frees). Returns 0, or -1 if Redis failed. */
 static int sse_read(struct sse_stream *st, redisReply **entries)
@@ -216,8 +240,8 @@ static int sse_serve(struct sse_stream *st, struct await *a)
             }
             int none = entries->elements == 0;
             freeReplyObject(entries);
-            if (none && st->last[0] != '\0' &&
-                await_final(srv, st->w, st->trace, 0) == 1) {
+            int over = none && await_final(srv, st->w, st->trace, 0) == 1;
+            if (over && st->last[0] != '\0') {
                 reply_init(&r);
                 rc = reply_send(&r, st->conn, 204);
                 goto out;
@@ -225,6 +249,12 @@ static int sse_serve(struct sse_stream *st, struct await *a)
             if (sse_head(st) != 0)
                 break;
             started = 1;
+            /* Over without a stream: a chat from before event streams existed. Its
+             * record is all there is to say. */
+            if (over) {
+                sse_send_record(st);
+                break;
+            }
         }
         sent = sse_catch_up(st);
         if (sent != 0)

@@ -302,6 +302,7 @@ struct push_sse {
     struct push_event ev[PUSH_SSE_MAX];
     int n;
     int heartbeats;
+    char last_type[32];  /* event: of the last block, with an id or without */
     int closed;          /* the server closed the stream */
     long long closed_ms; /* when, monotonic */
     long long final_ms;  /* when the final event arrived, monotonic */
@@ -333,6 +334,8 @@ static void push_sse_block(struct push_sse *x, char *block)
             e.data = strdup(line + 6);
         }
     }
+    if (e.type[0] != '\0')
+        snprintf(x->last_type, sizeof(x->last_type), "%s", e.type);
     if (any && x->n < PUSH_SSE_MAX)
         x->ev[x->n++] = e;
     else
@@ -481,7 +484,8 @@ static void push_sse_resume(void **state)
 }
 
 /* After the end: a new client gets every event and the close; one that has seen
- * the final event gets 204; an unknown trace 404; a bad Last-Event-ID 400. */
+ * the final event gets 204; a chat without a stream its record as the one event;
+ * an unknown trace 404; a bad Last-Event-ID 400. */
 static void push_sse_after_end(void **state)
 {
     (void)state;
@@ -504,6 +508,18 @@ static void push_sse_after_end(void **state)
     CHECK(push_sse_read(s, trace, final_id, NULL, 10000, &a) == 0, "connect");
     CHECK(a.status == 204 && a.n == 0, "after the final event: %d, %d events", a.status,
           a.n);
+    /* A chat without a stream (made before streams existed): its record, then the
+     * end. */
+    char key[KEYS_MAX + UUID_LEN + 1];
+    keys_events(&s->keys, trace, key, sizeof(key));
+    freeReplyObject(stack_redis(s, "DEL %s", key));
+    CHECK(push_sse_read(s, trace, NULL, NULL, 10000, &a) == 0, "connect");
+    CHECK(a.status == 200 && a.closed && a.n == 0 && a.heartbeats == 0,
+          "without a stream: status %d, closed %d, %d events with ids", a.status,
+          a.closed, a.n);
+    CHECK(a.last_type[0] != '\0' && strcmp(a.last_type, "completed") == 0,
+          "without a stream: last event '%s'", a.last_type);
+    push_sse_free(&a);
     CHECK(push_sse_read(s, trace, "12-x", NULL, 10000, &a) == 0, "connect");
     CHECK(a.status == 400, "a bad Last-Event-ID: %d", a.status);
     CHECK(push_sse_read(s, "3f2b8c1e-7d4a-4e5f-9a6b-0c1d2e3f4a5b", NULL, NULL, 10000,
