@@ -87,7 +87,8 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
 }
 
 /* The write of an accepted request, one script so that it is all or nothing.
- * KEYS: requests stream, trace hash, the trace's event stream (events.h), then the
+ * KEYS: requests stream, trace hash, the trace's events channel (events.h: not a
+ * key, listed with them as every name the script touches), then the
  * Idempotency-Key's key when the request has one. ARGV: ttl, trace id, n, then n
  * request-stream arguments (field/value pairs), then the pending record's pairs. Returns
  * {outcome, traceId}: INTAKE_LUA_WRITTEN (traceId: ARGV[2]), or, the key being taken,
@@ -132,7 +133,7 @@ static const char intake_script[] = EVENTS_LUA
     "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4, 3 + n))\n"
     "redis.call('HSET', KEYS[2], unpack(ARGV, 4 + n))\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[1])\n"
-    "chat_event(KEYS[3], ARGV[1], '" EVENTS_QUEUED "')\n"
+    "chat_event(KEYS[2], KEYS[3], '" EVENTS_QUEUED "')\n"
     "if KEYS[4] then\n"
     "  redis.call('SET', KEYS[4], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
     "end\n"

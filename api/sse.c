@@ -12,7 +12,6 @@
 #include "await.h"
 #include "clock.h"
 #include "events.h"
-#include "keys.h"
 #include "log.h"
 #include "lookup.h"
 #include "record.h"
@@ -22,8 +21,7 @@
 #include "uuid.h"
 #include "worker.h"
 
-#define SSE_ID_MAX 48   /* two 64-bit numbers and a dash */
-#define SSE_BATCH "100" /* entries per XRANGE */
+#define SSE_ID_DIGITS 18 /* an event number: far below 2^63 */
 #define SSE_LAST_ID_HEADER "Last-Event-ID"
 /* A stream's client would rather wait for a Redis connection than fail (worker.h). */
 #define SSE_PATIENCE_MS 30000
@@ -33,160 +31,117 @@ struct sse_stream {
     struct mg_connection *conn;
     struct worker *w;
     const char *trace;
-    char key[KEYS_MAX + UUID_LEN + 1];
-    char last[SSE_ID_MAX]; /* the last id sent (or given); "" from the start */
-    int ended;             /* the final event was sent */
+    long long last; /* the number of the last event sent (or given); 0: none */
+    int ended;      /* the final event was sent */
 };
 
 int sse_id_valid(const char *id)
 {
-    size_t a = strspn(id, "0123456789");
-    if (a == 0 || a > 20 || id[a] != '-')
-        return 0;
-    size_t b = strspn(id + a + 1, "0123456789");
-    return b > 0 && b <= 20 && id[a + 1 + b] == '\0';
+    size_t n = strspn(id, "0123456789");
+    return n > 0 && n <= SSE_ID_DIGITS && id[n] == '\0';
 }
 
-/* Appends the data of a final event: the record as GET .../response shows it, or
- * the bare status should the record be gone. */
-static void sse_final_data(struct sse_stream *st, const char *type, struct reply *r)
+/* Writes event n ("type[ attempt[ delay_ms]]", as events.h keeps it) of the record
+ * in hash. Returns 0, or -1 if the client is gone. */
+static int sse_send(struct sse_stream *st, long long n, const char *value,
+                    const redisReply *hash)
 {
-    redisReply *hash = NULL;
+    char type[32];
+    long long attempt = -1, delay = -1;
     struct chat_result res;
     char err[128];
-    if (lookup_fetch(st->w, st->trace, &hash) == 0 && hash->elements > 0 &&
-        record_result_parse(hash, &res, err, sizeof(err)) == 0) {
-        lookup_render(&res, st->trace, r);
-    } else {
-        reply_lit(r, "{\"traceId\":");
-        reply_strz(r, st->trace);
-        reply_lit(r, ",\"status\":");
-        reply_strz(r, type);
-        reply_lit(r, "}");
-    }
-    freeReplyObject(hash);
-}
-
-/* Appends ,"name":value when the entry has the field and it is a number. */
-static void sse_number(struct reply *r, const redisReply *fields, const char *name)
-{
-    const char *v = stream_field(fields, name, NULL);
-    if (v == NULL || v[0] == '\0' || strspn(v, "0123456789") != strlen(v))
-        return;
-    reply_lit(r, ",");
-    reply_strz(r, name);
-    reply_lit(r, ":");
-    reply_raw(r, v, strlen(v));
-}
-
-/* Writes one entry as an event. Returns 0, or -1 if the client is gone. */
-static int sse_send(struct sse_stream *st, const struct stream_entry *e)
-{
-    const char *type = e->fields ? stream_field(e->fields, EVENTS_TYPE, NULL) : NULL;
     struct reply r;
     int rc = 0;
 
-    snprintf(st->last, sizeof(st->last), "%s", e->id);
-    if (type == NULL || strspn(type, "abcdefghijklmnopqrstuvwxyz_") != strlen(type) ||
-        type[0] == '\0')
+    st->last = n;
+    if (sscanf(value, "%31[a-z_] %lld %lld", type, &attempt, &delay) < 1)
         return 0; /* not one of ours: nothing a client could use */
     reply_init(&r);
     reply_lit(&r, "id: ");
-    reply_raw(&r, e->id, strlen(e->id));
+    reply_ll(&r, n);
     reply_lit(&r, "\nevent: ");
     reply_raw(&r, type, strlen(type));
     reply_lit(&r, "\ndata: ");
-    if (events_final(type)) {
-        sse_final_data(st, type, &r);
-        st->ended = 1;
+    if (events_final(type) && record_result_parse(hash, &res, err, sizeof(err)) == 0) {
+        lookup_render(&res, st->trace, &r); /* the record, as GET .../response */
     } else {
         reply_lit(&r, "{\"traceId\":");
         reply_strz(&r, st->trace);
         reply_lit(&r, ",\"status\":");
         reply_strz(&r, type);
-        sse_number(&r, e->fields, EVENTS_ATTEMPT);
-        sse_number(&r, e->fields, EVENTS_DELAY_MS);
+        if (attempt >= 0) {
+            reply_lit(&r, ",\"" EVENTS_ATTEMPT "\":");
+            reply_ll(&r, attempt);
+        }
+        if (delay >= 0) {
+            reply_lit(&r, ",\"" EVENTS_DELAY_MS "\":");
+            reply_ll(&r, delay);
+        }
         reply_lit(&r, "}");
     }
     reply_lit(&r, "\n\n");
+    st->ended = events_final(type);
     if (r.oom || mg_write(st->conn, r.buf + REPLY_HEAD_ROOM, r.len) <= 0)
         rc = -1;
     reply_free(&r);
     return rc;
 }
 
-/* Writes the record as the final event, without an id (there is no stream). */
-static void sse_send_record(struct sse_stream *st)
+/* Writes the record as the final event, without an id: a chat from before events
+ * were kept has none. */
+static void sse_send_record(struct sse_stream *st, const redisReply *hash)
 {
-    redisReply *hash = NULL;
     struct chat_result res;
     char err[128];
     struct reply r;
+    if (record_result_parse(hash, &res, err, sizeof(err)) != 0)
+        return;
+    const char *type = record_status_name(res.status);
     reply_init(&r);
-    if (lookup_fetch(st->w, st->trace, &hash) == 0 && hash->elements > 0 &&
-        record_result_parse(hash, &res, err, sizeof(err)) == 0) {
-        const char *type = record_status_name(res.status);
-        reply_lit(&r, "event: ");
-        reply_raw(&r, type, strlen(type));
-        reply_lit(&r, "\ndata: ");
-        lookup_render(&res, st->trace, &r);
-        reply_lit(&r, "\n\n");
-        if (!r.oom)
-            mg_write(st->conn, r.buf + REPLY_HEAD_ROOM, r.len);
-    }
-    worker_release(st->w);
-    freeReplyObject(hash);
+    reply_lit(&r, "event: ");
+    reply_raw(&r, type, strlen(type));
+    reply_lit(&r, "\ndata: ");
+    lookup_render(&res, st->trace, &r);
+    reply_lit(&r, "\n\n");
+    if (!r.oom)
+        mg_write(st->conn, r.buf + REPLY_HEAD_ROOM, r.len);
     reply_free(&r);
 }
 
-/* Reads the events after st->last (up to a batch) into *entries (new: caller
- * frees). Returns 0, or -1 if Redis failed. */
-static int sse_read(struct sse_stream *st, redisReply **entries)
+/* The trace's hash (new: caller frees; an array, empty once expired) and the
+ * number of its last event (0: none). Returns 0, or -1 if Redis failed. */
+static int sse_read(struct sse_stream *st, redisReply **hash, long long *newest)
 {
-    char from[SSE_ID_MAX + 1];
-    *entries = NULL;
-    if (st->last[0] != '\0')
-        snprintf(from, sizeof(from), "(%s", st->last);
-    else
-        snprintf(from, sizeof(from), "-");
-    const char *argv[] = {"XRANGE", st->key, from, "+", "COUNT", SSE_BATCH};
-    redisReply *r = worker_command(st->w, st->trace, 6, argv);
+    int rc = lookup_fetch(st->w, st->trace, hash);
     worker_release(st->w);
-    if (r == NULL)
+    if (rc != 0)
         return -1;
-    if (r->type != REDIS_REPLY_ARRAY) {
-        log_warn(st->trace, "Redis refused XRANGE: %s",
-                 r->type == REDIS_REPLY_ERROR ? r->str : "not an array");
-        freeReplyObject(r);
-        return -1;
-    }
-    *entries = r;
+    const char *v = stream_field(*hash, EVENTS_LAST, NULL);
+    *newest = v != NULL ? strtoll(v, NULL, 10) : 0;
     return 0;
 }
 
-/* Sends every event after st->last. Returns 1 when it sent the final one, 0 when
- * there are no more for now, -1 when the client left or Redis failed. */
+/* Sends every event after st->last. Returns 1 when it sent the final one (or the
+ * record is gone), 0 when there are no more for now, -1 when the client left or
+ * Redis failed. */
 static int sse_catch_up(struct sse_stream *st)
 {
-    for (;;) {
-        redisReply *entries = NULL;
-        if (sse_read(st, &entries) != 0)
-            return -1;
-        size_t n = entries->elements;
-        int rc = 0;
-        for (size_t i = 0; i < n && rc == 0 && !st->ended; i++) {
-            struct stream_entry e;
-            if (stream_entry_at(entries, i, &e) == 0)
-                rc = sse_send(st, &e);
-        }
-        freeReplyObject(entries);
-        if (rc != 0)
-            return -1;
-        if (st->ended)
-            return 1;
-        if (n < (size_t)atoi(SSE_BATCH))
-            return 0;
+    redisReply *hash = NULL;
+    long long newest = 0;
+    char field[32];
+    int rc = 0;
+    if (sse_read(st, &hash, &newest) != 0)
+        return -1;
+    if (hash->elements == 0)
+        rc = 1; /* expired */
+    for (long long n = st->last + 1; rc == 0 && n <= newest && !st->ended; n++) {
+        snprintf(field, sizeof(field), EVENTS_FIELD "%lld", n);
+        const char *value = stream_field(hash, field, NULL);
+        if (value != NULL)
+            rc = sse_send(st, n, value, hash);
     }
+    freeReplyObject(hash);
+    return rc != 0 ? rc : st->ended;
 }
 
 /* Sends the head of the stream. Returns 0, or -1 if the client is gone. */
@@ -228,33 +183,38 @@ static int sse_serve(struct sse_stream *st, struct await *a)
     }
     while (!await_stopping(a)) {
         int sent;
-        redisReply *entries = NULL;
         if (!started) {
-            /* Nothing left after Last-Event-ID and the chat is over: 204 stops a
-             * browser from reconnecting for ever. */
-            if (sse_read(st, &entries) != 0) {
+            redisReply *hash = NULL;
+            long long newest = 0;
+            if (sse_read(st, &hash, &newest) != 0) {
                 reply_init(&r);
                 rc = reply_error(&r, st->conn, 503, "redis_unavailable",
                                  "the store is unavailable; retry later");
                 goto out;
             }
-            int none = entries->elements == 0;
-            freeReplyObject(entries);
-            int over = none && await_final(srv, st->w, st->trace, 0) == 1;
-            if (over && st->last[0] != '\0') {
+            const char *status = stream_field(hash, REC_STATUS, NULL);
+            int over = newest <= st->last && (status == NULL || events_final(status));
+            /* Nothing left after Last-Event-ID and the chat is over: 204 stops a
+             * browser from reconnecting for ever. */
+            if (over && st->last > 0) {
+                freeReplyObject(hash);
                 reply_init(&r);
                 rc = reply_send(&r, st->conn, 204);
                 goto out;
             }
-            if (sse_head(st) != 0)
-                break;
-            started = 1;
-            /* Over without a stream: a chat from before event streams existed. Its
-             * record is all there is to say. */
-            if (over) {
-                sse_send_record(st);
+            if (sse_head(st) != 0) {
+                freeReplyObject(hash);
                 break;
             }
+            started = 1;
+            /* Over without events: a chat from before they were kept. Its record is
+             * all there is to say. */
+            if (over) {
+                sse_send_record(st, hash);
+                freeReplyObject(hash);
+                break;
+            }
+            freeReplyObject(hash);
         }
         sent = sse_catch_up(st);
         if (sent != 0)
@@ -295,7 +255,7 @@ int sse_handle(struct mg_connection *conn, struct worker *w, const char *trace)
     } else if (last != NULL && !sse_id_valid(last)) {
         status = reply_error(&r, conn, 400, "invalid_header",
                              SSE_LAST_ID_HEADER " must be the id of an event of this "
-                                                "stream, such as 1700000000000-0");
+                                                "stream, such as 3");
     } else if (lookup_fetch(w, trace, &hash) != 0) {
         status = reply_error(&r, conn, 503, "redis_unavailable",
                              "the store is unavailable; retry later");
@@ -309,9 +269,8 @@ int sse_handle(struct mg_connection *conn, struct worker *w, const char *trace)
                              "%d clients are waiting already (WAIT_THREADS); retry later",
                              w->srv->wait_threads);
     } else {
-        keys_events(&w->srv->keys, trace, st.key, sizeof(st.key));
         if (last != NULL)
-            snprintf(st.last, sizeof(st.last), "%s", last);
+            st.last = strtoll(last, NULL, 10);
         worker_release(w);
         status = sse_serve(&st, w->srv->await);
         await_leave(w->srv->await);

@@ -1,7 +1,7 @@
-/* sse.h - GET /chat/{traceId}/events: a chat's event stream ({prefix}events:{id},
- * common/events.h) as server-sent events (text/event-stream).
+/* sse.h - GET /chat/{traceId}/events: a chat's events (common/events.h) as
+ * server-sent events (text/event-stream).
  *
- * One event per state change, its id the stream entry's id:
+ * One event per state change, its id the event's number (1, 2, ...):
  *   event: queued      data: {"traceId","status":"queued"}
  *   event: processing  data: {"traceId","status":"processing","attempt":N}
  *   event: retrying    data: {"traceId","status":"retrying","attempt":N,"delay_ms":D}
@@ -23,7 +23,7 @@ struct worker;
  * the HTTP status. w (borrowed) is the calling thread's worker, or NULL. */
 int sse_handle(struct mg_connection *conn, struct worker *w, const char *trace);
 
-/* 1 if id is a stream entry id ("1700000000000-0"), as Last-Event-ID must be. */
+/* 1 if id is an event number ("3"), as Last-Event-ID must be. */
 int sse_id_valid(const char *id);
 
 #endif

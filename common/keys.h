@@ -6,8 +6,7 @@
  *   {prefix}trace:{id}   hash:   a trace's record (fields in record.h), with a TTL
  *   {prefix}idem:{key}   string: "{traceId}:{fingerprint}" of a POST's Idempotency-Key,
  *                                with the record's TTL (written by the api's intake)
- *   {prefix}events:{id}  stream: a trace's state changes, with the record's TTL; also
- *                                the pub/sub channel they are announced on (events.h) */
+ *   {prefix}events:{id}  pub/sub channel (not a key): a trace's events (events.h) */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -37,7 +36,7 @@ void keys_trace(const struct keys *k, const char *trace, char *out, size_t outle
 /* Writes the key of an Idempotency-Key's value; out must hold KEYS_MAX + its length. */
 void keys_idem(const struct keys *k, const char *key, char *out, size_t outlen);
 
-/* Writes the event stream key (and channel) of a trace; out must hold KEYS_MAX + the
+/* Writes the events channel of a trace (events.h); out must hold KEYS_MAX + the
  * id's length. */
 void keys_events(const struct keys *k, const char *trace, char *out, size_t outlen);
 

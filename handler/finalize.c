@@ -14,9 +14,8 @@
 #include "record.h"
 #include "stream.h"
 
-/* KEYS: trace hash, results stream, dead-letter stream, the trace's event stream
- * (events.h: the final status is announced there, and the stream made to live as
- * long as the record). ARGV: group, entry id,
+/* KEYS: trace hash, results stream, dead-letter stream, the trace's events channel
+ * (events.h: the final status is announced as an event). ARGV: group, entry id,
  * ttl, the status a pending record has, the dead-letter cap, then the entry's
  * field/value pairs. Returns {written (0/1), the status found ('' when there
  * was no record)}. A result for a trace that has no record (an entry written
@@ -39,7 +38,7 @@ static const char finalize_script[] =
                               "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
                               "  for i = 6, #ARGV - 1, 2 do\n"
                               "    if ARGV[i] == '" REC_STATUS
-                              "' then chat_event(KEYS[4], ARGV[3], ARGV[i + 1]) end\n"
+                              "' then chat_event(KEYS[1], KEYS[4], ARGV[i + 1]) end\n"
                               "  end\n"
                               "  wrote = 1\n"
                               "elseif not st then\n"

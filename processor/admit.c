@@ -16,7 +16,7 @@
 #include "rlink.h"
 #include "script.h"
 
-/* KEYS: the trace hash, the budget, the requests stream, the trace's event stream
+/* KEYS: the trace hash, the budget, the requests stream, the trace's events channel
  * (events.h: a counted attempt is announced as "processing"). ARGV:
  * UPSTREAM_MAX_ATTEMPTS, rpm, tpm, burst ms, the token estimate, group, consumer,
  * entry id, key prefix, budget name, user key. Returns {verdict, wait ms}: the
@@ -49,15 +49,17 @@ static const char admit_lua[] = PACE_LUA EVENTS_LUA
     "end\n"
     "if not counted then return {-1, 0} end\n"
     "local n = redis.call('HINCRBY', KEYS[1], '" REC_TRIES "', 1)\n"
-    "chat_event(KEYS[4], nil, '" EVENTS_PROCESSING "', '" EVENTS_ATTEMPT "', n)\n"
+    "chat_event(KEYS[1], KEYS[4], '" EVENTS_PROCESSING "', n)\n"
     "return {n, 0}\n";
 
 static struct script admit_script = {admit_lua, ""};
 
-/* KEYS: the trace's event stream. ARGV: the attempt that failed, the wait. */
+/* KEYS: the trace hash, its events channel. ARGV: the attempt that failed, the
+ * wait. A record that expired meanwhile gains nothing. */
 static const char admit_retrying_lua[] =
-    EVENTS_LUA "chat_event(KEYS[1], nil, '" EVENTS_RETRYING "', '" EVENTS_ATTEMPT
-               "', ARGV[1], '" EVENTS_DELAY_MS "', ARGV[2])\n"
+    EVENTS_LUA "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+               "  chat_event(KEYS[1], KEYS[2], '" EVENTS_RETRYING "', ARGV[1], ARGV[2])\n"
+               "end\n"
                "return 1\n";
 
 static struct script admit_retrying_script = {admit_retrying_lua, ""};
@@ -70,14 +72,16 @@ void admit_register(void)
 
 void admit_retrying(struct processor *p, const struct job *job, long long wait_ms)
 {
-    char events[KEYS_MAX + UUID_LEN + 1];
+    char key[KEYS_MAX + UUID_LEN + 1], events[KEYS_MAX + UUID_LEN + 1];
     redisAsyncContext *ac = rlink_ctx(p->wr);
     if (ac == NULL)
         return; /* news, not state: a client following the chat sees the next attempt */
+    keys_trace(&p->keys, job->trace, key, sizeof(key));
     keys_events(&p->keys, job->trace, events, sizeof(events));
     struct cmd c;
     script_cmd(&c, &admit_retrying_script);
-    cmd_addz(&c, "1");
+    cmd_addz(&c, "2");
+    cmd_addz(&c, key);
     cmd_addz(&c, events);
     cmd_addll(&c, job->attempts);
     cmd_addll(&c, wait_ms);

@@ -28,7 +28,7 @@ struct pace {
 };
 
 /* KEYS: requests, rooms, delayed, delayed entries. ARGV: prefix, trace-key prefix,
- * UPSTREAM_MAX_ATTEMPTS, the most to move, event-stream key prefix (events.h: an
+ * UPSTREAM_MAX_ATTEMPTS, the most to move, events channel prefix (events.h: an
  * attempt counted here is announced as "processing"). Moves due delayed entries back into
  * the stream, then, budget by budget, what each budget allows from its wait room,
  * one entry per user in turn, counting each one's attempt. Returns {moved, ms
@@ -79,8 +79,7 @@ static const char pace_dispatch_lua[] = PACE_LUA EVENTS_LUA
     "        if n < tonumber(ARGV[3]) then\n"
     "          f[#f + 1] = '" REC_ADMITTED "'\n"
     "          f[#f + 1] = redis.call('HINCRBY', tkey, '" REC_TRIES "', 1)\n"
-    "          chat_event(ARGV[5] .. trace, nil, '" EVENTS_PROCESSING "',\n"
-    "                     '" EVENTS_ATTEMPT "', f[#f])\n"
+    "          chat_event(tkey, ARGV[5] .. trace, '" EVENTS_PROCESSING "', f[#f])\n"
     "        end\n"
     "      end\n"
     "      redis.call('XADD', KEYS[1], '*', unpack(f))\n"

@@ -9,7 +9,7 @@
  *
  * The event stream: a client that leaves after the first "processing" and comes
  * back with Last-Event-ID gets exactly the remaining events (checked against the
- * chat's event stream in Redis: none missing, none twice), sees heartbeats while
+ * chat's events in Redis: none missing, none twice), sees heartbeats while
  * nothing happens, and the stream ends after the final event; a reconnect after
  * the end gets 204. */
 #include <arpa/inet.h>
@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "events.h"
 #include "harness.h"
 #include "stack.h"
 #include "suite.h"
@@ -412,20 +413,27 @@ static int push_sse_read(struct stack *s, const char *trace, const char *last,
     return 0;
 }
 
-/* The ids of the chat's event stream in Redis, in order, into ids; returns how
- * many, or -1. */
+/* The ids of the chat's events in Redis (its hash's "ev:n" fields), in order, into
+ * ids; returns how many, or -1. */
 static int push_stream_ids(struct stack *s, const char *trace, char ids[][48], int max)
 {
     char key[KEYS_MAX + UUID_LEN + 1];
-    keys_events(&s->keys, trace, key, sizeof(key));
-    redisReply *r = stack_redis(s, "XRANGE %s - +", key);
-    int n = -1;
-    if (r != NULL && r->type == REDIS_REPLY_ARRAY) {
-        n = 0;
-        for (size_t i = 0; i < r->elements && n < max; i++)
-            snprintf(ids[n++], 48, "%s", r->element[i]->element[0]->str);
+    keys_trace(&s->keys, trace, key, sizeof(key));
+    redisReply *r = stack_redis(s, "HGET %s %s", key, EVENTS_LAST);
+    if (r == NULL || r->type != REDIS_REPLY_STRING) {
+        freeReplyObject(r);
+        return -1;
     }
+    int n = atoi(r->str);
     freeReplyObject(r);
+    for (int i = 1; i <= n && i <= max; i++) {
+        r = stack_redis(s, "HEXISTS %s " EVENTS_FIELD "%d", key, i);
+        int there = r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+        freeReplyObject(r);
+        if (!there)
+            return -1;
+        snprintf(ids[i - 1], 48, "%d", i);
+    }
     return n;
 }
 
@@ -484,7 +492,7 @@ static void push_sse_resume(void **state)
 }
 
 /* After the end: a new client gets every event and the close; one that has seen
- * the final event gets 204; a chat without a stream its record as the one event;
+ * the final event gets 204; a chat without events its record as the one event;
  * an unknown trace 404; a bad Last-Event-ID 400. */
 static void push_sse_after_end(void **state)
 {
@@ -508,19 +516,22 @@ static void push_sse_after_end(void **state)
     CHECK(push_sse_read(s, trace, final_id, NULL, 10000, &a) == 0, "connect");
     CHECK(a.status == 204 && a.n == 0, "after the final event: %d, %d events", a.status,
           a.n);
-    /* A chat without a stream (made before streams existed): its record, then the
+    /* A chat without events (made before they were kept): its record, then the
      * end. */
     char key[KEYS_MAX + UUID_LEN + 1];
-    keys_events(&s->keys, trace, key, sizeof(key));
-    freeReplyObject(stack_redis(s, "DEL %s", key));
+    keys_trace(&s->keys, trace, key, sizeof(key));
+    freeReplyObject(stack_redis(s,
+                                "HDEL %s " EVENTS_LAST " " EVENTS_FIELD "1 " EVENTS_FIELD
+                                "2 " EVENTS_FIELD "3",
+                                key));
     CHECK(push_sse_read(s, trace, NULL, NULL, 10000, &a) == 0, "connect");
     CHECK(a.status == 200 && a.closed && a.n == 0 && a.heartbeats == 0,
-          "without a stream: status %d, closed %d, %d events with ids", a.status,
-          a.closed, a.n);
+          "without events: status %d, closed %d, %d events with ids", a.status, a.closed,
+          a.n);
     CHECK(a.last_type[0] != '\0' && strcmp(a.last_type, "completed") == 0,
-          "without a stream: last event '%s'", a.last_type);
+          "without events: last event '%s'", a.last_type);
     push_sse_free(&a);
-    CHECK(push_sse_read(s, trace, "12-x", NULL, 10000, &a) == 0, "connect");
+    CHECK(push_sse_read(s, trace, "12-0", NULL, 10000, &a) == 0, "connect");
     CHECK(a.status == 400, "a bad Last-Event-ID: %d", a.status);
     CHECK(push_sse_read(s, "3f2b8c1e-7d4a-4e5f-9a6b-0c1d2e3f4a5b", NULL, NULL, 10000,
                         &a) == 0,
