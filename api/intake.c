@@ -13,6 +13,7 @@
 #include "access.h"
 #include "clock.h"
 #include "cmd.h"
+#include "events.h"
 #include "keys.h"
 #include "log.h"
 #include "record.h"
@@ -83,13 +84,14 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
 /* The write of an accepted request, one script so that it is all or nothing, and so
  * that admission and the key's quotas are one round trip.
  * KEYS: requests stream, trace hash, the key's rate state, the key's in-flight set,
- * then the Idempotency-Key's key when the request has one. ARGV: ttl, trace id, then
- * the quotas (INTAKE_QUOTA_ARGS, see intake_quota_args), n, then n request-stream
- * arguments (field/value pairs), then the pending record's pairs.
- * Returns {outcome, traceId}: INTAKE_LUA_WRITTEN (traceId: ARGV[2]), or, the key
- * being taken, INTAKE_LUA_REPLAY (same request: the traceId of its chat) or
- * INTAKE_LUA_CONFLICT (another request); or {INTAKE_LUA_OVER, limit, retry ms}: over
- * a quota, nothing written.
+ * the trace's events channel (events.h: not a key, listed with them as every name
+ * the script touches), then the Idempotency-Key's key when the request has one. ARGV:
+ * ttl, trace id, then the quotas (INTAKE_QUOTA_ARGS, see intake_quota_args), n, then n
+ * request-stream arguments (field/value pairs), then the pending record's pairs. Returns
+ * {outcome, traceId}: INTAKE_LUA_WRITTEN (traceId: ARGV[2]), or, the key being taken,
+ * INTAKE_LUA_REPLAY (same request: the traceId of its chat) or INTAKE_LUA_CONFLICT
+ * (another request); or {INTAKE_LUA_OVER, limit, retry ms}: over a quota, nothing
+ * written.
  *
  * A request's fingerprint is the SHA-1 of its validated fields (message, model,
  * temperature, and user when there is one, and the OpenAI front's messages, top_p,
@@ -136,10 +138,10 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
 #define INTAKE_LUA_OVER 4
 
 /* clang-format off */
-static const char intake_script[] =
+static const char intake_script[] = EVENTS_LUA
     "local n = tonumber(ARGV[9])\n"
     "local fp\n"
-    "if KEYS[5] then\n"
+    "if KEYS[6] then\n"
     "  local parts = {}\n"
     "  for i = 10, 9 + n, 2 do\n"
     "    local f = ARGV[i]\n"
@@ -150,13 +152,13 @@ static const char intake_script[] =
     "      parts[#parts + 1] = f .. '=' .. ARGV[i + 1]\n"
     "    end\n"
     "  end\n"
-    "  for i = 4 + n, #ARGV - 1, 2 do\n"
+    "  for i = 10 + n, #ARGV - 1, 2 do\n"
     "    if ARGV[i] == '" REC_WEBHOOK "' then\n"
     "      parts[#parts + 1] = ARGV[i] .. '=' .. ARGV[i + 1]\n"
     "    end\n"
     "  end\n"
     "  fp = redis.sha1hex(table.concat(parts, '\\0'))\n"
-    "  local prev = redis.call('GET', KEYS[5])\n"
+    "  local prev = redis.call('GET', KEYS[6])\n"
     "  if prev then\n"
     "    local t, old = string.match(prev, '^([^:]*):(.*)$')\n"
     "    if old == fp then return {2, t} end\n" /* INTAKE_LUA_REPLAY */
@@ -189,8 +191,9 @@ static const char intake_script[] =
     "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 10, 9 + n))\n"
     "redis.call('HSET', KEYS[2], unpack(ARGV, 10 + n))\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[1])\n"
-    "if KEYS[5] then\n"
-    "  redis.call('SET', KEYS[5], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
+    "chat_event(KEYS[2], KEYS[5], '" EVENTS_QUEUED "')\n"
+    "if KEYS[6] then\n"
+    "  redis.call('SET', KEYS[6], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
     "end\n"
     "if period > 0 then\n"
     "  redis.call('SET', KEYS[3], string.format('%d %s', tat, ARGV[3]), 'PX', '61000')\n"
@@ -297,7 +300,7 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
 {
     const struct server *srv = w->srv;
     const struct access_limits *lim = w->limits;
-    char key[KEYS_MAX + UUID_LEN + 1];
+    char key[KEYS_MAX + UUID_LEN + 1], events[KEYS_MAX + UUID_LEN + 1];
     char rpm_key[KEYS_MAX + ACCESS_OWNER_LEN + 1];
     char inflight_key[KEYS_MAX + ACCESS_OWNER_LEN + 1];
     char idem_key[KEYS_MAX + ACCESS_OWNER_LEN + 1 + VALIDATE_IDEM_KEY_MAX + 1];
@@ -308,6 +311,7 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
 
     memcpy(trace, req->trace, UUID_LEN + 1);
     keys_trace(&srv->keys, req->trace, key, sizeof(key));
+    keys_events(&srv->keys, req->trace, events, sizeof(events));
     /* No MAXLEN on the XADD: trimming could drop work nobody has processed yet. */
     cmd_init(&fields, "XADD");
     record_request_append(req, &fields);
@@ -325,11 +329,12 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
                sizeof(inflight_key));
     cmd_init(&eval, "EVAL");
     cmd_addz(&eval, intake_script);
-    cmd_addz(&eval, idem != NULL ? "5" : "4");
+    cmd_addz(&eval, idem != NULL ? "6" : "5");
     cmd_addz(&eval, srv->keys.requests);
     cmd_addz(&eval, key);
     cmd_addz(&eval, rpm_key);
     cmd_addz(&eval, inflight_key);
+    cmd_addz(&eval, events);
     if (idem != NULL) {
         /* Each key its own Idempotency-Keys: one key's client must neither be
          * handed another's trace nor be refused for reusing another's key. */

@@ -1,13 +1,17 @@
-/* lookup.c - GET /chat/{traceId}/response: trace hash -> JSON (see lookup.h). */
+/* lookup.c - GET /chat/{traceId}/response[?wait=SECONDS]: trace hash -> JSON, after
+ * waiting for the chat to end if asked (see lookup.h). */
 #include "lookup.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <civetweb.h>
 #include <hiredis/hiredis.h>
 
 #include "cancel.h"
+#include "await.h"
+#include "clock.h"
 #include "keys.h"
 #include "log.h"
 #include "record.h"
@@ -111,12 +115,52 @@ int lookup_owned(const struct worker *w, const redisReply *hash)
     return strcmp(owner != NULL ? owner : "", w->owner) == 0;
 }
 
+int lookup_wait_parse(const char *query, long long max_s, long long *wait_s)
+{
+    char v[32];
+    *wait_s = 0;
+    if (query == NULL)
+        return 0;
+    int n = mg_get_var(query, strlen(query), "wait", v, sizeof(v));
+    if (n == -1)
+        return 0;
+    if (n <= 0 || strspn(v, "0123456789") != (size_t)n)
+        return -1;
+    /* Whole seconds; more than the cap is the cap (so 18 digits cannot overflow). */
+    *wait_s = n > 9 ? max_s : strtoll(v, NULL, 10);
+    if (*wait_s > max_s)
+        *wait_s = max_s;
+    return 0;
+}
+
+/* 1 if the record says the chat is still on its way. */
+static int lookup_pending(const redisReply *hash)
+{
+    const char *st = stream_field(hash, REC_STATUS, NULL);
+    return st != NULL && strcmp(st, record_status_name(CHAT_PROCESSING)) == 0;
+}
+
+/* Waits up to wait_s for the chat to end, then reads its hash again into *hash
+ * (replacing it). Returns 0, or -1 if Redis failed (*hash is then NULL). */
+static int lookup_wait(struct worker *w, const char *trace, long long wait_s,
+                       redisReply **hash)
+{
+    int rc = await_final(w->srv, w, trace, clock_mono_ms() + wait_s * 1000);
+    freeReplyObject(*hash);
+    *hash = NULL;
+    if (rc < 0)
+        return -1;
+    return lookup_fetch(w, trace, hash);
+}
+
 int lookup_handle(struct mg_connection *conn, struct worker *w, const char *trace)
 {
+    const struct mg_request_info *ri = mg_get_request_info(conn);
     redisReply *hash = NULL;
     struct chat_result res;
     char err[128];
     struct reply r;
+    long long wait_s = 0;
     int status;
 
     reply_init(&r);
@@ -124,10 +168,23 @@ int lookup_handle(struct mg_connection *conn, struct worker *w, const char *trac
     if (w == NULL) {
         status = reply_error(&r, conn, 500, "internal_error",
                              "the server could not set up this thread");
-    } else if (lookup_fetch(w, trace, &hash) != 0) {
+        goto out;
+    }
+    if (lookup_wait_parse(ri->query_string, w->srv->wait_max_s, &wait_s) != 0) {
+        status = reply_error(&r, conn, 400, "invalid_wait",
+                             "wait must be a whole number of seconds, 0 to %lld",
+                             w->srv->wait_max_s);
+        goto out;
+    }
+    w->patience_ms = wait_s * 1000;
+    if (lookup_fetch(w, trace, &hash) != 0 ||
+        (wait_s > 0 && hash->elements > 0 && lookup_owned(w, hash) &&
+         lookup_pending(hash) && lookup_wait(w, trace, wait_s, &hash) != 0)) {
         status = reply_error(&r, conn, 503, "redis_unavailable",
                              "the store is unavailable; retry later");
     } else if (hash->elements == 0 || !lookup_owned(w, hash)) {
+        /* Unknown, another key's, or expired while waiting (CHATQ_RESULT_TTL shorter
+         * than the wait). */
         status =
             reply_error(&r, conn, 404, "trace_not_found",
                         "no chat request with traceId '%s' (unknown, or expired)", trace);
@@ -140,6 +197,7 @@ int lookup_handle(struct mg_connection *conn, struct worker *w, const char *trac
         lookup_render(&res, trace, &r);
         status = reply_send(&r, conn, 200);
     }
+out:
     freeReplyObject(hash);
     return status;
 }

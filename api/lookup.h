@@ -1,9 +1,12 @@
 /* lookup.h - GET /chat/{traceId}/response, the last hop: read the trace's hash with
- * one HGETALL and answer with what it says (processing, completed or failed). */
+ * one HGETALL and answer with what it says (processing, completed or failed). With
+ * ?wait=SECONDS (at most WAIT_MAX_SECONDS) a chat still processing is answered as
+ * soon as it is final, or as processing when the wait runs out (await.h). */
 #ifndef CHATQ_API_LOOKUP_H
 #define CHATQ_API_LOOKUP_H
 
 struct chat_result;
+struct redisReply;
 struct mg_connection;
 struct redisReply;
 struct reply;
@@ -32,5 +35,17 @@ int lookup_cancel(struct mg_connection *conn, struct worker *w, const char *trac
  *   cancelled:  {traceId, status, timestamp}
  * Fields the record lacks are left out (usage when none of its counts is known). */
 void lookup_render(const struct chat_result *res, const char *trace, struct reply *r);
+
+/* Reads the trace's hash into *hash (a new reply, caller frees: an array, maybe
+ * empty; NULL on failure). Returns 0, or -1 if Redis is unavailable or refused
+ * (logged). */
+int lookup_fetch(struct worker *w, const char *trace, struct redisReply **hash);
+
+/* 1 if the trace was made with the key of the request w serves (or both without). */
+int lookup_owned(const struct worker *w, const struct redisReply *hash);
+
+/* The wait= of a query string (may be NULL) into *wait_s: 0 when absent, capped at
+ * max_s. Returns 0, or -1 when it is not a whole number of seconds. */
+int lookup_wait_parse(const char *query, long long max_s, long long *wait_s);
 
 #endif

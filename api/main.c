@@ -33,6 +33,9 @@ struct config {
     long long keepalive_ms;
     long long request_timeout_ms;
     long long wait_max_ms;
+    long long wait_threads;
+    long long wait_max_s;
+    long long heartbeat_ms;
     const char *api_keys;
     const char *api_keys_file;
     const char *cors_origins;
@@ -107,6 +110,9 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
         }
         s->webhook_default = cfg->webhook_url;
     }
+    s->wait_threads = (int)cfg->wait_threads;
+    s->wait_max_s = cfg->wait_max_s;
+    s->heartbeat_ms = cfg->heartbeat_ms;
     return 0;
 }
 
@@ -163,8 +169,9 @@ int main(int argc, char **argv)
         {"PORT", "port", CONFIG_INT, "3000", "TCP port to listen on (0: any free port)",
          &cfg.port, 0, 65535, 0},
         {"API_THREADS", "threads", CONFIG_INT, "256",
-         "HTTP worker threads, each with its own Redis connection; each holds one "
-         "connection, idle ones included, for as long as it is open",
+         "HTTP worker threads for POST and GET; each holds one connection, idle ones "
+         "included, for as long as it is open; at most this many Redis connections are "
+         "kept open between requests",
          &cfg.threads, 1, 4096, 0},
         {"KEEPALIVE_TIMEOUT_MS", "keepalive-timeout-ms", CONFIG_INT, "10000",
          "how long an idle kept-alive connection stays open; clients are told half "
@@ -175,6 +182,17 @@ int main(int argc, char **argv)
          "a request's headers must arrive within this; a connection silent this long "
          "while a body is due is closed (408)",
          &cfg.request_timeout_ms, 100, 600000, 0},
+        {"WAIT_THREADS", "wait-threads", CONFIG_INT, "256",
+         "more threads, for clients waiting (GET .../response?wait=, GET .../events); "
+         "past this many at once ?wait answers at once and /events gets 503",
+         &cfg.wait_threads, 0, 30000, 0},
+        {"WAIT_MAX_SECONDS", "wait-max-seconds", CONFIG_INT, "60",
+         "longest ?wait= of GET /chat/{traceId}/response; a longer one waits this long",
+         &cfg.wait_max_s, 0, 3600, 0},
+        {"EVENTS_HEARTBEAT_MS", "events-heartbeat-ms", CONFIG_INT, "15000",
+         "an event stream (GET /chat/{traceId}/events) sends a comment line this often "
+         "when nothing happens, so proxies keep it open",
+         &cfg.heartbeat_ms, 10, 3600000, 0},
         {"MAX_BODY_BYTES", "max-body-bytes", CONFIG_INT, "1048576",
          "largest POST /chat body accepted; larger ones get 413", &cfg.max_body, 1,
          1LL << 30, 0},
@@ -250,8 +268,10 @@ int main(int argc, char **argv)
         access_free();
         return 1;
     }
-    log_info(NULL, "listening on http://%s:%d, redis %s, %d threads", srv.host,
-             srv.bound_port, where, srv.threads);
+    log_info(NULL,
+             "listening on http://%s:%d, redis %s, %d threads (+%d for waiting "
+             "clients)",
+             srv.host, srv.bound_port, where, srv.threads, srv.wait_threads);
     if (access_open())
         log_warn(NULL,
                  "no API_KEYS or API_KEYS_FILE: the gateway is open, anyone who "

@@ -1,7 +1,8 @@
 /* server.c - civetweb setup, the routes, per-thread workers and JSON error pages
  * (see server.h). The routes:
  *   POST /chat                      intake.c
- *   GET  /chat/{traceId}/response   lookup.c
+ *   GET  /chat/{traceId}/response   lookup.c (?wait=: await.c)
+ *   GET  /chat/{traceId}/events     sse.c
  *   POST /chat/{traceId}/cancel     lookup.c (cancel.h)
  *   DELETE /chat/{traceId}          the same
  *   GET  /health                    here: a Redis PING
@@ -24,6 +25,7 @@
 #include <hiredis/hiredis.h>
 
 #include "access.h"
+#include "await.h"
 #include "clock.h"
 #include "intake.h"
 #include "log.h"
@@ -33,6 +35,7 @@
 #include "page.h"
 #include "reply.h"
 #include "stream.h"
+#include "sse.h"
 #include "uuid.h"
 #include "version.h"
 #include "worker.h"
@@ -41,6 +44,7 @@
 #define SERVER_CHAT_DIR "/chat/"
 #define SERVER_RESPONSE "/response"
 #define SERVER_CANCEL "/cancel"
+#define SERVER_EVENTS "/events"
 #define SERVER_HEALTH "/health"
 #define SERVER_HEALTHZ "/healthz"
 #define SERVER_READYZ "/readyz"
@@ -92,8 +96,8 @@ static const char *server_path(const struct mg_request_info *ri)
     return ri->local_uri != NULL ? ri->local_uri : "";
 }
 
-/* "/chat/{traceId}/response", "/chat/{traceId}/cancel" and "/chat/{traceId}"; any
- * other "/chat/..." is a 404. */
+/* "/chat/{traceId}/response", "/chat/{traceId}/events", "/chat/{traceId}/cancel"
+ * and "/chat/{traceId}"; any other "/chat/..." is a 404. */
 static int server_chat_response(struct mg_connection *conn, void *cbdata)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
@@ -104,6 +108,7 @@ static int server_chat_response(struct mg_connection *conn, void *cbdata)
     id = path + strlen(SERVER_CHAT_DIR);
     slash = strchr(id, '/');
     int cancel = slash != NULL && strcmp(slash, SERVER_CANCEL) == 0;
+    int events = slash != NULL && strcmp(slash, SERVER_EVENTS) == 0;
     if (slash == NULL && *id != '\0') {
         /* DELETE /chat/{traceId}: cancels, as POST .../cancel does. */
         if (!server_is(ri, "DELETE"))
@@ -111,7 +116,7 @@ static int server_chat_response(struct mg_connection *conn, void *cbdata)
         slash = id + strlen(id);
         cancel = 1;
     } else if (slash == NULL || slash == id ||
-               (!cancel && strcmp(slash, SERVER_RESPONSE) != 0)) {
+               (!cancel && !events && strcmp(slash, SERVER_RESPONSE) != 0)) {
         return server_not_found(conn, cbdata);
     } else if (!server_is(ri, cancel ? "POST" : "GET")) {
         return server_method_not_allowed(conn, cancel ? "POST" : "GET");
@@ -134,6 +139,8 @@ static int server_chat_response(struct mg_connection *conn, void *cbdata)
     }
     if (cancel)
         return lookup_cancel(conn, mg_get_thread_pointer(conn), trace);
+    if (events)
+        return sse_handle(conn, mg_get_thread_pointer(conn), trace);
     return lookup_handle(conn, mg_get_thread_pointer(conn), trace);
 }
 
@@ -583,6 +590,11 @@ static int server_route(struct mg_connection *conn, void *cbdata)
                  code);
     metrics_observe(&metrics_api_duration,
                     (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+    /* The thread may next serve a waiting client, or nobody for a long while. */
+    struct worker *w = mg_get_thread_pointer(conn);
+    worker_release(w);
+    if (w != NULL)
+        w->patience_ms = 0;
     atomic_fetch_sub(&rt->srv->inflight, 1);
     return status;
 }
@@ -634,14 +646,16 @@ int server_start(struct server *s, char *err, size_t errlen)
     /* An IPv6 address needs brackets to be told from the port. */
     snprintf(ports, sizeof(ports), strchr(s->host, ':') ? "[%s]:%d" : "%s:%d", s->host,
              s->port);
-    snprintf(threads, sizeof(threads), "%d", s->threads);
+    /* API_THREADS for POST and GET, and as many again as clients may wait
+     * (await_enter keeps them apart). */
+    snprintf(threads, sizeof(threads), "%d", s->threads + s->wait_threads);
     snprintf(keepalive, sizeof(keepalive), "%d", s->keepalive_ms);
     snprintf(request_timeout, sizeof(request_timeout), "%d", s->request_timeout_ms);
     /* No document_root: this server never serves files. */
     /* clang-format off */
     const char *options[] = {
         "listening_ports",    ports,    /* HOST:PORT */
-        "num_threads",        threads,  /* API_THREADS, one Redis connection each */
+        "num_threads",        threads,  /* API_THREADS + WAIT_THREADS */
         "tcp_nodelay",        "1",      /* each response is one write: send it now */
         /* A client polling GETs reuses its socket. civetweb's default idle time,
          * 500 ms, announced to no one, closed connections that clients such as
@@ -683,19 +697,33 @@ int server_start(struct server *s, char *err, size_t errlen)
     atomic_init(&s->redis_down, 0);
     atomic_init(&s->inflight, 0);
     atomic_init(&s->draining, 0);
+    s->pool = worker_pool_new(s->threads);
+    s->await = await_new(s);
+    if (s->pool == NULL || s->await == NULL ||
+        (s->await != NULL && await_start(s->await, why, sizeof(why)) != 0)) {
+        snprintf(err, errlen, "cannot set up: %s", why[0] ? why : "out of memory");
+        goto fail;
+    }
     mg_init_library(0);
     s->ctx = mg_start2(&init, &error);
     if (s->ctx == NULL) {
         snprintf(err, errlen, "cannot listen on %s: %s", ports,
                  why[0] ? why : "civetweb failed to start");
         mg_exit_library();
-        return -1;
+        goto fail;
     }
 
     struct mg_server_port bound;
     s->bound_port = mg_get_server_ports(s->ctx, 1, &bound) == 1 ? bound.port : s->port;
 
     return 0;
+fail:
+    await_stop(s->await);
+    await_free(s->await);
+    s->await = NULL;
+    worker_pool_free(s->pool);
+    s->pool = NULL;
+    return -1;
 }
 
 void server_stop(struct server *s)
@@ -707,6 +735,8 @@ void server_stop(struct server *s)
      * client to close its connection meanwhile. */
     reply_close_all();
     atomic_store(&s->draining, 1);
+    /* Waiting clients are answered now, with what their chat is at. */
+    await_stop(s->await);
     long long deadline = clock_mono_ms() + s->grace_ms;
     while (atomic_load(&s->inflight) > 0 && clock_mono_ms() < deadline) {
         struct timespec tick = {0, 10 * 1000 * 1000};
@@ -718,4 +748,8 @@ void server_stop(struct server *s)
     mg_stop(s->ctx);
     s->ctx = NULL;
     mg_exit_library();
+    await_free(s->await);
+    s->await = NULL;
+    worker_pool_free(s->pool);
+    s->pool = NULL;
 }

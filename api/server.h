@@ -11,8 +11,10 @@
 #include "netguard.h"
 #include "rconn.h"
 
+struct await;
 struct mg_connection;
 struct mg_context;
+struct worker_pool;
 
 struct server {
     /* Settings, filled in by main before server_start; strings borrowed. */
@@ -32,12 +34,17 @@ struct server {
     int status_page;               /* 1: GET / and GET /status.json (page.h) */
     const char *webhook_default;   /* WEBHOOK_URL, for chats naming none; NULL: none */
     struct netguard webhook_guard; /* WEBHOOK_ALLOW and the address rules */
+    int wait_threads;              /* more threads, for clients waiting (await.h) */
+    long long wait_max_s;          /* longest ?wait= of a long-poll, seconds */
+    long long heartbeat_ms;        /* an event stream's comment line this often */
     struct rconn_url redis;
     struct keys keys;
 
     /* State. */
     struct mg_context *ctx;
     int bound_port;
+    struct worker_pool *pool; /* owned: idle Redis connections of the threads */
+    struct await *await;      /* owned: the waiting clients' subscriber */
     /* 1 while Redis is known to be unreachable, so that an outage is logged once at
      * warn by whichever thread sees it first, not once per request. */
     atomic_int redis_down;

@@ -1,8 +1,13 @@
-/* worker.h - what each civetweb worker thread owns: its Redis connection.
+/* worker.h - what each civetweb worker thread owns: a Redis connection while it
+ * serves a request.
  *
- * hiredis contexts are not thread-safe, so every worker thread has its own,
- * connected lazily on first use: the api starts and answers 503 while Redis is
- * down, and a request after Redis came back reconnects by itself. */
+ * hiredis contexts are not thread-safe, so a thread serving a request holds one of
+ * its own, taken lazily on first use from the server's pool of idle connections (or
+ * connected anew): the api starts and answers 503 while Redis is down, and a request
+ * after Redis came back reconnects by itself. When the request ends (or before it
+ * waits for a chat, await.h) the connection goes back to the pool: the api has far
+ * more threads than API_THREADS (one per waiting client), and a connection per
+ * thread would be thousands of idle Redis connections. */
 #ifndef CHATQ_API_WORKER_H
 #define CHATQ_API_WORKER_H
 
@@ -14,10 +19,25 @@ struct server;
 struct redisContext;
 struct redisReply;
 
+/* Idle Redis connections shared by the worker threads (owned by the server). */
+struct worker_pool;
+
+/* Returns a new pool of at most max connections open at once (idle or in use), or
+ * NULL. */
+struct worker_pool *worker_pool_new(int max);
+
+/* Closes every idle connection and frees the pool; NULL is fine. */
+void worker_pool_free(struct worker_pool *p);
+
 struct worker {
     struct server *srv;         /* borrowed */
     struct redisContext *redis; /* owned; NULL until first use and after a failure */
     int reused;                 /* redis served an earlier request */
+    /* How long worker_redis may wait for a free connection; 0: REDIS_TIMEOUT_MS. A
+     * waiting client (await.h) would rather wait than fail: a burst of thousands
+     * arriving at once queues for the API_THREADS connections on a busy CPU. Reset
+     * after every request. */
+    long long patience_ms;
     /* The owner id of the request being served ("" when the gateway is open), set
      * by server.c before the route runs. */
     char owner[ACCESS_OWNER_LEN + 1];
@@ -31,10 +51,16 @@ struct worker *worker_new(struct server *srv);
 /* Closes the connection and frees w; NULL is fine. */
 void worker_free(struct worker *w);
 
-/* The thread's Redis connection, connecting now if there is none. Returns it
- * (borrowed: valid until worker_redis_failed or worker_free), or NULL if Redis cannot
- * be reached (logged). trace (may be NULL) is for the log. */
+/* The thread's Redis connection: an idle one from the pool, or a new one while
+ * fewer than API_THREADS are open; else it waits up to REDIS_TIMEOUT_MS (or
+ * patience_ms) for one to come back. Returns it (borrowed: valid until worker_release,
+ * worker_redis_failed or worker_free), or NULL if Redis cannot be reached or every
+ * connection stayed busy (logged). trace (may be NULL) is for the log. */
 struct redisContext *worker_redis(struct worker *w, const char *trace);
+
+/* Gives the connection the thread holds (if any) back to the pool, at the end of a
+ * request or before a long wait; the next worker_redis takes one again. */
+void worker_release(struct worker *w);
 
 /* Drops the connection after an I/O error or a timeout on it: a reply may still be
  * in flight, so it cannot be reused; the next worker_redis reconnects. what says

@@ -24,6 +24,7 @@ int keys_init(struct keys *k, const char *prefix)
              prefix);
     snprintf(k->webhooks_entries, sizeof(k->webhooks_entries),
              "%swebhooks:delayed:entries", prefix);
+    snprintf(k->events_prefix, sizeof(k->events_prefix), "%sevents:", prefix);
     return 0;
 }
 
@@ -47,4 +48,9 @@ void keys_cancel(const struct keys *k, char *out, size_t outlen)
 void keys_quota(const char *prefix, const char *owner, char *out, size_t outlen)
 {
     snprintf(out, outlen, "%s%s", prefix, owner);
+}
+
+void keys_events(const struct keys *k, const char *trace, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s%s", k->events_prefix, trace);
 }

@@ -19,7 +19,8 @@
  *   {prefix}stats        hash: chats finished for good, by final status (counters)
  *   {prefix}webhooks     stream: webhook deliveries due, read by group "webhooks"
  *   {prefix}webhooks:delayed          zset: deliveries waiting for a retry, by due time
- *   {prefix}webhooks:delayed:entries  hash: their fields (webhook.h) */
+ *   {prefix}webhooks:delayed:entries  hash: their fields (webhook.h)
+ *   {prefix}events:{id}  pub/sub channel (not a key): a trace's events (events.h) */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -46,6 +47,7 @@ struct keys {
     char webhooks[KEYS_MAX];
     char webhooks_delayed[KEYS_MAX];
     char webhooks_entries[KEYS_MAX];
+    char events_prefix[KEYS_MAX];
 };
 
 /* Returns 0, or -1 if the prefix is longer than KEYS_PREFIX_MAX. */
@@ -63,5 +65,8 @@ void keys_idem(const struct keys *k, const char *key, char *out, size_t outlen);
 /* Writes the key of a quota of owner (prefix: quota_rpm_prefix or
  * quota_inflight_prefix); out must hold KEYS_MAX + the owner's length. */
 void keys_quota(const char *prefix, const char *owner, char *out, size_t outlen);
+/* Writes the events channel of a trace (events.h); out must hold KEYS_MAX + the
+ * id's length. */
+void keys_events(const struct keys *k, const char *trace, char *out, size_t outlen);
 
 #endif

@@ -10,6 +10,7 @@
 #include "cmd.h"
 #include "deadletter.h"
 #include "clock.h"
+#include "events.h"
 #include "log.h"
 #include "metrics.h"
 #include "record.h"
@@ -17,7 +18,8 @@
 #include "uuid.h"
 #include "webhook.h"
 
-/* KEYS: trace hash, results stream, dead-letter stream, stats hash, webhooks stream.
+/* KEYS: trace hash, results stream, dead-letter stream, stats hash, webhooks stream,
+ * the trace's events channel (events.h: the final status is announced as an event).
  * ARGV: group, entry id, ttl, the status a pending record has, the dead-letter cap,
  * the prefix of the in-flight sets, the trace id, then the entry's field/value
  * pairs. Returns {written (0/1), the status found ('' when there was no record)}. A
@@ -54,7 +56,8 @@
     "  end\n"                                                                            \
     "end\n"
 
-static const char finalize_script[] = DEADLETTER_LUA FINALIZE_RELEASE_LUA WEBHOOK_LUA
+static const char finalize_script[] =
+    DEADLETTER_LUA FINALIZE_RELEASE_LUA WEBHOOK_LUA EVENTS_LUA
     "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
     "local wrote = 0\n"
     "if st == ARGV[4] then\n"
@@ -67,6 +70,7 @@ static const char finalize_script[] = DEADLETTER_LUA FINALIZE_RELEASE_LUA WEBHOO
     "  release(ARGV[6], KEYS[1], ARGV[7])\n"
     "  if fin['" REC_STATUS "'] then\n"
     "    redis.call('HINCRBY', KEYS[4], fin['" REC_STATUS "'], 1)\n"
+    "    chat_event(KEYS[1], KEYS[6], fin['" REC_STATUS "'])\n"
     "  end\n"
     "  wrote = 1\n"
     "elseif not st then\n"
@@ -119,15 +123,18 @@ static void finalize_append_script(struct finalize *f, redisContext *c,
                                    const struct stream_entry *e, const char *trace,
                                    const char *tracekey)
 {
+    char eventskey[KEYS_MAX + 128];
     struct cmd cmd;
+    keys_events(f->keys, trace, eventskey, sizeof(eventskey));
     cmd_init(&cmd, "EVAL");
     cmd_addz(&cmd, finalize_script);
-    cmd_addz(&cmd, "5");
+    cmd_addz(&cmd, "6");
     cmd_addz(&cmd, tracekey);
     cmd_addz(&cmd, f->keys->results);
     cmd_addz(&cmd, f->keys->dead);
     cmd_addz(&cmd, f->keys->stats);
     cmd_addz(&cmd, f->keys->webhooks);
+    cmd_addz(&cmd, eventskey);
     cmd_addz(&cmd, KEYS_GROUP_HANDLERS);
     cmd_addz(&cmd, e->id);
     cmd_addll(&cmd, f->ttl_s);

@@ -7,6 +7,7 @@
 #include <hiredis/hiredis.h>
 
 #include "cmd.h"
+#include "events.h"
 #include "pace.h"
 #include "keys.h"
 #include "log.h"
@@ -15,7 +16,8 @@
 #include "rlink.h"
 #include "script.h"
 
-/* KEYS: the trace hash, the budget, the requests stream. ARGV:
+/* KEYS: the trace hash, the budget, the requests stream, the trace's events channel
+ * (events.h: a counted attempt is announced as "processing"). ARGV:
  * UPSTREAM_MAX_ATTEMPTS, rpm, tpm, burst ms, the token estimate, group, consumer,
  * entry id, key prefix, budget name, user key. Returns {verdict, wait ms}: the
  * number of the attempt now begun, ADMIT_EXHAUSTED, ADMIT_UNCOUNTED, ADMIT_PARKED
@@ -25,7 +27,7 @@
  * The budget is looked at only when one is set or the upstream's headers made one;
  * a chat goes into the wait room when the budget has nothing left, or when other
  * chats already wait for it (it must not pass them). */
-static const char admit_lua[] = PACE_LUA
+static const char admit_lua[] = PACE_LUA EVENTS_LUA
     "local counted = redis.call('EXISTS', KEYS[1]) == 1\n"
     "if counted and redis.call('HGET', KEYS[1], '" REC_STATUS "') ==\n"
     "   '" CHAT_CANCELLED_NAME "' then return {-4, 0} end\n"
@@ -48,13 +50,46 @@ static const char admit_lua[] = PACE_LUA
     "  budget_save(b, now)\n"
     "end\n"
     "if not counted then return {-1, 0} end\n"
-    "return {redis.call('HINCRBY', KEYS[1], '" REC_TRIES "', 1), 0}\n";
+    "local n = redis.call('HINCRBY', KEYS[1], '" REC_TRIES "', 1)\n"
+    "chat_event(KEYS[1], KEYS[4], '" EVENTS_PROCESSING "', n)\n"
+    "return {n, 0}\n";
 
 static struct script admit_script = {admit_lua, ""};
+
+/* KEYS: the trace hash, its events channel. ARGV: the attempt that failed, the
+ * wait. A record that expired meanwhile gains nothing. */
+static const char admit_retrying_lua[] =
+    EVENTS_LUA "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+               "  chat_event(KEYS[1], KEYS[2], '" EVENTS_RETRYING "', ARGV[1], ARGV[2])\n"
+               "end\n"
+               "return 1\n";
+
+static struct script admit_retrying_script = {admit_retrying_lua, ""};
 
 void admit_register(void)
 {
     script_register(&admit_script);
+    script_register(&admit_retrying_script);
+}
+
+void admit_retrying(struct processor *p, const struct job *job, long long wait_ms)
+{
+    char key[KEYS_MAX + UUID_LEN + 1], events[KEYS_MAX + UUID_LEN + 1];
+    redisAsyncContext *ac = rlink_ctx(p->wr);
+    if (ac == NULL)
+        return; /* news, not state: a client following the chat sees the next attempt */
+    keys_trace(&p->keys, job->trace, key, sizeof(key));
+    keys_events(&p->keys, job->trace, events, sizeof(events));
+    struct cmd c;
+    script_cmd(&c, &admit_retrying_script);
+    cmd_addz(&c, "2");
+    cmd_addz(&c, key);
+    cmd_addz(&c, events);
+    cmd_addll(&c, job->attempts);
+    cmd_addll(&c, wait_ms);
+    if (!c.overflow)
+        redisAsyncCommandArgv(ac, NULL, NULL, c.argc, c.argv, c.len);
+    cmd_free(&c);
 }
 
 static void admit_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -89,21 +124,24 @@ static void admit_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 
 static void admit_send_one(struct processor *p, redisAsyncContext *ac, struct job *job)
 {
-    char key[KEYS_MAX + UUID_LEN + 1], name[PACE_NAME_MAX], user[PACE_USER_MAX];
+    char key[KEYS_MAX + UUID_LEN + 1], events[KEYS_MAX + UUID_LEN + 1],
+        name[PACE_NAME_MAX], user[PACE_USER_MAX];
     char budget[KEYS_PREFIX_MAX + PACE_NAME_MAX + 16];
     struct job_ticket *t = job_ticket_new(job);
     if (t == NULL)
         return; /* tried again by admit_flush */
     keys_trace(&p->keys, job->trace, key, sizeof(key));
+    keys_events(&p->keys, job->trace, events, sizeof(events));
     pace_budget_name(p, job->model, name, sizeof(name));
     pace_user_key(job->user, user);
     snprintf(budget, sizeof(budget), "%sbudget:%s", p->cfg->common.prefix, name);
     struct cmd c;
     script_cmd(&c, &admit_script);
-    cmd_addz(&c, "3");
+    cmd_addz(&c, "4");
     cmd_addz(&c, key);
     cmd_addz(&c, budget);
     cmd_addz(&c, p->keys.requests);
+    cmd_addz(&c, events);
     cmd_addll(&c, p->cfg->max_attempts);
     long long rpm, tpm;
     pace_limits_of(p, job->model, &rpm, &tpm);

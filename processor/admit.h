@@ -31,6 +31,10 @@ void admit_register(void);
  * comes to processor_admitted, now or once the write connection is up. */
 void admit_send(struct processor *p, struct job *job);
 
+/* Announces among the chat's events (events.h) that attempt job->attempts failed
+ * and the next follows in wait_ms. Fire and forget: lost while Redis is away. */
+void admit_retrying(struct processor *p, const struct job *job, long long wait_ms);
+
 /* Sends what waited for the write connection; called when it is (again) up. */
 void admit_flush(struct processor *p);
 

@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "cmd.h"
+#include "events.h"
 #include "keys.h"
 #include "log.h"
 #include "processor.h"
@@ -27,11 +28,12 @@ struct pace {
 };
 
 /* KEYS: requests, rooms, delayed, delayed entries. ARGV: prefix, trace-key prefix,
- * UPSTREAM_MAX_ATTEMPTS, the most to move. Moves due delayed entries back into
+ * UPSTREAM_MAX_ATTEMPTS, the most to move, events channel prefix (events.h: an
+ * attempt counted here is announced as "processing"). Moves due delayed entries back into
  * the stream, then, budget by budget, what each budget allows from its wait room,
  * one entry per user in turn, counting each one's attempt. Returns {moved, ms
  * until the next could go (-1: nothing waits)}. */
-static const char pace_dispatch_lua[] = PACE_LUA
+static const char pace_dispatch_lua[] = PACE_LUA EVENTS_LUA
     "local now = now_ms()\n"
     "local moved, limit = 0, tonumber(ARGV[4])\n"
     "for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0,\n"
@@ -77,6 +79,7 @@ static const char pace_dispatch_lua[] = PACE_LUA
     "        if n < tonumber(ARGV[3]) then\n"
     "          f[#f + 1] = '" REC_ADMITTED "'\n"
     "          f[#f + 1] = redis.call('HINCRBY', tkey, '" REC_TRIES "', 1)\n"
+    "          chat_event(tkey, ARGV[5] .. trace, '" EVENTS_PROCESSING "', f[#f])\n"
     "        end\n"
     "      end\n"
     "      redis.call('XADD', KEYS[1], '*', unpack(f))\n"
@@ -384,6 +387,7 @@ static void pace_on_tick(evutil_socket_t fd, short what, void *arg)
     cmd_addz(&c, p->keys.trace_prefix);
     cmd_addll(&c, p->cfg->max_attempts);
     cmd_addll(&c, PACE_DISPATCH_MAX);
+    cmd_addz(&c, p->keys.events_prefix);
     if (!c.overflow && redisAsyncCommandArgv(ac, pace_on_dispatched, pc, c.argc, c.argv,
                                              c.len) == REDIS_OK)
         pc->busy = 1;

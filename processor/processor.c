@@ -489,6 +489,7 @@ static void processor_outcome(struct processor *p, struct job *job)
     /* No use waiting for an attempt the deadline forbids. */
     if (processor_past_deadline(p, job, wait))
         return;
+    admit_retrying(p, job, wait);
     /* A long wait (the upstream's Retry-After, or a backoff) is spent in Redis:
      * slots are for calls on the wire. What the upstream said about the key as a
      * whole (x-ratelimit-*) has already paused its budget for every processor. */

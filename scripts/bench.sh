@@ -25,6 +25,13 @@
 #    this chatq-processor has it): completed, failed, 429 share, throughput
 #    against R, peak of parked chats; and pacing on over TLS + HTTP/2 (nginx),
 #    with its connection count. The TLS rows are n/a without nginx and openssl.
+# 5. Waiting clients, on a fourth redis-server: one chatq-api with
+#    WAIT_THREADS=BENCH_WAITERS holds that many long-polls (GET .../response?wait=)
+#    on as many chats at once (bench/waiters.c); POST /chat throughput with them
+#    waiting against the same api without them; the api's memory per waiting
+#    client (RSS with them waiting minus RSS of an api without wait threads); its
+#    Redis connections meanwhile; then every chat is marked completed at once
+#    (HSET + PUBLISH, as the handler does) and every waiter must get it.
 #
 # Progress goes to stderr, the table to stdout, the same data as JSON to
 # bench/out/results-<UTC>.json and bench/out/latest.json. A missed target is
@@ -44,6 +51,7 @@
 #   BENCH_RL_RATE=100          R, the rate-limited upstream's requests per second;
 #                              the burst is 20 x R chats
 #   BENCH_RL_TIMEOUT=40        seconds a burst may take to end
+#   BENCH_WAITERS=10000        long-polls held open at once in phase 5
 #   BENCH_KEEP=1               keep the temp dir (logs of every process)
 #   BENCH_KEYS_ROUNDS=3        rounds of the keys-and-quotas comparison
 #   BENCH_ONLY=keys            run only the keys-and-quotas comparison (phase 0)
@@ -342,12 +350,13 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 
 mkdir -p "$BB" "$OUT"
 CFLAGS_BENCH="-std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Icommon $(pkg-config --cflags hiredis jansson libcurl libevent)"
-log "building bench/floor.c bench/loadgen.c bench/watch.c -> $BB/"
+log "building bench/floor.c bench/loadgen.c bench/watch.c bench/waiters.c -> $BB/"
 # shellcheck disable=SC2086
 {
     cc $CFLAGS_BENCH -o "$BB/floor" bench/floor.c -lcivetweb -lhiredis -lpthread &&
         cc $CFLAGS_BENCH -o "$BB/loadgen" bench/loadgen.c -lpthread -lm &&
-        cc $CFLAGS_BENCH -o "$BB/watch" bench/watch.c -lhiredis
+        cc $CFLAGS_BENCH -o "$BB/watch" bench/watch.c -lhiredis &&
+        cc $CFLAGS_BENCH -o "$BB/waiters" bench/waiters.c
 } || die "the bench programs did not build"
 LG=$BB/loadgen
 
@@ -1006,6 +1015,121 @@ row "$S" "over TLS: TCP connections / most calls on one" \
     "$(num "$TON_CALLS") calls, up to $(num "$TON_INF") at once; $(num "$TON_ONE") conns of 1 call" "" "" "" \
     ratelimit_on_tls_connections "$TON_CONNS" "connections"
 
+# ==== phase 5: waiting clients ====================================================================
+# One api alone on a fresh redis-server, first without wait threads (its RSS, the
+# reference of the memory per waiting client), then with WAIT_THREADS=$WAIT_N: POST
+# /chat without waiters, WAIT_N long-polls held open on as many chats (records made
+# here with status processing, as the api's intake makes them), POST /chat again
+# with them all waiting, then every chat completed at once.
+
+WAIT_N=${BENCH_WAITERS:-10000}
+W_HELD="" W_POST0="" W_POST="" W_CPU0="" W_CPU="" W_PER="" W_CONNS="" W_DONE="" W_REL_MS="" W_RSS0="" W_RSSI="" W_RSSW=""
+free_port RP5
+start_redis redis5 "$RP5"
+free_port AP5
+wait_api_env() { # wait threads
+    echo REDIS_URL="redis://127.0.0.1:$RP5/0" CHATQ_PREFIX="$PREFIX" PORT="$AP5" HOST=127.0.0.1 \
+        API_THREADS=64 LOG_LEVEL=warn WAIT_THREADS="$1" WAIT_MAX_SECONDS=300
+}
+# shellcheck disable=SC2046
+start_proc api5a env $(wait_api_env 0) "$BIN/chatq-api"
+wait_until chatq-api 10 api5a http_ok "$AP5" /health
+W_RSS0=$(rss_kb "${PID[api5a]}")
+stop_proc api5a
+log "waiting clients: chatq-api with WAIT_THREADS=$WAIT_N ($((WAIT_N + 64)) threads)"
+# shellcheck disable=SC2046
+start_proc api5 env $(wait_api_env "$WAIT_N") "$BIN/chatq-api"
+wait_until chatq-api 120 api5 http_ok "$AP5" /health
+W_RSSI=$(rss_kb "${PID[api5]}")
+log "  RSS $(calc 1 'a/1024' "$W_RSS0") MiB without wait threads, $(calc 1 'a/1024' "$W_RSSI") MiB with them, idle"
+# wait_post NAME: POST /chat at its peak twice; sets WP_RPS (the better run) and
+# WP_CPU (the api's CPU-microseconds per request over both), which a busy machine
+# moves less than the rate.
+wait_post() {
+    local pid=${PID[api5]} t0 t1 j best="" n=0 k
+    t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    for k in 1 2; do
+        j=$("$LG" -u "http://127.0.0.1:$AP5" -c "$CONNS" -d "$DUR" -w "$WARM") || true
+        lg_check "$1_$k" "$j"
+        n=$((n + $(jget "$j" requests) + 0))
+        if [ -z "$best" ] || awk -v a="$(jget "$j" rps)" -v b="$best" 'BEGIN { exit !(a > b) }'; then
+            best=$(jget "$j" rps)
+        fi
+    done
+    t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    WP_RPS=$best
+    # Warm-up requests are not counted in "requests": a slight overestimate, alike
+    # in both states.
+    WP_CPU=$(calc 1 '(b-a)*1000000/c/d' "$t0" "$t1" "$(getconf CLK_TCK)" "$n")
+}
+wait_post wait_post0
+W_POST0=$WP_RPS W_CPU0=$WP_CPU
+log "  POST /chat without waiters: $W_POST0 req/s (best of 2), $W_CPU0 CPU-us/request"
+awk -v n="$WAIT_N" 'BEGIN { srand(12); for (i = 0; i < n; i++) { s = ""
+    for (j = 0; j < 32; j++) s = s sprintf("%x", int(rand() * 16))
+    printf "%s-%s-4%s-a%s-%s\n", substr(s, 1, 8), substr(s, 9, 4), substr(s, 14, 3),
+        substr(s, 18, 3), substr(s, 21, 12) } }' >"$TMP/wait.ids"
+awk -v p="$PREFIX" '{ print "HSET " p "trace:" $1 " status processing"; print "SADD bench:waitset " $1 }' \
+    "$TMP/wait.ids" | redis-cli -p "$RP5" >/dev/null
+start_proc waiters "$BB/waiters" --port "$AP5" --ids "$TMP/wait.ids" --n "$WAIT_N" --wait 240 \
+    --timeout 280 --ready "$TMP/wait.ready" --release "$TMP/wait.release"
+wait_until "$WAIT_N waiting clients" 200 waiters test -e "$TMP/wait.ready"
+# Sent is not yet waiting: each is waiting once the api subscribed to its chat.
+# Until all are, or the count stood still for 5 s (a client answered with an error
+# never will be).
+held() { redis-cli -p "$RP5" PUBSUB CHANNELS "${PREFIX}events:*" | wc -l; }
+W_PREV=-1 W_SAME=0
+for _ in $(seq 1 240); do
+    W_HELD=$(held)
+    [ "$W_HELD" -ge "$WAIT_N" ] && break
+    if [ "$W_HELD" = "$W_PREV" ]; then W_SAME=$((W_SAME + 1)); else W_SAME=0; fi
+    [ "$W_SAME" -ge 10 ] && break
+    W_PREV=$W_HELD
+    sleep 0.5
+done
+sleep 1
+W_HELD=$(held)
+W_CONNS=$(redis-cli -p "$RP5" CLIENT LIST | grep -c "cmd=" || true)
+W_RSSW=$(rss_kb "${PID[api5]}")
+W_PER=$(calc 1 '(a-b)/c' "$W_RSSW" "$W_RSS0" "$WAIT_N")
+log "  $W_HELD clients wait (subscribed); RSS $(calc 1 'a/1024' "$W_RSSW") MiB, $W_PER KiB each; $W_CONNS Redis connections in all"
+wait_post wait_post
+W_POST=$WP_RPS W_CPU=$WP_CPU
+log "  POST /chat with them waiting: $W_POST req/s (best of 2), $W_CPU CPU-us/request"
+redis-cli -p "$RP5" EVAL "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    redis.call('HSET', ARGV[1] .. 'trace:' .. id, 'status', 'completed')
+    redis.call('PUBLISH', ARGV[1] .. 'events:' .. id, 'completed') end return 1" \
+    1 bench:waitset "$PREFIX" >/dev/null
+touch "$TMP/wait.release"
+for _ in $(seq 1 1200); do alive waiters || break; sleep 0.1; done
+WJ=$(cat "$TMP/waiters.log")
+RAW[waiters]=$WJ
+W_DONE=$(jget "$WJ" completed)
+W_REL_MS=$(jget "$WJ" release_ms)
+[ "$(jget "$WJ" errors)" = 0 ] || note "waiting clients: $(jget "$WJ" errors) connections failed"
+[ "$(jget "$WJ" early)" = 0 ] || note "waiting clients: $(jget "$WJ" early) answered processing before their chat completed"
+log "  released: $W_DONE completed answers, the last $W_REL_MS ms after"
+stop_proc waiters
+stop_proc api5
+stop_proc redis5
+
+S="waiting clients (long-poll ?wait=, one api, WAIT_THREADS=$WAIT_N)"
+row "$S" "clients waiting at once" "$(num "$W_HELD") of $WAIT_N" \
+    "$(num "$W_CONNS") Redis connections in all" "" ">= 10000" "$(verdict ge "$W_HELD" 10000)" \
+    waiting_clients "$W_HELD" "clients"
+W_RATIO=$(calc 2 'a/b' "$W_POST" "$W_POST0")
+row "$S" "POST /chat, $CONNS conns, best of 2, with them waiting" "$(num "$W_POST") req/s" \
+    "without: $(num "$W_POST0") req/s" "$W_RATIO" ">= 0.9" "$(verdict ge "$W_RATIO" 0.9)" \
+    waiting_post_rps "$W_POST" "req/s"
+W_CPU_RATIO=$(calc 2 'a/b' "$W_CPU" "$W_CPU0")
+row "$S" "api CPU per POST, with them waiting" "$(num "$W_CPU") us" "without: $(num "$W_CPU0") us" \
+    "$W_CPU_RATIO" "" "" waiting_post_cpu_us "$W_CPU" "us"
+row "$S" "memory per waiting client" "$(num "$W_PER") KiB" \
+    "api RSS $(num "$(calc 1 'a/1024' "$W_RSS0")") MiB / idle $(num "$(calc 1 'a/1024' "$W_RSSI")") / waiting $(num "$(calc 1 'a/1024' "$W_RSSW")")" \
+    "" "" "" waiting_kib_per_client "$W_PER" "KiB"
+row "$S" "all completed at once: answered, last after" \
+    "$(num "$W_DONE") of $WAIT_N, $(ms "$W_REL_MS")" "HSET + PUBLISH of each" "" "all" \
+    "$(verdict ge "$W_DONE" "$WAIT_N")" waiting_release_ms "$W_REL_MS" "ms"
 fi # BENCH_ONLY
 
 # ==== output ====================================================================================

@@ -26,7 +26,7 @@ static const struct suite_group *const main_groups[] = {
     &suite_adaptive,  &suite_clients,  &suite_front,         &suite_ops,
     &suite_openai,    &suite_quota,    &suite_workers,       &suite_status_page,
     &suite_capacity,  &suite_webhooks, &suite_memory_cap,    &suite_memory_api,
-    &suite_faults,
+    &suite_push,      &suite_faults,
 };
 
 /* Copies the tests of g that match filter into out; returns how many. */

@@ -50,6 +50,7 @@ extern const struct suite_group suite_capacity;
 extern const struct suite_group suite_webhooks;
 extern const struct suite_group suite_memory_cap;
 extern const struct suite_group suite_memory_api;
+extern const struct suite_group suite_push;
 
 /* Fails the running test with a printf-style message unless cond holds. */
 #define CHECK(cond, ...)                                                                 \

@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "cmd.h"
 #include "config.h"
+#include "events.h"
 #include "keys.h"
 #include "rconn.h"
 #include "record.h"
@@ -438,6 +439,8 @@ static void test_keys(void **state)
     assert_string_equal(t, "chatq:trace:" TRACE);
     keys_idem(&k, "order-42", t, sizeof(t));
     assert_string_equal(t, "chatq:idem:order-42");
+    keys_events(&k, TRACE, t, sizeof(t));
+    assert_string_equal(t, "chatq:events:" TRACE);
     char long_prefix[KEYS_PREFIX_MAX + 2];
     memset(long_prefix, 'p', sizeof(long_prefix) - 1);
     long_prefix[sizeof(long_prefix) - 1] = '\0';
@@ -484,6 +487,20 @@ static void test_workers(void **state)
     assert_int_equal(workers_sweep_wait_ms(10, 0.0), 50);
 }
 
+/* Only the three on-the-way events are not final, so that a final status added
+ * later (cancelled) ends waits and streams without a change here. */
+static void test_events_final(void **state)
+{
+    (void)state;
+    assert_false(events_final("queued"));
+    assert_false(events_final("processing"));
+    assert_false(events_final("retrying"));
+    assert_true(events_final("completed"));
+    assert_true(events_final("failed"));
+    assert_true(events_final("cancelled"));
+    assert_false(events_final(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -503,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_config_usage_hides_secrets),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_workers),
+        cmocka_unit_test(test_events_final),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

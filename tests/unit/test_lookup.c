@@ -10,6 +10,7 @@
 
 #include "../../api/lookup.h"
 #include "../../api/reply.h"
+#include "../../api/sse.h"
 #include "record.h"
 
 #define TRACE "3f2b8c1e-7d4a-4e5f-9a6b-0c1d2e3f4a5b"
@@ -125,12 +126,49 @@ static void test_cancelled(void **state)
                        "\"timestamp\":\"2025-08-19T17:45:00.000Z\"}");
 }
 
+/* ?wait=: whole seconds, capped; anything else refused. */
+static void test_wait_parse(void **state)
+{
+    (void)state;
+    long long w = -1;
+    assert_int_equal(lookup_wait_parse(NULL, 60, &w), 0);
+    assert_int_equal(w, 0);
+    assert_int_equal(lookup_wait_parse("x=1", 60, &w), 0);
+    assert_int_equal(w, 0);
+    assert_int_equal(lookup_wait_parse("wait=15", 60, &w), 0);
+    assert_int_equal(w, 15);
+    assert_int_equal(lookup_wait_parse("a=b&wait=0", 60, &w), 0);
+    assert_int_equal(w, 0);
+    assert_int_equal(lookup_wait_parse("wait=61", 60, &w), 0);
+    assert_int_equal(w, 60);
+    assert_int_equal(lookup_wait_parse("wait=99999999999999999999", 60, &w), 0);
+    assert_int_equal(w, 60);
+    static const char *const bad[] = {"wait=",    "wait=-1",  "wait=1.5",
+                                      "wait=abc", "wait=1e3", "wait=%201"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(lookup_wait_parse(bad[i], 60, &w), -1);
+}
+
+static void test_event_id(void **state)
+{
+    (void)state;
+    assert_true(sse_id_valid("1"));
+    assert_true(sse_id_valid("123456789012345678"));
+    assert_false(sse_id_valid(""));
+    assert_false(sse_id_valid("-1"));
+    assert_false(sse_id_valid("1700000000000-0"));
+    assert_false(sse_id_valid("12x"));
+    assert_false(sse_id_valid("1\r\nX: y"));
+    assert_false(sse_id_valid("1234567890123456789"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_processing),         cmocka_unit_test(test_completed),
         cmocka_unit_test(test_completed_with_nul), cmocka_unit_test(test_failed),
-        cmocka_unit_test(test_cancelled),
+        cmocka_unit_test(test_cancelled),          cmocka_unit_test(test_wait_parse),
+        cmocka_unit_test(test_event_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
