@@ -506,13 +506,30 @@ static int openai_create(struct mg_connection *conn, struct server *srv, struct 
     }
 
     int waited = !(front == OPENAI_FRONT_RESPONSES && o.req.background);
-    if (waited && await_final(srv, w, answer, clock_mono_ms() + srv->wait_max_ms) < 0) {
+    long long deadline = clock_mono_ms() + srv->wait_max_ms;
+    int rc = waited ? await_final(srv, w, answer, deadline) : 1;
+    if (rc < 0) {
         openai_trace_headers(&r, answer);
         reply_header(&r, "x-should-retry", "false");
         status = openai_fail(&r, conn, 503, NULL, "redis_unavailable",
                              "The chat was queued (chatq id %s) but the store became "
                              "unavailable while waiting; read it later by its id.",
                              answer);
+        goto out;
+    }
+    /* Back before its deadline without the result, and not for a stop: every wait
+     * slot (WAIT_THREADS) is taken. A Response object can say "queued"; a chat
+     * completion has no such state. Either way the chat goes on. */
+    if (rc == 0 && front == OPENAI_FRONT_CHAT && clock_mono_ms() < deadline &&
+        !await_stopping(srv->await)) {
+        openai_trace_headers(&r, answer);
+        reply_header(&r, "x-should-retry", "false");
+        status =
+            openai_fail(&r, conn, 503, NULL, "too_many_waiters",
+                        "The chat was queued (chatq id %s), but WAIT_THREADS callers "
+                        "wait already, so this call cannot wait for it; read it "
+                        "with GET /chat/%s/response.",
+                        answer, answer);
         goto out;
     }
     status = openai_answer(&r, conn, w, answer, front, waited);
