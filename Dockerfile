@@ -1,6 +1,13 @@
-# chatq: one image holding the three binaries (and the fake upstream).
-# Debian 12 and its own packages only, as on the build machines.
-FROM debian:12-slim AS build
+# chatq: one image holding the three binaries (and the fake upstream), and one
+# for Redis. Debian 12 and its own packages only, as on the build machines.
+#
+# BASE is a Debian 12 image. The default, chatq-base:bookworm, is made on this
+# machine from the Debian mirror by scripts/docker-base.sh (`make docker-base`),
+# so no container registry is needed; where Docker Hub is reachable,
+# --build-arg BASE=debian:12-slim does as well.
+ARG BASE=chatq-base:bookworm
+
+FROM ${BASE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends make gcc libc6-dev pkg-config \
         libcivetweb-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev libevent-dev \
@@ -15,7 +22,9 @@ COPY fake-upstream fake-upstream
 RUN make -j"$(nproc)" WERROR=1 && make install PREFIX=/usr/local DESTDIR=/out
 
 # Redis from Debian's package too, so every image builds from Debian alone.
-FROM debian:12-slim AS redis
+# AOF on, fsynced before every reply (README "Durability"), and no eviction:
+# evicting a key would silently drop queued chats and their records.
+FROM ${BASE} AS redis
 RUN apt-get update \
  && apt-get install -y --no-install-recommends redis-server \
  && rm -rf /var/lib/apt/lists/* \
@@ -24,15 +33,21 @@ USER redis
 WORKDIR /data
 EXPOSE 6379
 CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data", \
-     "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+     "--appendonly", "yes", "--appendfsync", "always", "--save", "", \
+     "--maxmemory-policy", "noeviction"]
 
-FROM debian:12-slim AS runtime
+# curl and redis-cli are for the healthchecks (docker-compose.yml).
+FROM ${BASE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libcivetweb1 libhiredis0.14 libjansson4 \
-        libcurl4 libevent-2.1-7 ca-certificates curl \
+        libcurl4 libevent-2.1-7 ca-certificates curl redis-tools \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home chatq
 COPY --from=build /out/usr/local/bin/ /usr/local/bin/
+COPY docker/entry.sh /usr/local/bin/chatq-docker-entry
+COPY docker/health.sh /usr/local/bin/chatq-health
+COPY docker/no-secret /usr/local/share/chatq/no-secret
 USER chatq
 EXPOSE 3000
+ENTRYPOINT ["chatq-docker-entry"]
 CMD ["chatq-api"]

@@ -10,6 +10,7 @@
 #   make SANITIZE=address,undefined   an instrumented build
 #   make valgrind        the unit and integration tests under valgrind
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (clang)
+#   make docker-base     the Debian 12 base image of the Docker images (debootstrap)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -50,7 +51,7 @@ PROGRAMS := $(BINDIR)/chatq-api $(BINDIR)/chatq-processor $(BINDIR)/chatq-handle
 
 .PHONY: all install uninstall test test-programs unit run bench format format-check \
         valgrind deps fuzz fuzz-programs \
-        clean check-compose
+        clean check-compose docker-base
 all: $(PROGRAMS)
 
 $(OBJDIR)/%.o: %.c
@@ -174,6 +175,10 @@ format-check:
 
 check-compose:
 	docker-compose -f docker-compose.yml config -q
+
+docker-base:
+	@scripts/deps.sh compose
+	@scripts/docker-base.sh
 
 clean:
 	rm -rf build bin
