@@ -27,7 +27,8 @@
 enum intake_read_result {
     INTAKE_READ_OK,
     INTAKE_READ_TOO_LARGE,
-    INTAKE_READ_SHORT, /* the client stopped sending, or sent a broken chunk */
+    INTAKE_READ_SHORT,   /* the client closed, or sent a broken chunk */
+    INTAKE_READ_TIMEOUT, /* the client sent nothing for request_timeout_ms */
     INTAKE_READ_NOMEM,
 };
 
@@ -36,8 +37,8 @@ enum intake_read_result {
  * when it is not stack). Never holds more than max + 1 bytes, whatever the client
  * sends or claims. */
 static enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
-                                           char *stack, size_t stacklen, char **body,
-                                           size_t *bodylen)
+                                           int timeout_ms, char *stack, size_t stacklen,
+                                           char **body, size_t *bodylen)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
     long long declared = ri->content_length;
@@ -70,7 +71,12 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
             *body = buf;
         }
         size_t chunk = cap - len < want - len ? cap - len : want - len;
+        long long began = clock_mono_ms();
         int n = mg_read(conn, buf + len, chunk);
+        /* civetweb gives up on a silent client after request_timeout_ms and
+         * returns what it has: nothing, here. */
+        if (n <= 0 && clock_mono_ms() - began >= timeout_ms)
+            return INTAKE_READ_TIMEOUT;
         if (n < 0)
             return INTAKE_READ_SHORT;
         if (n == 0)
@@ -267,7 +273,8 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
     int status;
 
     reply_init(&r);
-    switch (intake_read(conn, srv->max_body, stack, sizeof(stack), &body, &len)) {
+    switch (intake_read(conn, srv->max_body, srv->request_timeout_ms, stack,
+                        sizeof(stack), &body, &len)) {
     case INTAKE_READ_OK:
         break;
     case INTAKE_READ_TOO_LARGE:
@@ -279,6 +286,12 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
         r.close = 1;
         status = reply_error(&r, conn, 400, "invalid_body",
                              "the request body could not be read completely");
+        goto out;
+    case INTAKE_READ_TIMEOUT:
+        r.close = 1;
+        status = reply_error(&r, conn, 408, "request_timeout",
+                             "the request body stopped arriving: nothing came for %d ms",
+                             srv->request_timeout_ms);
         goto out;
     case INTAKE_READ_NOMEM:
         r.close = 1;

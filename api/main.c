@@ -28,6 +28,8 @@ struct config {
     long long result_ttl;
     long long grace_ms;
     long long default_deadline_ms;
+    long long keepalive_ms;
+    long long request_timeout_ms;
     const char *api_keys;
     const char *api_keys_file;
     const char *cors_origins;
@@ -68,6 +70,8 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     s->result_ttl = cfg->result_ttl;
     s->grace_ms = cfg->grace_ms;
     s->default_deadline_ms = cfg->default_deadline_ms;
+    s->keepalive_ms = (int)cfg->keepalive_ms;
+    s->request_timeout_ms = (int)cfg->request_timeout_ms;
     return 0;
 }
 
@@ -107,9 +111,19 @@ int main(int argc, char **argv)
          &cfg.cors_origins, 0, 0, 0},
         {"PORT", "port", CONFIG_INT, "3000", "TCP port to listen on (0: any free port)",
          &cfg.port, 0, 65535, 0},
-        {"API_THREADS", "threads", CONFIG_INT, "64",
-         "HTTP worker threads, each with its own Redis connection", &cfg.threads, 1, 4096,
-         0},
+        {"API_THREADS", "threads", CONFIG_INT, "256",
+         "HTTP worker threads, each with its own Redis connection; each holds one "
+         "connection, idle ones included, for as long as it is open",
+         &cfg.threads, 1, 4096, 0},
+        {"KEEPALIVE_TIMEOUT_MS", "keepalive-timeout-ms", CONFIG_INT, "10000",
+         "how long an idle kept-alive connection stays open; clients are told half "
+         "(Keep-Alive: timeout=, in seconds) so they retire it first even when late "
+         "(0: one request per connection)",
+         &cfg.keepalive_ms, 0, 600000, 0},
+        {"REQUEST_TIMEOUT_MS", "request-timeout-ms", CONFIG_INT, "10000",
+         "a request's headers must arrive within this; a connection silent this long "
+         "while a body is due is closed (408)",
+         &cfg.request_timeout_ms, 100, 600000, 0},
         {"MAX_BODY_BYTES", "max-body-bytes", CONFIG_INT, "1048576",
          "largest POST /chat body accepted; larger ones get 413", &cfg.max_body, 1,
          1LL << 30, 0},

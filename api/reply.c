@@ -145,6 +145,13 @@ void reply_error_body(struct reply *r, const char *code, const char *message)
 }
 
 static atomic_int reply_closing;
+/* Seconds announced in Keep-Alive (0: no header); -1: no keep-alive at all. */
+static atomic_int reply_keepalive;
+
+void reply_keep_alive_hint(int seconds)
+{
+    atomic_store(&reply_keepalive, seconds);
+}
 
 void reply_close_all(void)
 {
@@ -155,7 +162,8 @@ void reply_close_all(void)
 static int reply_keep_alive(struct reply *r, struct mg_connection *conn)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
-    if (r->close || atomic_load(&reply_closing) || ri == NULL || ri->http_version == NULL)
+    if (r->close || atomic_load(&reply_closing) || atomic_load(&reply_keepalive) < 0 ||
+        ri == NULL || ri->http_version == NULL)
         return 0;
     const char *c = mg_get_header(conn, "Connection");
     if (strcmp(ri->http_version, "1.1") == 0)
@@ -200,7 +208,10 @@ int reply_send(struct reply *r, struct mg_connection *conn, int status)
     /* A browser page may read the answer only when its origin is one CORS_ORIGINS
      * names; Vary keeps a cache from handing one origin's answer to another. */
     const char *origin = access_cors_origin(mg_get_header(conn, "Origin"));
-    char head[REPLY_HEAD_ROOM];
+    char head[REPLY_HEAD_ROOM], hint[48] = "";
+    int secs = atomic_load(&reply_keepalive);
+    if (keep && secs > 0)
+        snprintf(hint, sizeof(hint), "Keep-Alive: timeout=%d\r\n", secs);
     int hlen =
         snprintf(head, sizeof(head),
                  "HTTP/1.1 %d %s\r\n"
@@ -208,11 +219,12 @@ int reply_send(struct reply *r, struct mg_connection *conn, int status)
                  "Content-Length: %zu\r\n"
                  "Cache-Control: no-store\r\n"
                  "Connection: %s\r\n"
+                 "%s"
                  "%s%s%s"
                  "%s%s%s%s%s"
                  "\r\n",
                  status, mg_get_response_code_text(conn, status), r->len,
-                 keep ? "keep-alive" : "close", r->allow ? "Allow: " : "",
+                 keep ? "keep-alive" : "close", hint, r->allow ? "Allow: " : "",
                  r->allow ? r->allow : "", r->allow ? "\r\n" : "", r->head ? r->head : "",
                  access_cors_on() ? "Vary: Origin\r\n" : "",
                  origin ? "Access-Control-Allow-Origin: " : "", origin ? origin : "",

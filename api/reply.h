@@ -11,7 +11,9 @@
 
 struct mg_connection;
 
-#define REPLY_HEAD_ROOM 512 /* room for an allowed origin, see access.h */
+/* The longest head: a CORS preflight's 204 (its three lines, 146 bytes) to an origin
+ * of ACCESS_ORIGIN_MAX bytes, with the Keep-Alive hint: about 550 bytes. */
+#define REPLY_HEAD_ROOM 768
 #define REPLY_INLINE 4096
 /* Unread request body bytes reply_send reads and drops to keep a connection alive;
  * with more than this left it closes the connection instead. */
@@ -50,6 +52,12 @@ void reply_error_body(struct reply *r, const char *code, const char *message);
 /* Sends the head and body as status with one mg_write, then frees the body. Returns
  * status, which civetweb request handlers return (it goes to the access log). */
 int reply_send(struct reply *r, struct mg_connection *conn, int status);
+
+/* From now on every kept-alive response says "Keep-Alive: timeout=<seconds>" (none
+ * when 0): a client then closes an idle connection before the server does, instead
+ * of sending a request on a connection the server is closing. Process-wide; set
+ * once before serving. */
+void reply_keep_alive_hint(int seconds);
 
 /* From now on every response says "Connection: close" and closes (the server is
  * draining before it stops). Process-wide; cannot be undone. */

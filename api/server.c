@@ -359,7 +359,7 @@ static void server_init_context(const struct mg_context *cctx)
 
 int server_start(struct server *s, char *err, size_t errlen)
 {
-    char ports[300], threads[16];
+    char ports[300], threads[16], keepalive[16], request_timeout[16];
     struct mg_callbacks callbacks;
     struct mg_init_data init;
     struct mg_error_data error;
@@ -370,14 +370,23 @@ int server_start(struct server *s, char *err, size_t errlen)
     snprintf(ports, sizeof(ports), strchr(s->host, ':') ? "[%s]:%d" : "%s:%d", s->host,
              s->port);
     snprintf(threads, sizeof(threads), "%d", s->threads);
+    snprintf(keepalive, sizeof(keepalive), "%d", s->keepalive_ms);
+    snprintf(request_timeout, sizeof(request_timeout), "%d", s->request_timeout_ms);
     /* No document_root: this server never serves files. */
     /* clang-format off */
     const char *options[] = {
         "listening_ports",    ports,    /* HOST:PORT */
         "num_threads",        threads,  /* API_THREADS, one Redis connection each */
         "tcp_nodelay",        "1",      /* each response is one write: send it now */
-        "enable_keep_alive",  "yes",    /* a client polling GETs reuses its socket */
-        "request_timeout_ms", "30000",  /* a stalled client frees its thread */
+        /* A client polling GETs reuses its socket. civetweb's default idle time,
+         * 500 ms, announced to no one, closed connections that clients such as
+         * Node's fetch (4 s) were about to reuse: their next POST failed with
+         * "other side closed". Now it is long, and said (reply_keep_alive_hint,
+         * with room to spare). */
+        "enable_keep_alive",  s->keepalive_ms > 0 ? "yes" : "no",
+        "keep_alive_timeout_ms", keepalive,
+        /* civetweb gives the whole head this long; for a body, each wait. */
+        "request_timeout_ms", request_timeout,
         "listen_backlog",     "1024",   /* bursts of connections wait, not fail */
         /* civetweb's default "*" answers every preflight itself, before any
          * handler: CORS is server_preflight's and reply_send's, per CORS_ORIGINS. */
@@ -400,6 +409,10 @@ int server_start(struct server *s, char *err, size_t errlen)
     error.text = why;
     error.text_buffer_size = sizeof(why);
 
+    /* Half: a client's idle timer may fire a second or more late (undici's
+     * timers are coarse, a loaded host is slow), and one that reuses the
+     * connection at the very moment the server closes it loses its request. */
+    reply_keep_alive_hint(s->keepalive_ms > 0 ? s->keepalive_ms / 2000 : -1);
     atomic_init(&s->redis_down, 0);
     atomic_init(&s->inflight, 0);
     mg_init_library(0);

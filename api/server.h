@@ -24,6 +24,8 @@ struct server {
     long long result_ttl;          /* seconds, EXPIRE of a trace's hash */
     long long grace_ms;            /* on stop, longest wait for open requests */
     long long default_deadline_ms; /* for chats without deadline_ms; 0: none */
+    int keepalive_ms;              /* idle kept-alive connection; 0: no keep-alive */
+    int request_timeout_ms;        /* headers, and each wait for body bytes */
     struct rconn_url redis;
     struct keys keys;
 

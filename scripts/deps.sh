@@ -6,8 +6,8 @@ set -euo pipefail
 
 declare -A want=(
     [build]="make gcc pkg-config libcivetweb-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev libevent-dev"
-    [test]="libcmocka-dev redis-server redis-tools curl clang-format nginx openssl clang libfuzzer-14-dev"
-    [run]="redis-server redis-tools curl ca-certificates"
+    [test]="libcmocka-dev redis-server redis-tools curl clang-format nginx openssl clang libfuzzer-14-dev nodejs python3-requests python3-httpx"
+    [run]="redis-server redis-tools curl ca-certificates nginx"
     [compose]="docker.io docker-compose debootstrap curl"
 )
 

@@ -3,16 +3,20 @@
 # Starts redis-server (data in run/redis; AOF on, fsynced before every reply
 # unless REDIS_APPENDFSYNC=everysec: see README "Durability"), the fake
 # upstream when no OPENAI_API_KEY is set, then chatq-api, chatq-processor and
-# chatq-handler.
+# chatq-handler, and nginx in front of chatq-api (front/nginx.conf.in: clients
+# connect to nginx on PORT, the api listens on 127.0.0.1:API_PORT; FRONT=0
+# puts the api itself on PORT).
 # Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REDIS_PORT=${REDIS_PORT:-6380}
 PORT=${PORT:-3000}
+API_PORT=${API_PORT:-3001}
 FAKE_PORT=${FAKE_PORT:-8089}
+FRONT=${FRONT:-1}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
-export PORT LOG_LEVEL=${LOG_LEVEL:-info}
+export LOG_LEVEL=${LOG_LEVEL:-info}
 
 # Each child runs in its own session so that Ctrl-C reaches only this script,
 # which then stops them in order: api, processor, handler, fake, Redis last.
@@ -72,19 +76,35 @@ setsid bin/chatq-handler &
 pids+=($!)
 setsid bin/chatq-processor &
 pids+=($!)
-setsid bin/chatq-api &
-pids+=($!)
-wait_for "chatq-api" curl -fs "http://127.0.0.1:$PORT/health"
+if [ "$FRONT" = 1 ]; then
+    # The api on loopback, nginx in front on PORT for everyone else.
+    HOST=127.0.0.1 PORT=$API_PORT setsid bin/chatq-api &
+    pids+=($!)
+    wait_for "chatq-api" curl -fs "http://127.0.0.1:$API_PORT/health"
+    mkdir -p run/front
+    sed -e "s|@LISTEN@|${HOST:-0.0.0.0}:$PORT|" -e "s|@API@|127.0.0.1:$API_PORT|" \
+        -e "s|@DIR@|$PWD/run/front|" front/nginx.conf.in >run/front/nginx.conf
+    setsid nginx -e stderr -p "$PWD/run/front" -c "$PWD/run/front/nginx.conf" &
+    pids+=($!)
+    wait_for "nginx (the front)" curl -fs "http://127.0.0.1:$PORT/health"
+else
+    PORT=$PORT setsid bin/chatq-api &
+    pids+=($!)
+    wait_for "chatq-api" curl -fs "http://127.0.0.1:$PORT/health"
+fi
 
 cat <<MSG
 
-chatq is up on http://127.0.0.1:$PORT (Redis on port $REDIS_PORT). Try:
+chatq is up on http://127.0.0.1:$PORT (Redis on port $REDIS_PORT$( [ "$FRONT" = 1 ] && echo "; nginx in front of the api on 127.0.0.1:$API_PORT")). Try:
 
   curl -s -X POST http://127.0.0.1:$PORT/chat -H 'Content-Type: application/json' \\
        -d '{"message":"Hello, how are you?","model":"gpt-3.5-turbo","temperature":0.7}'
   curl -s http://127.0.0.1:$PORT/chat/<traceId>/response
 
 Watch it:  redis-cli -p $REDIS_PORT XINFO GROUPS chatq:requests
+$( [ -z "${API_KEYS:-}${API_KEYS_FILE:-}" ] && printf '%s\n' \
+"The gateway is OPEN: anyone who reaches port $PORT spends the upstream key. To need a key:" \
+"  openssl rand -hex 24 >> run/api-keys && API_KEYS_FILE=run/api-keys make run")
 Ctrl-C stops everything.
 
 MSG

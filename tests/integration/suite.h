@@ -39,6 +39,8 @@ extern const struct suite_group suite_strict;
 extern const struct suite_group suite_secrets;
 extern const struct suite_group suite_redis_auth;
 extern const struct suite_group suite_access;
+extern const struct suite_group suite_clients;
+extern const struct suite_group suite_front;
 
 /* Fails the running test with a printf-style message unless cond holds. */
 #define CHECK(cond, ...)                                                                 \
