@@ -1,5 +1,6 @@
-# chatq: one image holding the three binaries (and the fake upstream), and one
-# for Redis. Debian 12 and its own packages only, as on the build machines.
+# chatq: one image holding the three binaries (and the fake upstream), one for
+# Redis, one for nginx in front of the api. Debian 12 and its own packages only,
+# as on the build machines.
 #
 # BASE is a Debian 12 image. The default, chatq-base:bookworm, is made on this
 # machine from the Debian mirror by scripts/docker-base.sh (`make docker-base`),
@@ -35,6 +36,21 @@ EXPOSE 6379
 CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data", \
      "--appendonly", "yes", "--appendfsync", "always", "--save", "", \
      "--maxmemory-policy", "noeviction"]
+
+# nginx in front of the api (front/nginx.conf.in; README "Connections"):
+# clients connect to it on 8080, it passes whole requests to api:3000.
+FROM ${BASE} AS front
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nginx curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /etc/chatq /var/lib/chatq-front \
+ && chown www-data:www-data /var/lib/chatq-front
+COPY front/nginx.conf.in /etc/chatq/nginx.conf.in
+RUN sed -e 's|@LISTEN@|0.0.0.0:8080|' -e 's|@API@|api:3000|' \
+        -e 's|@DIR@|/var/lib/chatq-front|' /etc/chatq/nginx.conf.in >/etc/chatq/nginx.conf
+USER www-data
+EXPOSE 8080
+CMD ["nginx", "-e", "stderr", "-c", "/etc/chatq/nginx.conf"]
 
 # curl and redis-cli are for the healthchecks (docker-compose.yml).
 FROM ${BASE} AS runtime

@@ -5,7 +5,8 @@
 # exist (scripts/docker-base.sh), builds the images and runs the stack with the
 # bundled fake upstream under a project name of its own, then checks:
 #   - every service becomes healthy;
-#   - a chat completes through the api (with a gateway key from a docker secret);
+#   - a chat completes through nginx and the api (with a gateway key from a
+#     docker secret);
 #   - after SIGHUP the api takes the keys now in that secret, and not the old one;
 #   - --scale processor=3 gives three working processors;
 #   - chats sent before and while a processor is killed (docker kill) all complete;
@@ -103,8 +104,8 @@ dc build >"$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; fail "docker
 step "docker-compose up"
 up=1
 dc up -d >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" >&2; fail "docker-compose up"; }
-api=$(dc port api 3000 | tail -1)
-[ -n "$api" ] || fail "the api's port is not published"
+api=$(dc port front 8080 | tail -1)
+[ -n "$api" ] || fail "the front's port is not published"
 api=http://$api
 
 # Every running container of the project reports healthy, and there are $1 of them.
@@ -118,8 +119,8 @@ all_healthy() { # count
     done
     [ "$n" -eq "$1" ]
 }
-step "waiting for the 5 services to become healthy"
-poll 180 "not every service became healthy" all_healthy 5
+step "waiting for the 6 services to become healthy"
+poll 180 "not every service became healthy" all_healthy 6
 
 # ---- one chat ------------------------------------------------------------------
 post() { # message: prints the traceId
@@ -169,7 +170,7 @@ processors_reading() { # count: distinct processors connected to Redis
 step "--scale processor=3"
 dc up -d --no-recreate --scale processor=3 >"$tmp/scale.log" 2>&1 ||
     { cat "$tmp/scale.log" >&2; fail "docker-compose up --scale processor=3"; }
-poll 120 "the 3 processors and the other services did not all become healthy" all_healthy 7
+poll 120 "the 3 processors and the other services did not all become healthy" all_healthy 8
 poll 30 "3 processors did not connect to Redis" processors_reading 3
 
 # ---- a processor killed with chats in flight ---------------------------------------
@@ -212,9 +213,9 @@ all_completed() {
 poll 90 "not every chat sent before and during the kill completed" all_completed
 echo "   ${#traces[@]} of ${#traces[@]} chats completed"
 
-# The killed processor stays down (docker kill is a manual stop); the other six
-# services are healthy.
-poll 60 "the services left running are not all healthy" all_healthy 6
+# The killed processor stays down (docker kill is a manual stop); the other
+# seven containers are healthy.
+poll 60 "the services left running are not all healthy" all_healthy 7
 
 # ---- down ----------------------------------------------------------------------
 step "docker-compose down"
