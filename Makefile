@@ -51,7 +51,7 @@ PROGRAMS := $(BINDIR)/chatq-api $(BINDIR)/chatq-processor $(BINDIR)/chatq-handle
             $(BINDIR)/chatq-fake-upstream
 
 .PHONY: all install uninstall test test-programs unit run bench format format-check \
-        valgrind deps fuzz fuzz-programs \
+        valgrind deps sdk-deps fuzz fuzz-programs \
         clean check-compose docker-base test-compose
 all: $(PROGRAMS)
 
@@ -68,11 +68,11 @@ $(BINDIR)/chatq-api: $(call obj,$(API_SRC)) $(LIBCOMMON)
 
 $(BINDIR)/chatq-processor: $(call obj,$(PROCESSOR_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcurl -levent -lhiredis -ljansson -lm
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcurl -levent -lhiredis -ljansson -lpthread -lm
 
 $(BINDIR)/chatq-handler: $(call obj,$(HANDLER_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lhiredis -ljansson -lm
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -levent -lhiredis -ljansson -lpthread -lm
 
 # The fake takes from the common archive only what it shares with chatq: the log
 # line, clock and UTF-8 helpers (it needs no Redis, so no other member is linked).
@@ -126,8 +126,15 @@ fuzz-programs: $(FUZZ_BINS)
 deps:
 	@scripts/deps.sh build test run
 
+# The official openai npm package the SDK tests drive (tests/sdk/), installed from
+# the lock file when missing.
+sdk-deps:
+	@[ -f tests/sdk/node_modules/openai/package.json ] || \
+	    (cd tests/sdk && npm ci --no-audit --no-fund)
+
 # Without T, a short fuzzing run of every target too (a crash fails the test).
 test: deps
+	@$(MAKE) --no-print-directory sdk-deps
 	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=$(TEST_SAN) WERROR=1 test-programs
 	@$(if $(T),true,$(MAKE) --no-print-directory O=$(FUZZ_O) CC=clang SANITIZE=$(FUZZ_SAN) \

@@ -24,21 +24,9 @@
 /* Bodies up to this size are read into the stack; chat requests mostly are. */
 #define INTAKE_STACK_BODY 8192
 
-enum intake_read_result {
-    INTAKE_READ_OK,
-    INTAKE_READ_TOO_LARGE,
-    INTAKE_READ_SHORT,   /* the client closed, or sent a broken chunk */
-    INTAKE_READ_TIMEOUT, /* the client sent nothing for request_timeout_ms */
-    INTAKE_READ_NOMEM,
-};
-
-/* Reads the whole request body, at most max bytes, into *body: first stack (of
- * stacklen bytes), then a new heap buffer if it does not fit (the caller frees *body
- * when it is not stack). Never holds more than max + 1 bytes, whatever the client
- * sends or claims. */
-static enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
-                                           int timeout_ms, char *stack, size_t stacklen,
-                                           char **body, size_t *bodylen)
+enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
+                                    int timeout_ms, char *stack, size_t stacklen,
+                                    char **body, size_t *bodylen)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
     long long declared = ri->content_length;
@@ -100,7 +88,8 @@ static enum intake_read_result intake_read(struct mg_connection *conn, size_t ma
  * INTAKE_LUA_CONFLICT (another request).
  *
  * A request's fingerprint is the SHA-1 of its validated fields (message, model,
- * temperature, and user when there is one, as they travel on the stream), not of the
+ * temperature, and user when there is one, and the OpenAI front's messages, top_p,
+ * max_tokens and params when given, as they travel on the stream), not of the
  * body's text: a retry that spells the same JSON differently is the same request,
  * and a key reused for another end user is not (that user must not be handed the
  * first one's chat). A request without a user fingerprints as it always did.
@@ -122,7 +111,9 @@ static const char intake_script[] =
     "  for i = 4, 3 + n, 2 do\n"
     "    local f = ARGV[i]\n"
     "    if f == '" REC_MESSAGE "' or f == '" REC_MODEL "' or\n"
-    "       f == '" REC_TEMPERATURE "' or f == '" REC_USER "' then\n"
+    "       f == '" REC_TEMPERATURE "' or f == '" REC_USER "' or\n"
+    "       f == '" REC_MESSAGES "' or f == '" REC_TOP_P "' or\n"
+    "       f == '" REC_MAX_TOKENS "' or f == '" REC_PARAMS "' then\n"
     "      parts[#parts + 1] = f .. '=' .. ARGV[i + 1]\n"
     "    end\n"
     "  end\n"
@@ -142,14 +133,6 @@ static const char intake_script[] =
     "end\n"
     "return {1, ARGV[2]}\n"; /* INTAKE_LUA_WRITTEN */
 /* clang-format on */
-
-enum intake_store_result {
-    INTAKE_STORED,      /* written now, under req->trace */
-    INTAKE_REPLAYED,    /* the key's earlier, same request: its trace id returned */
-    INTAKE_CONFLICT,    /* the key was used for another request: nothing written */
-    INTAKE_NOT_WRITTEN, /* Redis not reached, or it refused the write: nothing written */
-    INTAKE_UNKNOWN,     /* sent, not confirmed: written, or to be written, or not */
-};
 
 /* Appends the arguments of src after its command name to dst. */
 static void intake_add_args(struct cmd *dst, const struct cmd *src)
@@ -189,13 +172,8 @@ static enum intake_store_result intake_answer(const redisReply *r, const char *t
     return INTAKE_CONFLICT;
 }
 
-/* Writes the requests-stream entry, the pending hash (with its TTL) and, if idem
- * (the Idempotency-Key, or NULL) is given, the key's record, with one script: all
- * or nothing, so no trace is ever pending without work queued for it, nor queued
- * without a record to answer GETs. trace receives the trace id to answer with. */
-static enum intake_store_result intake_store(struct worker *w,
-                                             const struct chat_request *req,
-                                             const char *idem, char trace[UUID_LEN + 1])
+enum intake_store_result intake_store(struct worker *w, const struct chat_request *req,
+                                      const char *idem, char trace[UUID_LEN + 1])
 {
     const struct server *srv = w->srv;
     char key[KEYS_MAX + UUID_LEN + 1];
@@ -339,8 +317,7 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
     }
     switch (intake_store(w, &req, idem, answer)) {
     case INTAKE_STORED:
-        log_debug(trace, "accepted: model=%s, %zu bytes of message", req.model,
-                  req.message_len);
+        log_debug(trace, "event=accepted model=%s bytes=%zu", req.model, req.message_len);
         break;
     case INTAKE_REPLAYED:
         log_debug(answer, "Idempotency-Key seen before for this request: answered with "
@@ -367,6 +344,7 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
         goto out;
     }
 
+    r.trace = answer;
     reply_lit(&r, "{\"traceId\":\"");
     reply_raw(&r, answer, UUID_LEN);
     reply_lit(&r, "\",\"message\":\"Chat request received and is being processed\","

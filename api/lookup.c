@@ -7,6 +7,7 @@
 #include <civetweb.h>
 #include <hiredis/hiredis.h>
 
+#include "cancel.h"
 #include "keys.h"
 #include "log.h"
 #include "record.h"
@@ -76,13 +77,15 @@ void lookup_render(const struct chat_result *res, const char *trace, struct repl
         reply_lit(r, "}");
         lookup_field(r, "timestamp", res->timestamp);
         break;
+    case CHAT_CANCELLED:
+        lookup_field(r, "status", record_status_name(res->status));
+        lookup_field(r, "timestamp", res->timestamp);
+        break;
     }
     reply_lit(r, "}");
 }
 
-/* Reads the trace's hash into *hash (a new reply, caller frees: an array, maybe
- * empty). Returns 0, or -1 if Redis is unavailable or refused (logged). */
-static int lookup_fetch(struct worker *w, const char *trace, redisReply **hash)
+int lookup_fetch(struct worker *w, const char *trace, redisReply **hash)
 {
     char key[KEYS_MAX + UUID_LEN + 1];
 
@@ -102,8 +105,7 @@ static int lookup_fetch(struct worker *w, const char *trace, redisReply **hash)
     return 0;
 }
 
-/* 1 if the trace was made with the key of this request (or both without one). */
-static int lookup_owned(const struct worker *w, const redisReply *hash)
+int lookup_owned(const struct worker *w, const redisReply *hash)
 {
     const char *owner = stream_field(hash, REC_OWNER, NULL);
     return strcmp(owner != NULL ? owner : "", w->owner) == 0;
@@ -118,6 +120,7 @@ int lookup_handle(struct mg_connection *conn, struct worker *w, const char *trac
     int status;
 
     reply_init(&r);
+    r.trace = trace;
     if (w == NULL) {
         status = reply_error(&r, conn, 500, "internal_error",
                              "the server could not set up this thread");
@@ -139,4 +142,26 @@ int lookup_handle(struct mg_connection *conn, struct worker *w, const char *trac
     }
     freeReplyObject(hash);
     return status;
+}
+
+int lookup_cancel(struct mg_connection *conn, struct worker *w, const char *trace)
+{
+    struct reply r;
+    reply_init(&r);
+    if (w == NULL)
+        return reply_error(&r, conn, 500, "internal_error",
+                           "the server could not set up this thread");
+    switch (cancel_run(w, trace, 0)) {
+    case CANCEL_FAILED:
+        return reply_error(&r, conn, 503, "redis_unavailable",
+                           "the store is unavailable; retry later");
+    case CANCEL_NONE:
+        return reply_error(&r, conn, 404, "trace_not_found",
+                           "no chat request with traceId '%s' (unknown, or expired)",
+                           trace);
+    case CANCEL_NOW:
+    case CANCEL_FINAL:
+        break;
+    }
+    return lookup_handle(conn, w, trace);
 }

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "rconn.h"
 #include "server.h"
 #include "validate.h"
@@ -30,6 +31,7 @@ struct config {
     long long default_deadline_ms;
     long long keepalive_ms;
     long long request_timeout_ms;
+    long long wait_max_ms;
     const char *api_keys;
     const char *api_keys_file;
     const char *cors_origins;
@@ -72,6 +74,7 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     s->default_deadline_ms = cfg->default_deadline_ms;
     s->keepalive_ms = (int)cfg->keepalive_ms;
     s->request_timeout_ms = (int)cfg->request_timeout_ms;
+    s->wait_max_ms = cfg->wait_max_ms;
     return 0;
 }
 
@@ -139,6 +142,10 @@ int main(int argc, char **argv)
          "deadline of a chat that sets no deadline_ms: ms after acceptance past which "
          "no upstream attempt starts (0: none)",
          &cfg.default_deadline_ms, 0, VALIDATE_DEADLINE_MAX_MS, 0},
+        {"WAIT_MAX_MS", "wait-max-ms", CONFIG_INT, "600000",
+         "longest a call that answers with the result (POST /v1/chat/completions, POST "
+         "/v1/responses without background) waits for it; the chat itself goes on",
+         &cfg.wait_max_ms, 0, 3600000, 0},
         CONFIG_TTL_VAR(cfg.result_ttl),
         CONFIG_COMMON_VARS(cfg.common),
     };
@@ -153,6 +160,7 @@ int main(int argc, char **argv)
         return 0;
     if (cr == CONFIG_ERROR)
         return 1;
+    metrics_init(METRICS_API, "api");
     if (main_settings(&cfg, &srv, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s: bad setting: %s\n", MAIN_PROG, err);
         return 1;

@@ -11,6 +11,7 @@
 #include <civetweb.h>
 
 #include "access.h"
+#include "uuid.h"
 #include "utf8.h"
 
 void reply_init(struct reply *r)
@@ -22,6 +23,9 @@ void reply_init(struct reply *r)
     r->close = 0;
     r->allow = NULL;
     r->head = NULL;
+    r->type = NULL;
+    r->trace = NULL;
+    r->extra_len = 0;
 }
 
 void reply_free(struct reply *r)
@@ -135,6 +139,64 @@ void reply_ll(struct reply *r, long long v)
     reply_raw(r, num, (size_t)n);
 }
 
+void reply_header(struct reply *r, const char *name, const char *fmt, ...)
+{
+    char value[REPLY_EXTRA];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(value, sizeof(value), fmt, ap);
+    va_end(ap);
+    size_t room = sizeof(r->extra) - r->extra_len;
+    int n = snprintf(r->extra + r->extra_len, room, "%s: %s\r\n", name, value);
+    if (n > 0 && (size_t)n < room)
+        r->extra_len += (size_t)n;
+    else
+        r->extra[r->extra_len] = '\0';
+}
+
+int reply_is_openai(struct mg_connection *conn)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    const char *path = ri != NULL ? ri->local_uri : NULL;
+    return path != NULL && (strcmp(path, "/v1") == 0 || strncmp(path, "/v1/", 4) == 0);
+}
+
+const char *reply_openai_type(int status)
+{
+    switch (status) {
+    case 401:
+        return "authentication_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 429:
+        return "rate_limit_error";
+    default:
+        return status >= 500 ? "server_error" : "invalid_request_error";
+    }
+}
+
+void reply_openai_error_body(struct reply *r, const char *message, const char *type,
+                             const char *param, const char *code)
+{
+    reply_lit(r, "{\"error\":{\"message\":");
+    reply_strz(r, message);
+    reply_lit(r, ",\"type\":");
+    reply_strz(r, type);
+    reply_lit(r, ",\"param\":");
+    if (param != NULL)
+        reply_strz(r, param);
+    else
+        reply_lit(r, "null");
+    reply_lit(r, ",\"code\":");
+    if (code != NULL)
+        reply_strz(r, code);
+    else
+        reply_lit(r, "null");
+    reply_lit(r, "}}");
+}
+
 void reply_error_body(struct reply *r, const char *code, const char *message)
 {
     reply_lit(r, "{\"error\":{\"code\":");
@@ -201,6 +263,15 @@ int reply_send(struct reply *r, struct mg_connection *conn, int status)
         reply_error_body(r, "internal_error", "the server ran out of memory");
     }
     reply_drain(r, conn);
+    /* Every answer of the OpenAI front names itself, as OpenAI's do (the SDKs show
+     * it in their errors); the handler may have set one already. */
+    if (reply_is_openai(conn) &&
+        memmem(r->extra, r->extra_len, "x-request-id:", 13) == NULL) {
+        char id[UUID_LEN + 1];
+        if (uuid_v4(id) == 0)
+            reply_header(r, "x-request-id", "req_%.8s%.4s%.4s%.4s%.12s", id, id + 9,
+                         id + 14, id + 19, id + 24);
+    }
     int keep = reply_keep_alive(r, conn);
     if (!keep)
         mg_disable_keep_alive(conn);
@@ -212,25 +283,30 @@ int reply_send(struct reply *r, struct mg_connection *conn, int status)
     int secs = atomic_load(&reply_keepalive);
     if (keep && secs > 0)
         snprintf(hint, sizeof(hint), "Keep-Alive: timeout=%d\r\n", secs);
-    int hlen =
-        snprintf(head, sizeof(head),
-                 "HTTP/1.1 %d %s\r\n"
-                 "Content-Type: application/json\r\n"
-                 "Content-Length: %zu\r\n"
-                 "Cache-Control: no-store\r\n"
-                 "Connection: %s\r\n"
-                 "%s"
-                 "%s%s%s"
-                 "%s%s%s%s%s"
-                 "\r\n",
-                 status, mg_get_response_code_text(conn, status), r->len,
-                 keep ? "keep-alive" : "close", hint, r->allow ? "Allow: " : "",
-                 r->allow ? r->allow : "", r->allow ? "\r\n" : "", r->head ? r->head : "",
-                 access_cors_on() ? "Vary: Origin\r\n" : "",
-                 origin ? "Access-Control-Allow-Origin: " : "", origin ? origin : "",
-                 origin ? "\r\n" : "");
-    /* The head is made of fixed text, a number, a static method list, static lines
-     * and an origin of at most ACCESS_ORIGIN_MAX bytes: it fits. */
+    int hlen = snprintf(
+        head, sizeof(head),
+        "HTTP/1.1 %d %s\r\n"
+        "Content-Type: %s\r\n"
+        "Content-Length: %zu\r\n"
+        "Cache-Control: no-store\r\n"
+        "Connection: %s\r\n"
+        "%s"
+        "%s%s%s"
+        "%s%.*s%s%s%s%s"
+        "%s%s%s%s"
+        "\r\n",
+        status, mg_get_response_code_text(conn, status),
+        r->type ? r->type : "application/json", r->len, keep ? "keep-alive" : "close",
+        hint, r->allow ? "Allow: " : "", r->allow ? r->allow : "", r->allow ? "\r\n" : "",
+        r->head ? r->head : "", (int)r->extra_len, r->extra,
+        access_cors_on() ? "Vary: Origin\r\n" : "",
+        origin ? "Access-Control-Allow-Origin: " : "", origin ? origin : "",
+        origin ? "\r\n" : "", r->trace ? "X-Trace-Id: " : "", r->trace ? r->trace : "",
+        r->trace ? "\r\n" : "",
+        r->trace && origin ? "Access-Control-Expose-Headers: X-Trace-Id\r\n" : "");
+    /* The head is made of fixed text, a number, a static method list, static lines,
+     * an origin of at most ACCESS_ORIGIN_MAX bytes, a UUID and REPLY_EXTRA: it
+     * fits. */
     if (hlen > 0 && (size_t)hlen < sizeof(head)) {
         char *start = r->buf + REPLY_HEAD_ROOM - hlen;
         const struct mg_request_info *ri = mg_get_request_info(conn);
@@ -253,6 +329,9 @@ int reply_error(struct reply *r, struct mg_connection *conn, int status, const c
     va_start(ap, fmt);
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
-    reply_error_body(r, code, message);
+    if (reply_is_openai(conn))
+        reply_openai_error_body(r, message, reply_openai_type(status), NULL, code);
+    else
+        reply_error_body(r, code, message);
     return reply_send(r, conn, status);
 }

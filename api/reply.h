@@ -12,8 +12,10 @@
 struct mg_connection;
 
 /* The longest head: a CORS preflight's 204 (its three lines, 146 bytes) to an origin
- * of ACCESS_ORIGIN_MAX bytes, with the Keep-Alive hint: about 550 bytes. */
-#define REPLY_HEAD_ROOM 768
+ * of ACCESS_ORIGIN_MAX bytes, with the Keep-Alive hint: about 550 bytes; an answer
+ * with a trace id adds its two lines, about 100; then REPLY_EXTRA. */
+#define REPLY_EXTRA 224 /* bytes of header lines added with reply_header */
+#define REPLY_HEAD_ROOM (896 + REPLY_EXTRA)
 #define REPLY_INLINE 4096
 /* Unread request body bytes reply_send reads and drops to keep a connection alive;
  * with more than this left it closes the connection instead. */
@@ -27,6 +29,10 @@ struct reply {
     int close;         /* close the connection after this response */
     const char *allow; /* Allow header of a 405 (borrowed, static), or NULL */
     const char *head;  /* more header lines, each ending "\r\n" (static), or NULL */
+    const char *type;  /* Content-Type (static); NULL: application/json */
+    const char *trace; /* X-Trace-Id (borrowed: a UUID, valid until sent), or NULL */
+    char extra[REPLY_EXTRA]; /* header lines added with reply_header */
+    size_t extra_len;
     char inline_buf[REPLY_HEAD_ROOM + REPLY_INLINE];
 };
 
@@ -46,6 +52,24 @@ void reply_strz(struct reply *r, const char *s);
 
 void reply_ll(struct reply *r, long long v);
 
+/* Adds the header line "name: value" (printf-style value) to the response. Lines
+ * that do not fit REPLY_EXTRA are left out (they are short and few: ids, a poll
+ * interval). */
+void reply_header(struct reply *r, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* 1 if the request is for the OpenAI front (/v1/...): its errors then take OpenAI's
+ * shape {"error": {"message", "type", "param", "code"}}, and every answer an
+ * x-request-id. */
+int reply_is_openai(struct mg_connection *conn);
+
+/* Appends OpenAI's error body; param and code may be NULL (JSON null). */
+void reply_openai_error_body(struct reply *r, const char *message, const char *type,
+                             const char *param, const char *code);
+
+/* OpenAI's error type for an HTTP status (invalid_request_error, ...). */
+const char *reply_openai_type(int status);
+
 /* Appends {"error":{"code":code,"message":message}}. */
 void reply_error_body(struct reply *r, const char *code, const char *message);
 
@@ -64,7 +88,8 @@ void reply_keep_alive_hint(int seconds);
 void reply_close_all(void);
 
 /* Writes the error body from code and the printf-style message into r, then sends it
- * (as reply_send). */
+ * (as reply_send). On the OpenAI front the body is OpenAI's, with code and a type
+ * from the status. */
 int reply_error(struct reply *r, struct mg_connection *conn, int status, const char *code,
                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 

@@ -2,11 +2,17 @@
  * (see server.h). The routes:
  *   POST /chat                      intake.c
  *   GET  /chat/{traceId}/response   lookup.c
+ *   POST /chat/{traceId}/cancel     lookup.c (cancel.h)
+ *   DELETE /chat/{traceId}          the same
  *   GET  /health                    here: a Redis PING
+ *   GET  /healthz, /readyz          here: the probes (alive; Redis and the group)
+ *   GET  /metrics                   here: Prometheus, with the Redis-wide gauges
+ *   /v1/...                         openai.c: the OpenAI front
  *   anything else                   404 not_found; a wrong method on a route 405 */
 #include "server.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,15 +26,23 @@
 #include "clock.h"
 #include "intake.h"
 #include "log.h"
+#include "metrics.h"
 #include "lookup.h"
+#include "openai.h"
 #include "reply.h"
+#include "stream.h"
 #include "uuid.h"
+#include "version.h"
 #include "worker.h"
 
 #define SERVER_CHAT "/chat"
 #define SERVER_CHAT_DIR "/chat/"
 #define SERVER_RESPONSE "/response"
+#define SERVER_CANCEL "/cancel"
 #define SERVER_HEALTH "/health"
+#define SERVER_HEALTHZ "/healthz"
+#define SERVER_READYZ "/readyz"
+#define SERVER_METRICS "/metrics"
 
 /* civetweb's worker threads each get a worker; its master and timer threads none. */
 #define SERVER_WORKER_THREAD 1
@@ -76,7 +90,8 @@ static const char *server_path(const struct mg_request_info *ri)
     return ri->local_uri != NULL ? ri->local_uri : "";
 }
 
-/* "/chat/{traceId}/response"; any other "/chat/..." is a 404. */
+/* "/chat/{traceId}/response", "/chat/{traceId}/cancel" and "/chat/{traceId}"; any
+ * other "/chat/..." is a 404. */
 static int server_chat_response(struct mg_connection *conn, void *cbdata)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
@@ -86,10 +101,19 @@ static int server_chat_response(struct mg_connection *conn, void *cbdata)
         return server_not_found(conn, cbdata);
     id = path + strlen(SERVER_CHAT_DIR);
     slash = strchr(id, '/');
-    if (slash == NULL || slash == id || strcmp(slash, SERVER_RESPONSE) != 0)
+    int cancel = slash != NULL && strcmp(slash, SERVER_CANCEL) == 0;
+    if (slash == NULL && *id != '\0') {
+        /* DELETE /chat/{traceId}: cancels, as POST .../cancel does. */
+        if (!server_is(ri, "DELETE"))
+            return server_method_not_allowed(conn, "DELETE");
+        slash = id + strlen(id);
+        cancel = 1;
+    } else if (slash == NULL || slash == id ||
+               (!cancel && strcmp(slash, SERVER_RESPONSE) != 0)) {
         return server_not_found(conn, cbdata);
-    if (!server_is(ri, "GET"))
-        return server_method_not_allowed(conn, "GET");
+    } else if (!server_is(ri, cancel ? "POST" : "GET")) {
+        return server_method_not_allowed(conn, cancel ? "POST" : "GET");
+    }
 
     /* UUIDs are case-insensitive; ours are stored lower-case. */
     char trace[UUID_LEN + 1];
@@ -106,6 +130,8 @@ static int server_chat_response(struct mg_connection *conn, void *cbdata)
                            "the traceId in the path must be a UUID such as "
                            "3f2b8c1e-7d4a-4e5f-9a6b-0c1d2e3f4a5b");
     }
+    if (cancel)
+        return lookup_cancel(conn, mg_get_thread_pointer(conn), trace);
     return lookup_handle(conn, mg_get_thread_pointer(conn), trace);
 }
 
@@ -121,6 +147,12 @@ static int server_chat(struct mg_connection *conn, void *cbdata)
     if (!server_is(ri, "POST"))
         return server_method_not_allowed(conn, "POST");
     return intake_handle(conn, cbdata, mg_get_thread_pointer(conn));
+}
+
+/* "/v1" and everything under it. */
+static int server_v1(struct mg_connection *conn, void *cbdata)
+{
+    return openai_handle(conn, cbdata, mg_get_thread_pointer(conn));
 }
 
 /* "/health": 200 when Redis answers a PING, for docker healthchecks. */
@@ -148,6 +180,189 @@ static int server_health(struct mg_connection *conn, void *cbdata)
         return reply_error(&r, conn, 503, "redis_unavailable", "Redis is unavailable");
     reply_lit(&r, "{\"status\":\"ok\"}");
     return reply_send(&r, conn, 200);
+}
+
+/* {"status":status,"version":...,"reason":reason (if not NULL)} as code. */
+static int server_probe_reply(struct mg_connection *conn, int code, const char *status,
+                              const char *reason)
+{
+    struct reply r;
+    reply_init(&r);
+    reply_lit(&r, "{\"status\":");
+    reply_strz(&r, status);
+    reply_lit(&r, ",\"version\":\"" CHATQ_VERSION "\"");
+    if (reason != NULL) {
+        reply_lit(&r, ",\"reason\":");
+        reply_strz(&r, reason);
+    }
+    reply_lit(&r, "}");
+    return reply_send(&r, conn, code);
+}
+
+/* "/healthz": the server turns (a thread took the request); no Redis. */
+static int server_healthz(struct mg_connection *conn, void *cbdata)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (strcmp(server_path(ri), SERVER_HEALTHZ) != 0)
+        return server_not_found(conn, cbdata);
+    if (!server_is(ri, "GET"))
+        return server_method_not_allowed(conn, "GET");
+    return server_probe_reply(conn, 200, "ok", NULL);
+}
+
+/* "/readyz": Redis answers and the processors' group exists on the requests
+ * stream, i.e. a chat accepted now will be read. */
+static int server_readyz(struct mg_connection *conn, void *cbdata)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    struct worker *w = mg_get_thread_pointer(conn);
+    struct server *s = cbdata;
+    char why[512] = "Redis is unreachable";
+    int ready = 0;
+
+    if (strcmp(server_path(ri), SERVER_READYZ) != 0)
+        return server_not_found(conn, cbdata);
+    if (!server_is(ri, "GET"))
+        return server_method_not_allowed(conn, "GET");
+    /* One retry on a fresh connection, as worker_command does: a Redis restart
+     * since the last request closed the kept one. */
+    for (int attempt = 0; attempt < 2 && w != NULL; attempt++) {
+        struct redisContext *c = worker_redis(w, NULL);
+        if (c == NULL)
+            break;
+        int rc = stream_group_exists(c, s->keys.requests, KEYS_GROUP_PROCESSORS, why,
+                                     sizeof(why));
+        if (rc >= 0) {
+            ready = rc;
+            break;
+        }
+        if (!worker_redis_failed(w, NULL, "XINFO GROUPS"))
+            break;
+    }
+    if (!ready)
+        return server_probe_reply(conn, 503, "not_ready", why);
+    return server_probe_reply(conn, 200, "ready", NULL);
+}
+
+/* Value of an integer field of a flat name/value reply (an XINFO GROUPS group);
+ * 0 if absent or nil (lag is nil when Redis cannot tell). */
+static long long server_reply_int(const redisReply *map, const char *name)
+{
+    for (size_t i = 0; map->type == REDIS_REPLY_ARRAY && i + 1 < map->elements; i += 2)
+        if (map->element[i]->type == REDIS_REPLY_STRING &&
+            strcmp(map->element[i]->str, name) == 0)
+            return map->element[i + 1]->type == REDIS_REPLY_INTEGER
+                       ? map->element[i + 1]->integer
+                       : 0;
+    return 0;
+}
+
+/* "name:value" of an INFO reply, or 0. */
+static long long server_info_int(const redisReply *info, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = info->str; p != NULL && *p; p = strchr(p, '\n')) {
+        if (*p == '\n')
+            p++;
+        if (strncmp(p, name, n) == 0 && p[n] == ':')
+            return strtoll(p + n + 1, NULL, 10);
+    }
+    return 0;
+}
+
+/* Samples the Redis-wide gauges with one pipelined round trip: XLEN of the three
+ * streams, XINFO GROUPS of the two grouped ones, INFO memory. Never a scan. Returns
+ * 0, or -1 if Redis failed (the gauges keep their last values). */
+static int server_sample_redis(struct worker *w, const struct keys *k)
+{
+    const char *streams[] = {k->requests, k->results, k->dead};
+    const char *names[] = {"requests", "results", "dead"};
+    const char *groups[] = {KEYS_GROUP_PROCESSORS, KEYS_GROUP_HANDLERS};
+    redisReply *r[6] = {0};
+    int rc = -1;
+
+    struct redisContext *c = worker_redis(w, NULL);
+    if (c == NULL)
+        return -1;
+    for (int i = 0; i < 3; i++)
+        redisAppendCommand(c, "XLEN %s", streams[i]);
+    for (int i = 0; i < 2; i++)
+        redisAppendCommand(c, "XINFO GROUPS %s", streams[i]);
+    redisAppendCommand(c, "INFO memory");
+    for (int i = 0; i < 6; i++)
+        if (redisGetReply(c, (void **)&r[i]) != REDIS_OK) {
+            worker_redis_failed(w, NULL, "metrics");
+            goto out;
+        }
+    for (int i = 0; i < 3; i++)
+        if (r[i]->type == REDIS_REPLY_INTEGER)
+            metrics_set(&metrics_stream_length, r[i]->integer, names[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        long long lag = 0, pending = 0;
+        for (size_t g = 0; r[3 + i]->type == REDIS_REPLY_ARRAY && g < r[3 + i]->elements;
+             g++) {
+            const char *name = stream_field(r[3 + i]->element[g], "name", NULL);
+            if (name != NULL && strcmp(name, groups[i]) == 0) {
+                lag = server_reply_int(r[3 + i]->element[g], "lag");
+                pending = server_reply_int(r[3 + i]->element[g], "pending");
+            }
+        }
+        metrics_set(&metrics_group_lag, lag, groups[i], NULL);
+        metrics_set(&metrics_group_pending, pending, groups[i], NULL);
+    }
+    if (r[5]->type == REDIS_REPLY_STRING) {
+        metrics_set(&metrics_redis_memory, server_info_int(r[5], "used_memory"), NULL,
+                    NULL);
+        metrics_set(&metrics_redis_maxmemory, server_info_int(r[5], "maxmemory"), NULL,
+                    NULL);
+    }
+    rc = 0;
+out:
+    for (int i = 0; i < 6; i++)
+        freeReplyObject(r[i]);
+    return rc;
+}
+
+/* "/metrics": Prometheus text format 0.0.4. A Redis that does not answer leaves
+ * the Redis-wide gauges at their last values rather than fail the scrape: the
+ * process's own metrics matter most then. */
+static int server_metrics(struct mg_connection *conn, void *cbdata)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    struct worker *w = mg_get_thread_pointer(conn);
+    struct server *s = cbdata;
+    char *text = NULL;
+    size_t len = 0;
+    struct reply r;
+
+    if (strcmp(server_path(ri), SERVER_METRICS) != 0)
+        return server_not_found(conn, cbdata);
+    if (!server_is(ri, "GET"))
+        return server_method_not_allowed(conn, "GET");
+    if (w != NULL)
+        server_sample_redis(w, &s->keys);
+    reply_init(&r);
+    if (metrics_render(&text, &len) != 0)
+        return reply_error(&r, conn, 500, "internal_error", "out of memory");
+    r.type = METRICS_CONTENT_TYPE;
+    reply_raw(&r, text, len);
+    free(text);
+    return reply_send(&r, conn, 200);
+}
+
+/* chatq_api_open_connections: civetweb calls these two once per connection. */
+static int server_init_connection(const struct mg_connection *conn, void **data)
+{
+    (void)conn;
+    (void)data;
+    metrics_add(&metrics_api_connections, 1, NULL, NULL);
+    return 0;
+}
+
+static void server_connection_closed(const struct mg_connection *conn)
+{
+    (void)conn;
+    metrics_add(&metrics_api_connections, -1, NULL, NULL);
 }
 
 static void *server_init_thread(const struct mg_context *ctx, int thread_type)
@@ -185,6 +400,9 @@ static int server_http_error(struct mg_connection *conn, int status, const char 
         code = "request_too_large";
     else if (status >= 500)
         code = "internal_error";
+    char label[16];
+    snprintf(label, sizeof(label), "%d", status);
+    metrics_inc2(metrics_api_requests, "other", label);
     reply_init(&r);
     r.close = 1;
     reply_error(&r, conn, status, code, "%s",
@@ -283,7 +501,7 @@ static int server_preflight(struct mg_connection *conn)
         access_cors_origin(mg_get_header(conn, "Origin")) == NULL)
         return 0;
     reply_init(&r);
-    r.head = "Access-Control-Allow-Methods: GET, POST\r\n"
+    r.head = "Access-Control-Allow-Methods: GET, POST, DELETE\r\n"
              "Access-Control-Allow-Headers: Authorization, Content-Type, "
              "Idempotency-Key\r\n"
              "Access-Control-Max-Age: 600\r\n";
@@ -299,7 +517,12 @@ static int server_check_key(struct mg_connection *conn)
     char owner[ACCESS_OWNER_LEN + 1];
     struct reply r;
 
-    if (strcmp(server_path(ri), SERVER_HEALTH) == 0)
+    /* Probes come from load balancers and orchestrators, which hold no key, and
+     * so does a Prometheus scrape; none shows a user's data. */
+    if (strcmp(server_path(ri), SERVER_HEALTH) == 0 ||
+        strcmp(server_path(ri), SERVER_HEALTHZ) == 0 ||
+        strcmp(server_path(ri), SERVER_READYZ) == 0 ||
+        strcmp(server_path(ri), SERVER_METRICS) == 0)
         owner[0] = '\0';
     else if (access_check(mg_get_header(conn, "Authorization"), owner) != 0) {
         reply_init(&r);
@@ -319,6 +542,9 @@ static int server_check_key(struct mg_connection *conn)
 static int server_route(struct mg_connection *conn, void *cbdata)
 {
     const struct server_route *rt = cbdata;
+    struct timespec t0, t1;
+    char code[16];
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     atomic_fetch_add(&rt->srv->inflight, 1);
     int status = server_check_framing(conn);
     if (status == 0)
@@ -327,6 +553,17 @@ static int server_route(struct mg_connection *conn, void *cbdata)
         status = server_check_key(conn);
     if (status == 0)
         status = rt->fn(conn, rt->srv);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    snprintf(code, sizeof(code), "%d", status);
+    /* The "/chat" handler also gets "/chat/..." from civetweb (see server_chat). */
+    const char *path = server_path(mg_get_request_info(conn));
+    metrics_inc2(metrics_api_requests,
+                 strncmp(path, SERVER_CHAT_DIR, strlen(SERVER_CHAT_DIR)) == 0
+                     ? "chat_response"
+                     : rt->name,
+                 code);
+    metrics_observe(&metrics_api_duration,
+                    (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
     atomic_fetch_sub(&rt->srv->inflight, 1);
     return status;
 }
@@ -335,6 +572,10 @@ static void server_add_route(struct server *s, struct mg_context *ctx, size_t i,
                              const char *path, int (*fn)(struct mg_connection *, void *))
 {
     s->routes[i].srv = s;
+    /* "/chat/" is the GET of a result; "/" is every other path. */
+    s->routes[i].name = strcmp(path, "/") == 0               ? "other"
+                        : strcmp(path, SERVER_CHAT_DIR) == 0 ? "chat_response"
+                                                             : path + 1;
     s->routes[i].fn = fn;
     mg_set_request_handler(ctx, path, server_route, &s->routes[i]);
 }
@@ -353,7 +594,12 @@ static void server_init_context(const struct mg_context *cctx)
     server_add_route(s, ctx, 0, SERVER_CHAT, server_chat);
     server_add_route(s, ctx, 1, SERVER_CHAT_DIR, server_chat_response);
     server_add_route(s, ctx, 2, SERVER_HEALTH, server_health);
-    server_add_route(s, ctx, 3, "/", server_not_found);
+    server_add_route(s, ctx, 3, SERVER_HEALTHZ, server_healthz);
+    server_add_route(s, ctx, 4, SERVER_READYZ, server_readyz);
+    server_add_route(s, ctx, 5, SERVER_METRICS, server_metrics);
+    server_add_route(s, ctx, 6, "/v1", server_v1);
+    server_add_route(s, ctx, 7, "/v1/", server_v1);
+    server_add_route(s, ctx, 8, "/", server_not_found);
     mg_set_auth_handler(ctx, "/", server_authorize, NULL);
 }
 
@@ -400,6 +646,8 @@ int server_start(struct server *s, char *err, size_t errlen)
     callbacks.exit_thread = server_exit_thread;
     callbacks.http_error = server_http_error;
     callbacks.log_message = server_log_message;
+    callbacks.init_connection = server_init_connection;
+    callbacks.connection_closed = server_connection_closed;
     memset(&init, 0, sizeof(init));
     init.callbacks = &callbacks;
     init.user_data = s;
@@ -415,6 +663,7 @@ int server_start(struct server *s, char *err, size_t errlen)
     reply_keep_alive_hint(s->keepalive_ms > 0 ? s->keepalive_ms / 2000 : -1);
     atomic_init(&s->redis_down, 0);
     atomic_init(&s->inflight, 0);
+    atomic_init(&s->draining, 0);
     mg_init_library(0);
     s->ctx = mg_start2(&init, &error);
     if (s->ctx == NULL) {
@@ -438,6 +687,7 @@ void server_stop(struct server *s)
      * whose body is still arriving: so first let what is open finish, telling every
      * client to close its connection meanwhile. */
     reply_close_all();
+    atomic_store(&s->draining, 1);
     long long deadline = clock_mono_ms() + s->grace_ms;
     while (atomic_load(&s->inflight) > 0 && clock_mono_ms() < deadline) {
         struct timespec tick = {0, 10 * 1000 * 1000};

@@ -26,6 +26,7 @@ struct server {
     long long default_deadline_ms; /* for chats without deadline_ms; 0: none */
     int keepalive_ms;              /* idle kept-alive connection; 0: no keep-alive */
     int request_timeout_ms;        /* headers, and each wait for body bytes */
+    long long wait_max_ms;         /* WAIT_MAX_MS: longest a waiting call waits */
     struct rconn_url redis;
     struct keys keys;
 
@@ -37,11 +38,14 @@ struct server {
     atomic_int redis_down;
     /* Requests inside one of our handlers right now: server_stop waits for them. */
     atomic_int inflight;
+    /* 1 once server_stop began: waiting calls answer with what they have. */
+    atomic_int draining;
     /* One per route; civetweb hands the route to server_route as its cbdata. */
     struct server_route {
         struct server *srv;
+        const char *name; /* the metrics' route label */
         int (*fn)(struct mg_connection *conn, void *cbdata);
-    } routes[4];
+    } routes[9];
 };
 
 /* Starts listening and serving; returns 0, or -1 with the reason in err (e.g. the

@@ -58,7 +58,7 @@ static int validate_only_space(const char *s, size_t len)
  * jansson's parser recurses once per level and civetweb's worker threads have
  * 100 KiB stacks: a body of a thousand '[' overflows one long before jansson's own
  * limit (2048 levels) applies. Brackets inside strings do not count. */
-static int validate_too_deep(const char *s, size_t len)
+int validate_too_deep(const char *s, size_t len)
 {
     int depth = 0, in_string = 0;
     for (size_t i = 0; i < len; i++) {

@@ -59,6 +59,11 @@ struct validate_error {
 json_t *validate_chat(const char *body, size_t len, const char *default_model,
                       struct chat_request *req, struct validate_error *err);
 
+/* 1 if the JSON text s (len bytes) nests arrays and objects deeper than
+ * VALIDATE_DEPTH_MAX, which jansson's recursive parser must not be handed on a
+ * civetweb thread's small stack (brackets inside strings do not count). */
+int validate_too_deep(const char *s, size_t len);
+
 /* Checks the value of an Idempotency-Key header (NUL-terminated, as civetweb hands
  * it: leading and trailing blanks already gone). Returns 0, or -1 with err filled. */
 int validate_idempotency_key(const char *key, struct validate_error *err);

@@ -7,6 +7,7 @@
 #include <hiredis/hiredis.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "rconn.h"
 #include "server.h"
 
@@ -35,6 +36,7 @@ static void worker_log_down(struct worker *w, const char *trace, const char *wha
 {
     char where[300];
     rconn_url_describe(&w->srv->redis, where, sizeof(where));
+    metrics_inc(metrics_api_redis_errors);
     if (atomic_exchange(&w->srv->redis_down, 1) == 0)
         log_warn(trace,
                  "Redis %s unavailable (%s: %s); failing requests until it is back",
@@ -56,8 +58,10 @@ struct redisContext *worker_redis(struct worker *w, const char *trace)
         worker_log_down(w, trace, "connect", err);
         return NULL;
     }
-    if (atomic_exchange(&w->srv->redis_down, 0) == 1)
+    if (atomic_exchange(&w->srv->redis_down, 0) == 1) {
         log_info(trace, "Redis is reachable again");
+        metrics_inc(metrics_redis_reconnects);
+    }
     return w->redis;
 }
 

@@ -17,6 +17,10 @@ long long clock_mono_ms(void);
 /* Writes ms (Unix epoch) as ISO-8601 UTC with milliseconds into out. */
 void clock_iso8601(char out[CLOCK_ISO_LEN], long long ms);
 
+/* Reads clock_iso8601's form back into *ms. Returns 0, or -1 if s (may be NULL)
+ * is not in that form. */
+int clock_iso8601_parse(const char *s, long long *ms);
+
 /* ms (non-negative) milliseconds as a struct timespec, for nanosleep and ppoll. */
 struct timespec clock_timespec(long long ms);
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "version.h"
 
 static int config_set(const struct config_var *v, const char *value, const char *origin,
                       char *err, size_t errlen)
@@ -47,9 +48,12 @@ static const struct config_var *config_find_flag(const struct config_var *vars, 
 enum config_result config_load(const struct config_var *vars, size_t n, int argc,
                                char **argv, char *err, size_t errlen)
 {
-    for (int i = 1; i < argc; i++)
+    for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             return CONFIG_HELP;
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0)
+            return CONFIG_VERSION;
+    }
 
     for (size_t i = 0; i < n; i++) {
         const char *env = getenv(vars[i].env);
@@ -89,6 +93,8 @@ void config_usage(FILE *out, const char *prog, const char *summary,
                   const struct config_var *vars, size_t n)
 {
     fprintf(out, "Usage: %s [--option value]...\n%s\n\n", prog, summary);
+    fprintf(out, "  --version                prints \"%s %s\" and exits\n\n", prog,
+            CHATQ_VERSION);
     fprintf(out, "Every option can also be set by its environment variable;\n"
                  "a flag wins over the environment, which wins over the default.\n\n");
     for (size_t i = 0; i < n; i++) {
@@ -112,6 +118,10 @@ enum config_result config_start(const char *prog, const char *summary,
         config_usage(stdout, prog, summary, vars, n);
         return CONFIG_HELP;
     }
+    if (r == CONFIG_VERSION) {
+        printf("%s %s\n", prog, CHATQ_VERSION);
+        return CONFIG_HELP;
+    }
     if (r == CONFIG_ERROR) {
         fprintf(stderr, "%s: bad setting: %s\n", prog, err);
         return CONFIG_ERROR;
@@ -123,6 +133,13 @@ enum config_result config_start(const char *prog, const char *summary,
                 prog, common->log_level);
         return CONFIG_ERROR;
     }
+    enum log_format format;
+    if (log_format_parse(common->log_format, &format) != 0) {
+        fprintf(stderr, "%s: bad setting: LOG_FORMAT: '%s' is not logfmt or json\n", prog,
+                common->log_format);
+        return CONFIG_ERROR;
+    }
     log_init(prog, level);
+    log_set_format(format);
     return CONFIG_OK;
 }

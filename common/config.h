@@ -28,6 +28,7 @@ struct config_common {
     const char *redis_url;
     const char *prefix;
     const char *log_level;
+    const char *log_format;
 };
 
 #define CONFIG_COMMON_VARS(c)                                                            \
@@ -49,9 +50,12 @@ struct config_common {
          0,                                                                              \
          0,                                                                              \
          0},                                                                             \
+        {"LOG_LEVEL",    "log-level", CONFIG_STR, "info", "debug, info, warn or error",  \
+         &(c).log_level, 0,           0,          0},                                    \
     {                                                                                    \
-        "LOG_LEVEL", "log-level", CONFIG_STR, "info", "debug, info, warn or error",      \
-            &(c).log_level, 0, 0, 0                                                      \
+        "LOG_FORMAT", "log-format", CONFIG_STR, "logfmt",                                \
+            "logfmt (one line of key=value per event) or json (one object per line)",    \
+            &(c).log_format, 0, 0, 0                                                     \
     }
 
 #define CONFIG_TTL_VAR(dst)                                                              \
@@ -84,10 +88,34 @@ struct config_common {
             "entries kept (about) in the dead-letter stream", &(dst), 10, 100000000, 0   \
     }
 
-enum config_result { CONFIG_OK = 0, CONFIG_HELP = 1, CONFIG_ERROR = -1 };
+/* The probe port of the processor and the handler (probe.h). */
+#define CONFIG_METRICS_VARS(host, port)                                                  \
+    {"METRICS_PORT",                                                                     \
+     "metrics-port",                                                                     \
+     CONFIG_INT,                                                                         \
+     "0",                                                                                \
+     "port of GET /healthz, /readyz and /metrics (0: none)",                             \
+     &(port),                                                                            \
+     0,                                                                                  \
+     65535,                                                                              \
+     0},                                                                                 \
+    {                                                                                    \
+        "METRICS_HOST", "metrics-host", CONFIG_STR, "127.0.0.1",                         \
+            "address METRICS_PORT listens on (0.0.0.0: every interface)", &(host), 0, 0, \
+            0                                                                            \
+    }
+
+/* CONFIG_VERSION: --version (or -V) was given; config_start prints the version
+ * and answers CONFIG_HELP, so every binary exits 0 on both without a case of its own. */
+enum config_result {
+    CONFIG_OK = 0,
+    CONFIG_HELP = 1,
+    CONFIG_ERROR = -1,
+    CONFIG_VERSION = 2
+};
 
 /* Fills every var's dst. On CONFIG_ERROR, err names the setting and the reason.
- * On CONFIG_HELP (--help or -h was given) nothing else is done. */
+ * On CONFIG_HELP (--help or -h was given) or CONFIG_VERSION nothing else is done. */
 enum config_result config_load(const struct config_var *vars, size_t n, int argc,
                                char **argv, char *err, size_t errlen);
 

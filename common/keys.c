@@ -25,3 +25,10 @@ void keys_idem(const struct keys *k, const char *key, char *out, size_t outlen)
 {
     snprintf(out, outlen, "%s%s", k->idem_prefix, key);
 }
+
+void keys_cancel(const struct keys *k, char *out, size_t outlen)
+{
+    /* The prefix is what precedes "trace:" in the trace keys' prefix. */
+    size_t n = strlen(k->trace_prefix) - strlen("trace:");
+    snprintf(out, outlen, "%.*scancel", (int)n, k->trace_prefix);
+}

@@ -5,7 +5,9 @@
  *   {prefix}dead         stream: entries that could not be processed (capped)
  *   {prefix}trace:{id}   hash:   a trace's record (fields in record.h), with a TTL
  *   {prefix}idem:{key}   string: "{traceId}:{fingerprint}" of a POST's Idempotency-Key,
- *                                with the record's TTL (written by the api's intake) */
+ *                                with the record's TTL (written by the api's intake)
+ *   {prefix}cancel       pub/sub channel: the trace id of each chat just cancelled,
+ *                                published by the api, heard by every processor */
 #ifndef CHATQ_KEYS_H
 #define CHATQ_KEYS_H
 
@@ -30,6 +32,9 @@ int keys_init(struct keys *k, const char *prefix);
 
 /* Writes the hash key of a trace; out must hold KEYS_MAX + the id's length. */
 void keys_trace(const struct keys *k, const char *trace, char *out, size_t outlen);
+
+/* Writes the name of the cancel channel; out must hold KEYS_MAX. */
+void keys_cancel(const struct keys *k, char *out, size_t outlen);
 
 /* Writes the key of an Idempotency-Key's value; out must hold KEYS_MAX + its length. */
 void keys_idem(const struct keys *k, const char *key, char *out, size_t outlen);

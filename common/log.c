@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/types.h>
@@ -20,8 +21,16 @@
 /* Longest trace id, escaped, when it is not the plain token a trace id should be. */
 #define LOG_TRACE_MAX 256
 
+/* Longest value of one key=%s field in a JSON line, before escaping. */
+#define LOG_FIELD_MAX 512
+#define LOG_FIELDS_MAX 16
+/* Longest JSON line; members that would go past it are left out, "msg" last. */
+#define LOG_JSON_MAX 32768
+
 static const char *log_component = "chatq";
 static enum log_level log_threshold = LOG_INFO;
+static enum log_format log_fmt = LOG_FORMAT_LOGFMT;
+static char log_consumer[160];
 
 static const char *const log_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
@@ -46,6 +55,80 @@ int log_level_parse(const char *s, enum log_level *out)
 int log_enabled(enum log_level level)
 {
     return level >= log_threshold;
+}
+
+int log_format_parse(const char *s, enum log_format *out)
+{
+    if (strcasecmp(s, "logfmt") == 0)
+        *out = LOG_FORMAT_LOGFMT;
+    else if (strcasecmp(s, "json") == 0)
+        *out = LOG_FORMAT_JSON;
+    else
+        return -1;
+    return 0;
+}
+
+void log_set_format(enum log_format format)
+{
+    log_fmt = format;
+}
+
+void log_set_consumer(const char *consumer)
+{
+    snprintf(log_consumer, sizeof(log_consumer), "%s", consumer ? consumer : "");
+}
+
+size_t log_escape_json(char *dst, size_t dstlen, const char *src, size_t srclen)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0, i = 0;
+
+    if (dstlen == 0)
+        return 0;
+    while (i < srclen) {
+        unsigned char c = (unsigned char)src[i];
+        char esc[8];
+        const char *out = esc;
+        size_t n, used = 1;
+
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            n = 2;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            esc[0] = '\\';
+            esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+            n = 2;
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 0xf];
+            n = 6;
+        } else if (c < 0x80) {
+            out = &src[i];
+            n = 1;
+        } else {
+            used = utf8_seq_len(&src[i], srclen - i);
+            if (used > 0) {
+                out = &src[i];
+                n = used;
+            } else {
+                /* Not UTF-8, which JSON must be: the text \xNN, as logfmt shows it. */
+                memcpy(esc, "\\\\x", 3);
+                esc[3] = hex[c >> 4];
+                esc[4] = hex[c & 0xf];
+                n = 5;
+                used = 1;
+            }
+        }
+        if (o + n >= dstlen)
+            break;
+        memcpy(dst + o, out, n);
+        o += n;
+        i += used;
+    }
+    dst[o] = '\0';
+    return o;
 }
 
 /* log_escape, with quotes and backslashes left alone when quotes is 0: the
@@ -313,28 +396,233 @@ static int log_plain(const char *s)
     return 1;
 }
 
+/* A key=%... field of the format, for a JSON line. */
+struct log_field {
+    const char *key; /* in the format */
+    size_t keylen;
+    int number; /* %d, %i or %u: a JSON number */
+    char val[LOG_FIELD_MAX];
+    size_t len;
+};
+
+/* The key right before a conversion at fmt[at]: "key=" or "key=\"" in the format
+ * text; its length, 0 if none. */
+static size_t log_field_key(const char *fmt, size_t at, const char **key)
+{
+    size_t e = at;
+    if (e > 0 && fmt[e - 1] == '"')
+        e--;
+    if (e == 0 || fmt[e - 1] != '=')
+        return 0;
+    size_t b = --e;
+    while (b > 0 && (isalnum((unsigned char)fmt[b - 1]) || fmt[b - 1] == '_'))
+        b--;
+    *key = fmt + b;
+    return e - b;
+}
+
+/* Adds the field key=val[0..len) to f[*n]. */
+static void log_field_add(struct log_field *f, size_t *n, const char *key, size_t keylen,
+                          const char *val, size_t len, int number)
+{
+    f[*n].key = key;
+    f[*n].keylen = keylen;
+    f[*n].number = number;
+    f[*n].len = len < sizeof(f[*n].val) ? len : sizeof(f[*n].val) - 1;
+    memcpy(f[*n].val, val, f[*n].len);
+    f[*n].val[f[*n].len] = '\0';
+    (*n)++;
+}
+
+/* At a word of the format's own text: a literal key=value (event=retry) is a
+ * field too. Advances *pp past what it read. */
+static void log_literal_field(struct log_field *f, size_t *n, const char *fmt,
+                              const char **pp)
+{
+    const char *p = *pp, *k = p;
+    if (p != fmt && p[-1] != ' ') {
+        *pp = p + 1;
+        return;
+    }
+    while (isalnum((unsigned char)*p) || *p == '_')
+        p++;
+    if (p == k || *p != '=' || p[1] == '\0' || strchr("%\" ", p[1]) != NULL) {
+        *pp = p > k ? p : p + 1;
+        return;
+    }
+    const char *v = ++p;
+    while (*p && *p != ' ' && *p != '%' && *p != '"')
+        p++;
+    *pp = p;
+    if (*p == '\0' || *p == ' ')
+        log_field_add(f, n, k, (size_t)(v - 1 - k), v, (size_t)(p - v),
+                      strspn(v, "0123456789") == (size_t)(p - v));
+}
+
+/* Collects the key=%... and literal key=value fields of fmt; returns how many (at
+ * most max). */
+static size_t log_fields(struct log_field *f, size_t max, char val[LOG_ARG_MAX],
+                         const char *fmt, va_list ap)
+{
+    const char *p = fmt;
+    size_t n = 0;
+    va_list args;
+    va_copy(args, ap);
+    while (*p && n < max) {
+        if (p[0] != '%') {
+            log_literal_field(f, &n, fmt, &p);
+            continue;
+        }
+        if (p[1] == '%') {
+            p += 2;
+            continue;
+        }
+        const char *key = NULL;
+        size_t keylen = log_field_key(fmt, (size_t)(p - fmt), &key);
+        int len = log_convert(val, &p, &args);
+        if (len < 0)
+            break; /* a conversion we do not know: the arguments are lost from here */
+        if (keylen == 0)
+            continue;
+        log_field_add(f, &n, key, keylen, val, (size_t)len,
+                      p[-1] == 'd' || p[-1] == 'i' || p[-1] == 'u');
+    }
+    va_end(args);
+    return n;
+}
+
+/* Appends "," "key":"value" (value escaped, or bare when number) to out at *o, all
+ * or nothing, leaving room for the closing brace. */
+/* What one JSON line needs: on the heap, not the stack (civetweb's threads have
+ * small stacks) nor thread-local (static TLS is carved out of each new thread's
+ * stack too). */
+struct log_json_work {
+    char line[LOG_JSON_MAX];
+    struct log_field f[LOG_FIELDS_MAX];
+    char raw[LOG_MSG_MAX];
+    char v[6 * LOG_MSG_MAX + 1];
+    char val[LOG_ARG_MAX];
+};
+
+static void log_json_member(struct log_json_work *w, size_t *o, const char *key,
+                            size_t keylen, const char *val, size_t len, int number)
+{
+    char *out = w->line, *v = w->v;
+    size_t cap = sizeof(w->line);
+    char k[64];
+    log_escape_json(k, sizeof(k), key, keylen);
+    size_t vl = number ? (len < sizeof(w->v) ? len : sizeof(w->v) - 1) : 0;
+    if (number)
+        memcpy(v, val, vl);
+    else
+        vl = log_escape_json(v, sizeof(w->v), val, len);
+    v[vl] = '\0';
+    int n = snprintf(out + *o, cap - *o, ",\"%s\":%s%s%s", k, number ? "" : "\"", v,
+                     number ? "" : "\"");
+    if (n > 0 && (size_t)n < cap - *o - 2)
+        *o += (size_t)n;
+    else
+        out[*o] = '\0';
+}
+
+/* 1 if key (keylen bytes) is one of the members every JSON line has, or was
+ * already written. */
+static int log_json_taken(const struct log_field *f, size_t i, const char *key,
+                          size_t keylen)
+{
+    static const char *const fixed[] = {"time",     "level", "component",
+                                        "consumer", "trace", "msg"};
+    for (size_t k = 0; k < sizeof(fixed) / sizeof(fixed[0]); k++)
+        if (strlen(fixed[k]) == keylen && memcmp(fixed[k], key, keylen) == 0)
+            return 1;
+    for (size_t k = 0; k < i; k++)
+        if (f[k].keylen == keylen && memcmp(f[k].key, key, keylen) == 0)
+            return 1;
+    return 0;
+}
+
+/* The JSON line of one event (see log.h). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+__attribute__((noinline)) static void log_json(enum log_level level, const char *trace,
+                                               const char *ts, const char *fmt,
+                                               va_list ap)
+{
+    static const char *const lower[] = {"debug", "info", "warn", "error"};
+    struct log_json_work *w = malloc(sizeof(*w));
+    size_t o = 0, nf;
+    va_list args;
+
+    if (w == NULL) {
+        fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"out of memory\"}\n",
+                ts, lower[level]);
+        return;
+    }
+    struct log_field *f = w->f;
+    char *raw = w->raw, *line = w->line;
+    va_copy(args, ap);
+    nf = log_fields(f, LOG_FIELDS_MAX, w->val, fmt, args);
+    va_end(args);
+    va_copy(args, ap);
+    int rawlen = vsnprintf(raw, sizeof(w->raw), fmt, args);
+    va_end(args);
+    if (rawlen < 0)
+        rawlen = 0;
+    if ((size_t)rawlen >= sizeof(w->raw))
+        rawlen = (int)sizeof(w->raw) - 1;
+
+    o = (size_t)snprintf(line, sizeof(w->line), "{\"time\":\"%s\",\"level\":\"%s\"", ts,
+                         lower[level]);
+    log_json_member(w, &o, "component", 9, log_component, strlen(log_component), 0);
+    if (log_consumer[0])
+        log_json_member(w, &o, "consumer", 8, log_consumer, strlen(log_consumer), 0);
+    if (trace)
+        log_json_member(w, &o, "trace", 5, trace, strlen(trace), 0);
+    for (size_t i = 0; i < nf; i++)
+        if (!log_json_taken(f, i, f[i].key, f[i].keylen))
+            log_json_member(w, &o, f[i].key, f[i].keylen, f[i].val, f[i].len,
+                            f[i].number);
+    log_json_member(w, &o, "msg", 3, raw, (size_t)rawlen, 0);
+    fprintf(stderr, "%s}\n", line);
+    free(w);
+}
+#pragma GCC diagnostic pop
+
 void log_msg(enum log_level level, const char *trace, const char *fmt, ...)
 {
     if (!log_enabled(level))
         return;
 
-    char msg[LOG_MSG_MAX], ts[CLOCK_ISO_LEN], quoted[LOG_TRACE_MAX];
+    char msg[LOG_MSG_MAX], ts[CLOCK_ISO_LEN], quoted[LOG_TRACE_MAX],
+        who[LOG_TRACE_MAX + 16] = "";
     va_list ap;
+    clock_iso8601(ts, clock_now_ms());
+    if (log_fmt == LOG_FORMAT_JSON) {
+        va_start(ap, fmt);
+        log_json(level, trace, ts, fmt, ap);
+        va_end(ap);
+        return;
+    }
     va_start(ap, fmt);
     log_format(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    clock_iso8601(ts, clock_now_ms());
+    if (log_consumer[0] && log_plain(log_consumer)) {
+        snprintf(who, sizeof(who), " consumer=%s", log_consumer);
+    } else if (log_consumer[0]) {
+        log_escape(quoted, sizeof(quoted), log_consumer, strlen(log_consumer));
+        snprintf(who, sizeof(who), " consumer=\"%s\"", quoted);
+    }
 
     /* One fprintf per line: stdio locks the stream, so lines from civetweb's
      * worker threads never interleave. */
     if (trace && log_plain(trace)) {
-        fprintf(stderr, "%s %s %s trace=%s %s\n", ts, log_names[level], log_component,
-                trace, msg);
+        fprintf(stderr, "%s %s %s%s trace=%s %s\n", ts, log_names[level], log_component,
+                who, trace, msg);
     } else if (trace) {
         log_escape(quoted, sizeof(quoted), trace, strlen(trace));
-        fprintf(stderr, "%s %s %s trace=\"%s\" %s\n", ts, log_names[level], log_component,
-                quoted, msg);
+        fprintf(stderr, "%s %s %s%s trace=\"%s\" %s\n", ts, log_names[level],
+                log_component, who, quoted, msg);
     } else {
-        fprintf(stderr, "%s %s %s %s\n", ts, log_names[level], log_component, msg);
+        fprintf(stderr, "%s %s %s%s %s\n", ts, log_names[level], log_component, who, msg);
     }
 }

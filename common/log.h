@@ -1,4 +1,13 @@
-/* log.h - one line per event: time, level, component, trace id, message.
+/* log.h - one line per event: time, level, component, consumer, trace id, message.
+ *
+ * Two formats (LOG_FORMAT): logfmt, the default,
+ *   2025-08-19T17:45:00.123Z INFO chatq-processor consumer=processor-h-7 trace=5f0c...
+ * event=retry attempt=1 ... and json, one object per line:
+ *   {"time":"...","level":"info","component":"chatq-processor","consumer":"...",
+ *    "trace":"...","event":"retry","attempt":1,...,"msg":"event=retry attempt=1 ..."}
+ * where every conversion the format writes right after "key=" (or inside
+ * key="...") also becomes a member of its own: a number for %d, %i and %u, else a
+ * string. Keys come from the format only, never from a value.
  *
  * The message is printf-formatted, and what each conversion (%s, %d, ...) writes
  * is escaped with log_escape, so that user or upstream text can neither split a
@@ -14,6 +23,7 @@
 #include <stddef.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+enum log_format { LOG_FORMAT_LOGFMT, LOG_FORMAT_JSON };
 
 /* Sets the component name (borrowed, must outlive the process) and level. */
 void log_init(const char *component, enum log_level level);
@@ -22,6 +32,21 @@ void log_init(const char *component, enum log_level level);
 int log_level_parse(const char *s, enum log_level *out);
 
 int log_enabled(enum log_level level);
+
+/* Parses "logfmt" or "json"; returns 0, or -1 if unknown. */
+int log_format_parse(const char *s, enum log_format *out);
+
+void log_set_format(enum log_format format);
+
+/* The consumer name every later line carries (copied; NULL or "": none). Call
+ * before other threads log. */
+void log_set_consumer(const char *consumer);
+
+/* Appends src[0..srclen) to dst (dstlen bytes, NUL-terminated) as the inside of a
+ * JSON string: '"' and '\' escaped, control characters as \n, \r, \t or \u00NN,
+ * a byte that starts no well-formed UTF-8 sequence as the text \xNN (escaped
+ * backslash), whole escapes and characters only. Returns the length written. */
+size_t log_escape_json(char *dst, size_t dstlen, const char *src, size_t srclen);
 
 /* Copies src[0..srclen) into dst (dstlen bytes, always NUL-terminated) with
  *   "  ->  \"      \  ->  \\      newline, CR, tab  ->  \n, \r, \t

@@ -13,7 +13,8 @@
 #include "stream.h"
 #include "uuid.h"
 
-static const char *const record_status_names[] = {"processing", "completed", "failed"};
+static const char *const record_status_names[] = {"processing", "completed", "failed",
+                                                  CHAT_CANCELLED_NAME};
 
 const char *record_status_name(enum chat_status s)
 {
@@ -31,11 +32,28 @@ static void record_pair(struct cmd *c, const char *field, const char *value)
 void record_request_append(const struct chat_request *req, struct cmd *c)
 {
     record_pair(c, REC_TRACE, req->trace);
-    cmd_addz(c, REC_MESSAGE);
-    cmd_add(c, req->message, req->message_len);
+    if (req->messages != NULL) {
+        cmd_addz(c, REC_MESSAGES);
+        cmd_add(c, req->messages, req->messages_len);
+    } else {
+        cmd_addz(c, REC_MESSAGE);
+        cmd_add(c, req->message, req->message_len);
+    }
     record_pair(c, REC_MODEL, req->model);
     cmd_addz(c, REC_TEMPERATURE);
     cmd_adddbl(c, req->temperature);
+    if (req->has_top_p) {
+        cmd_addz(c, REC_TOP_P);
+        cmd_adddbl(c, req->top_p);
+    }
+    if (req->max_tokens > 0) {
+        cmd_addz(c, REC_MAX_TOKENS);
+        cmd_addll(c, req->max_tokens);
+    }
+    if (req->params != NULL) {
+        cmd_addz(c, REC_PARAMS);
+        cmd_add(c, req->params, req->params_len);
+    }
     record_pair(c, REC_ACCEPTED, req->accepted);
     if (req->deadline > 0) {
         cmd_addz(c, REC_DEADLINE);
@@ -51,6 +69,44 @@ void record_pending_append(const struct chat_request *req, struct cmd *c)
     record_pair(c, REC_STATUS, record_status_name(CHAT_PROCESSING));
     record_pair(c, REC_MODEL, req->model);
     record_pair(c, REC_ACCEPTED, req->accepted);
+    if (req->front == NULL)
+        return;
+    /* What the OpenAI front's Response object echoes back. */
+    record_pair(c, REC_FRONT, req->front);
+    record_pair(c, REC_INSTRUCTIONS, req->instructions);
+    record_pair(c, REC_METADATA, req->metadata);
+    cmd_addz(c, REC_TEMPERATURE);
+    cmd_adddbl(c, req->temperature);
+    if (req->has_top_p) {
+        cmd_addz(c, REC_TOP_P);
+        cmd_adddbl(c, req->top_p);
+    }
+    if (req->max_tokens > 0) {
+        cmd_addz(c, REC_MAX_TOKENS);
+        cmd_addll(c, req->max_tokens);
+    }
+    if (req->background)
+        record_pair(c, REC_BACKGROUND, "1");
+}
+
+/* Reads an optional number field in [min, max]; 0 (absent: *has = 0), or -1. */
+static int record_number(const redisReply *fields, const char *name, double min,
+                         double max, double *out, int *has, char *err, size_t errlen)
+{
+    const char *t = stream_field(fields, name, NULL);
+    char *end;
+    *has = 0;
+    if (t == NULL)
+        return 0;
+    errno = 0;
+    *out = strtod(t, &end);
+    if (errno != 0 || end == t || *end != '\0' || !isfinite(*out) || *out < min ||
+        *out > max) {
+        snprintf(err, errlen, "field '%s' is not a number in [%g, %g]", name, min, max);
+        return -1;
+    }
+    *has = 1;
+    return 0;
 }
 
 int record_request_parse(const redisReply *fields, struct chat_request *out, char *err,
@@ -65,7 +121,15 @@ int record_request_parse(const redisReply *fields, struct chat_request *out, cha
         return -1;
     }
     out->message = stream_field(fields, REC_MESSAGE, &out->message_len);
-    if (out->message == NULL || out->message_len == 0) {
+    out->messages = stream_field(fields, REC_MESSAGES, &out->messages_len);
+    if (out->messages != NULL) {
+        /* One or the other: which would be sent is otherwise a guess. */
+        if (out->message != NULL || out->messages_len == 0) {
+            snprintf(err, errlen, "field '%s' is empty or comes with '%s'", REC_MESSAGES,
+                     REC_MESSAGE);
+            return -1;
+        }
+    } else if (out->message == NULL || out->message_len == 0) {
         snprintf(err, errlen, "missing or empty field '%s'", REC_MESSAGE);
         return -1;
     }
@@ -87,6 +151,19 @@ int record_request_parse(const redisReply *fields, struct chat_request *out, cha
         snprintf(err, errlen, "field '%s' is not a number in [0, 2]", REC_TEMPERATURE);
         return -1;
     }
+    if (record_number(fields, REC_TOP_P, 0, 1, &out->top_p, &out->has_top_p, err,
+                      errlen) != 0)
+        return -1;
+    const char *mt = stream_field(fields, REC_MAX_TOKENS, NULL);
+    if (mt != NULL) {
+        errno = 0;
+        out->max_tokens = strtoll(mt, &end, 10);
+        if (errno != 0 || end == mt || *end != '\0' || out->max_tokens <= 0) {
+            snprintf(err, errlen, "field '%s' is not a positive integer", REC_MAX_TOKENS);
+            return -1;
+        }
+    }
+    out->params = stream_field(fields, REC_PARAMS, &out->params_len);
     out->accepted = stream_field(fields, REC_ACCEPTED, NULL);
     out->user = stream_field(fields, REC_USER, NULL);
     const char *a = stream_field(fields, REC_ADMITTED, NULL);
@@ -142,6 +219,9 @@ void record_result_append(const struct chat_result *r, struct cmd *c)
     record_pair(c, REC_TIMESTAMP, r->timestamp);
     if (r->attempts > 0)
         record_count(c, REC_ATTEMPTS, r->attempts);
+    record_pair(c, REC_FINISH_REASON, r->finish_reason);
+    if (r->upstream_status > 0)
+        record_count(c, REC_UPSTREAM_STATUS, r->upstream_status);
 }
 
 static long long record_ll(const redisReply *fields, const char *name)
@@ -184,5 +264,20 @@ int record_result_parse(const redisReply *fields, struct chat_result *out, char 
     out->timestamp = stream_field(fields, REC_TIMESTAMP, NULL);
     long long attempts = record_ll(fields, REC_ATTEMPTS);
     out->attempts = attempts > 0 ? attempts : 0;
+    out->finish_reason = stream_field(fields, REC_FINISH_REASON, NULL);
+    long long us = record_ll(fields, REC_UPSTREAM_STATUS);
+    out->upstream_status = us > 0 ? us : 0;
+    const char *del = stream_field(fields, REC_DELETED, NULL);
+    out->deleted = del != NULL && strcmp(del, "1") == 0;
+    out->front = stream_field(fields, REC_FRONT, NULL);
+    out->instructions = stream_field(fields, REC_INSTRUCTIONS, NULL);
+    out->metadata = stream_field(fields, REC_METADATA, NULL);
+    out->temperature = stream_field(fields, REC_TEMPERATURE, NULL);
+    out->top_p = stream_field(fields, REC_TOP_P, NULL);
+    out->max_tokens = stream_field(fields, REC_MAX_TOKENS, NULL);
+    long long tries = record_ll(fields, REC_TRIES);
+    out->tries = tries > 0 ? tries : 0;
+    const char *bg = stream_field(fields, REC_BACKGROUND, NULL);
+    out->background = bg != NULL && strcmp(bg, "1") == 0;
     return 0;
 }

@@ -17,6 +17,14 @@ struct redisReply;
 
 #define REC_TRACE "trace"
 #define REC_MESSAGE "message"
+/* request: instead of message, the conversation as a JSON array of
+ * {"role","content"} objects (content a string), in order */
+#define REC_MESSAGES "messages"
+#define REC_TOP_P "top_p"           /* request: optional, in [0, 1] */
+#define REC_MAX_TOKENS "max_tokens" /* request: optional cap of completion tokens */
+/* request: optional JSON object of more upstream parameters, sent as they are
+ * (stop, seed, response_format), never overriding the fields above */
+#define REC_PARAMS "params"
 #define REC_MODEL "model"
 #define REC_TEMPERATURE "temperature"
 #define REC_ACCEPTED "accepted"
@@ -34,6 +42,18 @@ struct redisReply;
 #define REC_ERROR_MESSAGE "error_message"
 #define REC_TIMESTAMP "timestamp"
 #define REC_ATTEMPTS "attempts"
+#define REC_FINISH_REASON "finish_reason" /* result: the upstream's, e.g. "length" */
+/* Trace hash, written on acceptance by the OpenAI front only: what its Response
+ * object echoes back. */
+#define REC_FRONT "front"               /* "responses" or "chat.completions" */
+#define REC_INSTRUCTIONS "instructions" /* as given */
+#define REC_METADATA "metadata"         /* a JSON object of strings */
+#define REC_BACKGROUND "background"     /* "1" when made with background: true */
+/* Trace hash: "1" once DELETE /v1/responses/{id} removed a chat that was still
+ * running (cancelled, kept until its outcome cannot come any more) */
+#define REC_DELETED "deleted"
+/* result: the upstream's HTTP status behind a failure, when it answered one */
+#define REC_UPSTREAM_STATUS "upstream_status"
 
 /* A dead-letter entry: these fields, then the original entry's fields. */
 #define REC_DEAD_SOURCE "source"         /* the stream the entry came from */
@@ -44,20 +64,35 @@ struct redisReply;
 #define TEMPERATURE_MIN 0.0
 #define TEMPERATURE_MAX 2.0
 
-enum chat_status { CHAT_PROCESSING, CHAT_COMPLETED, CHAT_FAILED };
+/* CHAT_CANCELLED is final like the other two: written by the api's cancel, never
+ * by a result (see handler/finalize.h: only a processing record takes one). */
+enum chat_status { CHAT_PROCESSING, CHAT_COMPLETED, CHAT_FAILED, CHAT_CANCELLED };
+#define CHAT_CANCELLED_NAME                                                              \
+    "cancelled" /* record_status_name(CHAT_CANCELLED), for Lua                           \
+                 */
 
 const char *record_status_name(enum chat_status s);
 
 struct chat_request {
     const char *trace;
-    const char *message;
+    const char *message; /* NULL when messages is given */
     size_t message_len;
+    const char *messages; /* NULL, or a JSON array (see REC_MESSAGES) */
+    size_t messages_len;
     const char *model;
     double temperature;
+    double top_p; /* when has_top_p */
+    int has_top_p;
+    long long max_tokens; /* 0: not given */
+    const char *params;   /* NULL, or a JSON object (see REC_PARAMS) */
+    size_t params_len;
     const char *accepted; /* ISO-8601 */
     long long deadline;   /* Unix ms; 0: none. On POST: deadline_ms, relative */
     const char *user;     /* NULL or "": anonymous */
     long long admitted;   /* > 0: the attempt counted when it was dispatched */
+    /* The OpenAI front's, for the pending hash only (NULL: none). */
+    const char *front, *instructions, *metadata;
+    int background;
 };
 
 /* Appends the request-stream fields (for XADD). */
@@ -84,6 +119,15 @@ struct chat_result {
     const char *accepted;
     const char *timestamp; /* when it finished */
     long long attempts;    /* 0: unknown */
+    const char *finish_reason;
+    long long upstream_status; /* failed: the upstream's HTTP status, 0: none */
+    /* The pending record's (trace hash only; NULL when absent): numbers as
+     * written, checked by whoever prints them. */
+    const char *front, *instructions, *metadata;
+    const char *temperature, *top_p, *max_tokens;
+    long long tries; /* upstream attempts begun so far, 0: none */
+    int background;
+    int deleted;
 };
 
 void record_result_init(struct chat_result *r);

@@ -26,6 +26,34 @@ int stream_group_ensure(redisContext *c, const char *key, const char *group, cha
     return rc;
 }
 
+int stream_group_exists(redisContext *c, const char *key, const char *group, char *why,
+                        size_t whylen)
+{
+    redisReply *r = redisCommand(c, "XINFO GROUPS %s", key);
+    int rc = 0;
+    if (r == NULL) {
+        snprintf(why, whylen, "Redis is unreachable: %s", c->errstr);
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "no such key") != NULL) {
+        snprintf(why, whylen, "stream %s does not exist yet", key);
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, whylen, "XINFO GROUPS %s: %s", key, r->str);
+        rc = -1;
+    } else if (r->type == REDIS_REPLY_ARRAY) {
+        /* Each group is a flat name/value array, as a stream entry's fields. */
+        for (size_t i = 0; i < r->elements && rc == 0; i++) {
+            const char *name = stream_field(r->element[i], "name", NULL);
+            if (name != NULL && strcmp(name, group) == 0)
+                rc = 1;
+        }
+        if (rc == 0)
+            snprintf(why, whylen, "group %s of stream %s does not exist yet", group, key);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
 const char stream_retire_script[] =
     "if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then\n"
     "  return 0\n"

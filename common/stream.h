@@ -14,6 +14,12 @@ struct redisReply;
 int stream_group_ensure(struct redisContext *c, const char *key, const char *group,
                         char *err, size_t errlen);
 
+/* Whether group exists on the stream key (the readiness probes' question): 1 if
+ * it does; 0 if not (the stream or the group is missing), -1 if Redis failed;
+ * on 0 and -1 why says what is missing or what failed. */
+int stream_group_exists(struct redisContext *c, const char *key, const char *group,
+                        char *why, size_t whylen);
+
 /* "role-host-pid": unique per process, on one machine or many. */
 void stream_consumer_name(char *out, size_t outlen, const char *role);
 

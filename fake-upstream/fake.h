@@ -62,12 +62,15 @@ struct script {
     int found; /* a directive was present (and applies) */
     enum script_action action;
     enum script_body body;
-    int status;     /* 0: not set */
-    int quota;      /* 429 becomes insufficient_quota */
-    int echo_auth;  /* an error body that quotes the Authorization header */
-    int latency_ms; /* -1: not set */
-    int drip_ms;    /* 0: send at once */
-    long times;     /* -1: every attempt */
+    int status;        /* 0: not set */
+    int quota;         /* 429 becomes insufficient_quota */
+    int echo_auth;     /* an error body that quotes the Authorization header */
+    int echo_request;  /* the answer is what was received: messages, temperature,
+                          top_p, max_tokens as JSON text */
+    int finish_length; /* finish_reason "length", as if max_tokens cut the answer */
+    int latency_ms;    /* -1: not set */
+    int drip_ms;       /* 0: send at once */
+    long times;        /* -1: every attempt */
     size_t huge;
     char retry_after[32];    /* "" when not set; sent verbatim */
     char retry_after_ms[32]; /* "" when not set; sent verbatim */
@@ -159,7 +162,9 @@ struct reply_answer {
     size_t echo_len;
     long long prompt_tokens;
     enum script_body body;
-    size_t huge; /* content length for SCRIPT_BODY_HUGE */
+    size_t huge;         /* content length for SCRIPT_BODY_HUGE */
+    const char *request; /* borrowed: with echo-request, the whole answer text */
+    int finish_length;
 };
 
 /* Each writer appends to out and returns 0, or -1 when out of memory. */

@@ -14,6 +14,7 @@
 
 #include "fake.h"
 #include "log.h"
+#include "version.h"
 
 /* Every setting once: its flag, environment variable and default (applied through
  * main_set() like any other value, so --help cannot drift from the real default). */
@@ -55,6 +56,8 @@ static void main_usage(FILE *f)
         fprintf(f, "  %-20s %-20s default %-9s %s\n", flag, o->env,
                 o->def[0] != '\0' ? o->def : "(none)", o->help);
     }
+    fprintf(f, "  %-20s %-20s %-17s %s\n", "--version", "", "",
+            "print the version and exit");
     fprintf(f, "  %-20s %-20s %-17s %s\n\n", "--help", "", "", "print this and exit");
     fprintf(f, "Endpoints (the /v1 prefix is optional): POST /v1/chat/completions,\n"
                "GET /v1/models, GET /stats, POST /stats/reset, GET /health.\n\n"
@@ -161,7 +164,7 @@ static int main_known(const char *name)
     return 0;
 }
 
-/* Returns 0, 1 when --help was printed, or -1 on a bad flag (reported). */
+/* Returns 0, 1 when --help or --version was printed, or -1 on a bad flag (reported). */
 static int main_from_args(struct config *cfg, int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -172,6 +175,10 @@ static int main_from_args(struct config *cfg, int argc, char **argv)
 
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             main_usage(stdout);
+            return 1;
+        }
+        if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) {
+            printf(FAKE_NAME " %s\n", CHATQ_VERSION);
             return 1;
         }
         if (strcmp(arg, "--quiet") == 0) {

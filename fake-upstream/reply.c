@@ -119,13 +119,20 @@ int reply_answer(struct evbuffer *out, const struct reply_answer *a,
         return evbuffer_add(out, page, strlen(page));
     }
 
-    text_len = strlen(REPLY_PREFIX) + a->echo_len;
-    text = malloc(text_len + 1);
-    if (text == NULL)
-        goto out;
-    memcpy(text, REPLY_PREFIX, strlen(REPLY_PREFIX));
-    memcpy(text + strlen(REPLY_PREFIX), a->echo, a->echo_len);
-    text[text_len] = '\0';
+    if (a->request != NULL) {
+        text = strdup(a->request);
+        if (text == NULL)
+            goto out;
+        text_len = strlen(text);
+    } else {
+        text_len = strlen(REPLY_PREFIX) + a->echo_len;
+        text = malloc(text_len + 1);
+        if (text == NULL)
+            goto out;
+        memcpy(text, REPLY_PREFIX, strlen(REPLY_PREFIX));
+        memcpy(text + strlen(REPLY_PREFIX), a->echo, a->echo_len);
+        text[text_len] = '\0';
+    }
     if (a->body == SCRIPT_BODY_HUGE) {
         size_t wlen = strlen(REPLY_HUGE_WORD);
 
@@ -152,7 +159,8 @@ int reply_answer(struct evbuffer *out, const struct reply_answer *a,
         } else if (reply_add_json_string(out, text, text_len) == -1) {
             goto out;
         }
-        if (evbuffer_add_printf(out, "},\"finish_reason\":\"stop\"}]") < 0)
+        if (evbuffer_add_printf(out, "},\"finish_reason\":\"%s\"}]",
+                                a->finish_length ? "length" : "stop") < 0)
             goto out;
     }
     if (evbuffer_add_printf(

@@ -91,6 +91,11 @@ static void script_apply(struct script *s, const char *tok, size_t n)
         s->quota = 1;
     } else if (script_key_is(tok, kn, "echo-auth")) {
         s->echo_auth = 1;
+    } else if (script_key_is(tok, kn, "echo-request")) {
+        s->echo_request = 1;
+    } else if (script_key_is(tok, kn, "finish")) {
+        if (v != NULL && vn == 6 && memcmp(v, "length", 6) == 0)
+            s->finish_length = 1;
     } else if (script_key_is(tok, kn, "retry-after")) {
         if (v != NULL)
             script_header_value(v, vn, s->retry_after, sizeof(s->retry_after));

@@ -49,6 +49,7 @@
 #define SERVE_PROMPT_OVERHEAD 7 /* see the token rule in reply.c */
 #define SERVE_ACCEPT_PAUSE_MS 100
 #define SERVE_MAX_HEADERS 12 /* script (3) + rate limit (6) + retry (2) */
+#define SERVE_RECENT 64
 
 struct serve_stats {
     unsigned long long requests;
@@ -61,6 +62,12 @@ struct serve_stats {
     long long rps_second;            /* that second (monotonic), and its count */
     unsigned long long rps_count;
     unsigned long long by_status[SERVE_STATUS_MAX];
+    /* The trace headers of the last SERVE_RECENT chat requests, oldest first from
+     * nrecent % SERVE_RECENT: what a test asks of the caller's tracing. */
+    struct serve_seen {
+        char request_id[64], traceparent[64];
+    } recent[SERVE_RECENT];
+    unsigned long long nrecent;
 };
 
 struct server {
@@ -91,6 +98,7 @@ struct pending {
     char *model;
     char *echo;
     size_t echo_len;
+    char *request; /* with echo-request: what the answer repeats */
     long long prompt_tokens;
     struct script script;
     struct limit_verdict limit; /* valid when limit_set */
@@ -212,6 +220,7 @@ static void serve_finish(struct pending *p, int completed)
         evbuffer_free(p->fixed);
     free(p->model);
     free(p->echo);
+    free(p->request);
     free(p);
 }
 
@@ -361,6 +370,8 @@ static int serve_build(struct pending *p, struct evbuffer *body, const char **ct
             .prompt_tokens = p->prompt_tokens,
             .body = s->body,
             .huge = s->huge,
+            .request = p->request,
+            .finish_length = s->finish_length,
         };
 
         if (reply_answer(body, &a, ctype) == -1)
@@ -808,6 +819,20 @@ static int serve_parse_chat(struct pending *p)
     if (p->echo_len > 0)
         memcpy(p->echo, text, p->echo_len);
     p->echo[p->echo_len] = '\0';
+    if (p->script.echo_request) {
+        /* What a test wants to see arrived: the conversation and its parameters. */
+        json_t *seen = json_pack("{s:O}", "messages", messages);
+        const char *keys[] = {"temperature", "top_p", "max_tokens"};
+        for (size_t k = 0; seen != NULL && k < sizeof(keys) / sizeof(keys[0]); k++)
+            if (json_object_get(root, keys[k]) != NULL)
+                json_object_set(seen, keys[k], json_object_get(root, keys[k]));
+        p->request = seen != NULL ? json_dumps(seen, JSON_COMPACT | JSON_SORT_KEYS |
+                                                         JSON_REAL_PRECISION(15))
+                                  : NULL;
+        json_decref(seen);
+        if (p->request == NULL)
+            goto out;
+    }
     rc = 0;
 out:
     free(text);
@@ -837,6 +862,16 @@ static void serve_count_second(struct serve_stats *st)
         st->max_rps = st->rps_count;
 }
 
+static void serve_note_headers(struct serve_stats *st, struct evhttp_request *req)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *rid = evhttp_find_header(in, "X-Request-Id");
+    const char *tp = evhttp_find_header(in, "traceparent");
+    struct serve_seen *s = &st->recent[st->nrecent++ % SERVE_RECENT];
+    snprintf(s->request_id, sizeof(s->request_id), "%s", rid ? rid : "");
+    snprintf(s->traceparent, sizeof(s->traceparent), "%s", tp ? tp : "");
+}
+
 static void serve_chat(struct server *srv, struct evhttp_request *req)
 {
     struct pending *p = calloc(1, sizeof(*p));
@@ -857,6 +892,7 @@ static void serve_chat(struct server *srv, struct evhttp_request *req)
     gettimeofday(&p->start, NULL);
     script_parse("", 0, &p->script);
     st->requests++;
+    serve_note_headers(st, req);
     serve_count_second(st);
     st->in_flight++;
     if (st->in_flight > st->max_in_flight)
@@ -910,11 +946,21 @@ static void serve_stats(struct server *srv, struct evhttp_request *req)
 {
     struct serve_stats *st = &srv->stats;
     json_t *by = json_object();
+    json_t *recent = json_array();
     json_t *body = NULL;
     struct evbuffer *out = evbuffer_new();
 
-    if (by == NULL || out == NULL)
+    if (by == NULL || recent == NULL || out == NULL)
         goto out;
+    for (unsigned long long i = st->nrecent > SERVE_RECENT ? st->nrecent - SERVE_RECENT
+                                                           : 0;
+         i < st->nrecent; i++) {
+        const struct serve_seen *s = &st->recent[i % SERVE_RECENT];
+        if (json_array_append_new(recent,
+                                  json_pack("{s:s, s:s}", "x_request_id", s->request_id,
+                                            "traceparent", s->traceparent)) == -1)
+            goto out;
+    }
     for (int s = 0; s < SERVE_STATUS_MAX; s++) {
         char key[16];
         json_int_t n = (json_int_t)st->by_status[s];
@@ -925,12 +971,12 @@ static void serve_stats(struct server *srv, struct evhttp_request *req)
         if (json_object_set_new(by, key, json_integer(n)) == -1)
             goto out;
     }
-    body = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O}", "requests",
+    body = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:O}", "requests",
                      (json_int_t)st->requests, "in_flight", (json_int_t)st->in_flight,
                      "max_in_flight", (json_int_t)st->max_in_flight, "completed",
                      (json_int_t)st->completed, "aborted", (json_int_t)st->aborted,
                      "rate_limited", (json_int_t)st->rate_limited, "max_rps_seen",
-                     (json_int_t)st->max_rps, "by_status", by);
+                     (json_int_t)st->max_rps, "by_status", by, "recent", recent);
     if (reply_add_json(out, body, JSON_COMPACT) != 0)
         goto out;
     serve_send(req, 200, out, SERVE_JSON);
@@ -942,6 +988,7 @@ out:
         evhttp_send_error(req, 500, NULL);
     }
     json_decref(body);
+    json_decref(recent);
     json_decref(by);
 }
 

@@ -9,7 +9,9 @@
 
 #include "cmd.h"
 #include "deadletter.h"
+#include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "record.h"
 #include "stream.h"
 
@@ -153,6 +155,16 @@ static void finalize_failure_note(struct finalize *f, const char *id, const char
     snprintf(slot->error, sizeof(slot->error), "%s", error);
 }
 
+/* From acceptance to the outcome, for the log; -1 if either time is unreadable. */
+static long long finalize_duration_ms(const struct chat_result *res)
+{
+    long long a, b;
+    if (clock_iso8601_parse(res->accepted, &a) != 0 ||
+        clock_iso8601_parse(res->timestamp, &b) != 0)
+        return -1;
+    return b - a;
+}
+
 static void finalize_log(struct finalize *f, const struct chat_result *res,
                          const redisReply *r)
 {
@@ -160,18 +172,28 @@ static void finalize_log(struct finalize *f, const struct chat_result *res,
     const char *found = r->element[1]->str;
     if (wrote) {
         f->stats.written++;
+        metrics_inc(metrics_results_written);
         if (res->status == CHAT_COMPLETED)
-            log_info(res->trace, "completed model=%s total_tokens=%lld attempts=%lld",
-                     res->model ? res->model : "?", res->total_tokens, res->attempts);
+            log_info(res->trace,
+                     "event=completed model=%s total_tokens=%lld attempts=%lld "
+                     "duration_ms=%lld",
+                     res->model ? res->model : "?", res->total_tokens, res->attempts,
+                     finalize_duration_ms(res));
         else
-            log_info(res->trace, "failed code=%s attempts=%lld message=\"%.300s\"",
+            log_info(res->trace,
+                     "event=failed code=%s attempts=%lld duration_ms=%lld "
+                     "message=\"%.300s\"",
                      res->error_code ? res->error_code : "?", res->attempts,
+                     finalize_duration_ms(res),
                      res->error_message ? res->error_message : "");
     } else if (found[0]) {
         f->stats.duplicate++;
-        log_info(res->trace, "duplicate result ignored: trace already %s", found);
+        metrics_inc(metrics_results_duplicate);
+        log_info(res->trace, "event=duplicate duplicate result ignored: trace already %s",
+                 found);
     } else {
         f->stats.orphan++;
+        metrics_inc(metrics_results_orphan);
         log_warn(res->trace, "result for an unknown or expired trace moved to %s",
                  f->keys->dead);
     }
@@ -197,6 +219,7 @@ static void finalize_append_over(struct finalize *f, redisContext *c,
     log_error(res->trace, "result %s moved to %s, its trace never written: %s", e->id,
               f->keys->dead, reason);
     f->stats.gave_up++;
+    metrics_inc(metrics_dead_letters);
     finalize_append_dead(f, c, e, reason, deliveries);
 }
 
@@ -232,6 +255,7 @@ static enum finalize_kind finalize_append(struct finalize *f, redisContext *c,
         log_warn(res->trace, "malformed result %s moved to %s: %s", e.id, f->keys->dead,
                  err);
         f->stats.dead++;
+        metrics_inc(metrics_dead_letters);
         finalize_append_dead(f, c, &e, err, 0);
         return FINALIZE_DEAD;
     }
@@ -248,6 +272,7 @@ int finalize_entries(struct finalize *f, redisContext *c, const redisReply *entr
         return 0;
 
     int rc = -1;
+    long long t0 = clock_mono_ms();
     struct finalize_item *items = calloc(n, sizeof(*items));
     char tracekey[KEYS_MAX + 128];
     if (items == NULL) {
@@ -280,6 +305,7 @@ int finalize_entries(struct finalize *f, redisContext *c, const redisReply *entr
         }
         freeReplyObject(r);
     }
+    metrics_observe(&metrics_handler_write_duration, (clock_mono_ms() - t0) / 1000.0);
     rc = 0;
 out:
     free(items);

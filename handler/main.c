@@ -16,6 +16,8 @@
 #include "inbox.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
+#include "probe.h"
 #include "rconn.h"
 
 struct config {
@@ -26,6 +28,8 @@ struct config {
     long long claim_idle_ms;
     long long max_deliveries;
     long long dead_max;
+    const char *metrics_host;
+    long long metrics_port;
 };
 
 static volatile sig_atomic_t handler_stopping;
@@ -58,6 +62,7 @@ int main(int argc, char **argv)
         CONFIG_CLAIM_IDLE_VAR(cfg.claim_idle_ms),
         CONFIG_MAX_DELIVERIES_VAR(cfg.max_deliveries),
         CONFIG_DEAD_MAX_VAR(cfg.dead_max),
+        CONFIG_METRICS_VARS(cfg.metrics_host, cfg.metrics_port),
     };
     size_t nvars = sizeof(vars) / sizeof(vars[0]);
     enum config_result cr = config_start(
@@ -66,6 +71,7 @@ int main(int argc, char **argv)
         nvars, argc, argv, &cfg.common);
     if (cr != CONFIG_OK)
         return cr == CONFIG_HELP ? 0 : 1;
+    metrics_init(METRICS_HANDLER, "handler");
 
     char err[512];
     struct rconn_url url;
@@ -107,14 +113,31 @@ int main(int argc, char **argv)
                                        .max_deliveries = cfg.max_deliveries};
     finalize_init(&fin, &keys, cfg.ttl_s, cfg.dead_max);
     inbox_init(&in, &set, &url, &keys, &fin, &handler_stopping, &waitmask);
+    log_set_consumer(in.consumer);
+
+    /* The loop turns at least every HANDLER_BLOCK_MS (a read, a reply's slack) or
+     * backoff: past twice that and half a minute it is stuck. */
+    struct probe *probe = NULL;
+    if (cfg.metrics_port > 0) {
+        const struct probe_settings ps = {
+            cfg.metrics_host, (int)cfg.metrics_port, &url,
+            keys.results,     KEYS_GROUP_HANDLERS,   2 * cfg.block_ms + 30000};
+        probe = probe_start(&ps, err, sizeof(err));
+        if (probe == NULL) {
+            fprintf(stderr, "chatq-handler: %s\n", err);
+            return 1;
+        }
+        log_info(NULL, "probes on http://%s:%d", cfg.metrics_host, probe_port(probe));
+    }
 
     char where[320];
     rconn_url_describe(&url, where, sizeof(where));
     log_info(NULL, "started as %s, redis %s, stream %s, ttl %llds", in.consumer, where,
              keys.results, cfg.ttl_s);
 
-    long long backoff_ms = 0;
+    long long backoff_ms = 0, connects = 0;
     while (!handler_stopping) {
+        probe_tick(probe);
         if (in.c == NULL) {
             if (inbox_connect(&in, err, sizeof(err)) != 0) {
                 /* Once, with the reason: a wrong password must be plain to see. */
@@ -127,12 +150,15 @@ int main(int argc, char **argv)
             }
             if (backoff_ms != 0)
                 log_info(NULL, "Redis at %s is back", where);
+            if (connects++ > 0)
+                metrics_inc(metrics_redis_reconnects);
             backoff_ms = 0;
         }
         inbox_step(&in); /* a lost connection is made again next turn */
     }
 
     inbox_close(&in);
+    probe_stop(probe);
     log_info(NULL,
              "stopping: %lld written, %lld duplicates, %lld orphans, %lld dead, "
              "%lld over MAX_DELIVERIES",

@@ -19,14 +19,16 @@
  * UPSTREAM_MAX_ATTEMPTS, rpm, tpm, burst ms, the token estimate, group, consumer,
  * entry id, key prefix, budget name, user key. Returns {verdict, wait ms}: the
  * number of the attempt now begun, ADMIT_EXHAUSTED, ADMIT_UNCOUNTED, ADMIT_PARKED
- * (with about how long until it may go) or ADMIT_LOST. A record that does not
- * exist is never created here: it must not gain one without a TTL or a status.
+ * (with about how long until it may go), ADMIT_LOST or ADMIT_CANCELLED. A record that
+ * does not exist is never created here: it must not gain one without a TTL or a status.
  *
  * The budget is looked at only when one is set or the upstream's headers made one;
  * a chat goes into the wait room when the budget has nothing left, or when other
  * chats already wait for it (it must not pass them). */
 static const char admit_lua[] = PACE_LUA
     "local counted = redis.call('EXISTS', KEYS[1]) == 1\n"
+    "if counted and redis.call('HGET', KEYS[1], '" REC_STATUS "') ==\n"
+    "   '" CHAT_CANCELLED_NAME "' then return {-4, 0} end\n"
     "if counted and tonumber(redis.call('HGET', KEYS[1], '" REC_TRIES "') or '0') >=\n"
     "   tonumber(ARGV[1]) then return {0, 0} end\n"
     "local rpm, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])\n"

@@ -4,6 +4,10 @@
  * were begun. A chat whose processors keep dying mid-call therefore reaches the
  * upstream at most UPSTREAM_MAX_ATTEMPTS times in all (bounded spend).
  *
+ * A chat the client cancelled (its record says "cancelled") gets no attempt: this
+ * check before every attempt is what stops one whose cancel message this processor
+ * never heard (it was away, or took the chat over afterwards).
+ *
  * The count is a Lua script on the write connection; the transfer starts when its
  * answer is in (processor_admitted). While Redis is away no attempt starts: it
  * cannot be counted. */
@@ -18,6 +22,7 @@ struct job;
 #define ADMIT_UNCOUNTED -1 /* no record (expired, or written by hand): not counted */
 #define ADMIT_PARKED -2    /* the budget said wait: moved to the wait room (pace.h) */
 #define ADMIT_LOST -3      /* the entry is no longer this consumer's */
+#define ADMIT_CANCELLED -4 /* the client cancelled the chat: no attempt */
 
 /* Registers the script (script.h); once, before the first connection. */
 void admit_register(void);

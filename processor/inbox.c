@@ -34,6 +34,7 @@
 #include "cmd.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "processor.h"
 #include "rlink.h"
 #include "script.h"
@@ -323,6 +324,7 @@ static void inbox_on_claimed(redisAsyncContext *ac, void *reply, void *privdata)
     }
 
     size_t hint = 0, taken = 0;
+    metrics_inc(metrics_claims);
     before = calloc(r->elements + 1, sizeof(*before));
     for (size_t i = 0; i < r->elements; i++) {
         struct stream_entry e;
@@ -347,6 +349,7 @@ static void inbox_on_claimed(redisAsyncContext *ac, void *reply, void *privdata)
     /* Claimed while a shutdown began: hand them straight back, as a read would. */
     if (p->stopping && before != NULL)
         inbox_hand_back_arrivals(in, r, before);
+    metrics_add(&metrics_takeovers, (long long)taken, NULL, NULL);
     if (taken > 0)
         log_info(NULL, "took over %zu entries%s", taken,
                  c->from_handback ? " (some handed back by a stopping processor)" : "");

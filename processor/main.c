@@ -15,6 +15,8 @@
 #include "config.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
+#include "probe.h"
 #include "processor.h"
 #include "rconn.h"
 #include "stream.h"
@@ -26,6 +28,10 @@
 
 static struct config cfg;
 static const char *main_key_file;
+static const char *main_metrics_host;
+static long long main_metrics_port;
+/* METRICS_PORT's probe, or NULL; ticked by main_on_tick while the loop turns. */
+static struct probe *main_probe;
 /* The key read from main_key_file: cfg.api_key points here. Kept until exit. */
 static char *main_key_buf;
 
@@ -100,6 +106,7 @@ static const struct config_var main_vars[] = {
      "on SIGTERM, how long unfinished requests may still finish before they are handed "
      "back",
      &cfg.shutdown_grace_ms, 0, 3600000, 0},
+    CONFIG_METRICS_VARS(main_metrics_host, main_metrics_port),
 };
 
 /* OPENAI_API_KEY_FILE: the key is the file's first line, without the line end
@@ -194,6 +201,7 @@ static int main_group_ensure(const struct processor *p)
     signal(SIGTERM, main_on_early_signal);
     signal(SIGINT, main_on_early_signal);
     for (;;) {
+        probe_tick(main_probe);
         if (main_early_stop) {
             log_info(NULL, "stopped while waiting for Redis");
             return -1;
@@ -219,6 +227,25 @@ static int main_group_ensure(const struct processor *p)
     return 0;
 }
 
+/* Once a second: the loop turns, for /healthz. */
+#define MAIN_TICK_MS 1000
+/* /healthz fails after this long without a tick: a tick may also wait out one
+ * Redis connect and backoff while the group is made at start. */
+#define MAIN_STALL_MS 15000
+
+/* Also samples the gauges the probe thread cannot read from the loop's state. */
+static void main_on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    const struct processor *p = arg;
+    (void)fd;
+    (void)what;
+    probe_tick(main_probe);
+    metrics_set(&metrics_inflight, upstream_running(p->up), NULL, NULL);
+    metrics_set(&metrics_slots, (long long)(p->njobs - p->nfree), "used", NULL);
+    metrics_set(&metrics_slots, (long long)p->nfree, "free", NULL);
+    metrics_set(&metrics_slots, (long long)p->climit, "limit", NULL);
+}
+
 static void main_on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -230,7 +257,7 @@ int main(int argc, char **argv)
 {
     int rc = 1;
     struct processor *p = NULL;
-    struct event *sigterm = NULL, *sigint = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *tick = NULL;
 
     enum config_result cr =
         config_start(MAIN_PROG, MAIN_SUMMARY, main_vars,
@@ -239,6 +266,7 @@ int main(int argc, char **argv)
         return 0;
     if (cr == CONFIG_ERROR)
         return 1;
+    metrics_init(METRICS_PROCESSOR, "processor");
     /* An empty variable counts as unset, as it does for OPENAI_API_KEY. */
     if (main_key_file != NULL && main_key_file[0]) {
         if (cfg.api_key != NULL && cfg.api_key[0]) {
@@ -286,10 +314,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", MAIN_PROG, err);
         goto out;
     }
+    log_set_consumer(p->consumer);
     char redis[512];
     rconn_url_describe(&p->url, redis, sizeof(redis));
     log_info(NULL, "starting: consumer=%s redis=%s upstream=%s concurrency=%lld",
              p->consumer, redis, cfg.base_url, cfg.concurrency);
+    if (main_metrics_port > 0) {
+        const struct probe_settings ps = {
+            main_metrics_host, (int)main_metrics_port, &p->url,
+            p->keys.requests,  KEYS_GROUP_PROCESSORS,  MAIN_STALL_MS};
+        main_probe = probe_start(&ps, err, sizeof(err));
+        if (main_probe == NULL) {
+            fprintf(stderr, "%s: %s\n", MAIN_PROG, err);
+            goto out;
+        }
+        log_info(NULL, "probes on http://%s:%d", main_metrics_host,
+                 probe_port(main_probe));
+    }
     if (main_group_ensure(p) != 0) {
         rc = 0;
         goto out;
@@ -297,8 +338,11 @@ int main(int argc, char **argv)
 
     sigterm = evsignal_new(processor_base(p), SIGTERM, main_on_signal, p);
     sigint = evsignal_new(processor_base(p), SIGINT, main_on_signal, p);
-    if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) != 0 ||
-        evsignal_add(sigint, NULL) != 0) {
+    tick = event_new(processor_base(p), -1, EV_PERSIST, main_on_tick, p);
+    struct timeval every = clock_timeval(MAIN_TICK_MS);
+    if (sigterm == NULL || sigint == NULL || tick == NULL ||
+        evsignal_add(sigterm, NULL) != 0 || evsignal_add(sigint, NULL) != 0 ||
+        event_add(tick, &every) != 0) {
         fprintf(stderr, "%s: cannot install signal handlers\n", MAIN_PROG);
         goto out;
     }
@@ -317,6 +361,9 @@ int main(int argc, char **argv)
     log_info(NULL, "stopped");
     rc = 0;
 out:
+    probe_stop(main_probe);
+    if (tick)
+        event_free(tick);
     if (sigterm)
         event_free(sigterm);
     if (sigint)

@@ -173,10 +173,12 @@ static void outbox_fill_result(const struct job *job, struct chat_result *res)
         res->prompt_tokens = o->prompt_tokens;
         res->completion_tokens = o->completion_tokens;
         res->total_tokens = o->total_tokens;
+        res->finish_reason = o->finish_reason;
     } else {
         res->status = CHAT_FAILED;
         res->error_code = o->code;
         res->error_message = o->message;
+        res->upstream_status = o->http_status;
     }
 }
 

@@ -23,6 +23,7 @@ void outcome_clear(struct outcome *o)
 {
     free(o->response);
     free(o->model);
+    free(o->finish_reason);
     free(o->code);
     free(o->message);
     outcome_init(o);
@@ -168,6 +169,15 @@ static int outcome_completion(const struct outcome_input *in, json_t *root,
     o->prompt_tokens = outcome_count(usage, "prompt_tokens");
     o->completion_tokens = outcome_count(usage, "completion_tokens");
     o->total_tokens = outcome_count(usage, "total_tokens");
+    /* Kept when it is a short plain word: it is written to the record as it is. */
+    json_t *fr = json_object_get(json_array_get(choices, 0), "finish_reason");
+    if (json_is_string(fr) && json_string_length(fr) > 0 && json_string_length(fr) < 32 &&
+        strspn(json_string_value(fr), "abcdefghijklmnopqrstuvwxyz_") ==
+            json_string_length(fr)) {
+        o->finish_reason = strdup(json_string_value(fr));
+        if (o->finish_reason == NULL)
+            return -1;
+    }
     return o->response && o->model ? 0 : -1;
 }
 
@@ -264,6 +274,8 @@ int outcome_classify(const struct outcome_input *in, struct outcome *out)
 
 out:
     json_decref(root);
+    if (rc == 0 && !in->too_large && in->curl_code == CURLE_OK)
+        out->http_status = in->http_status;
     if (rc == 0)
         rc = outcome_scrub(in, out);
     if (rc != 0) {

@@ -45,7 +45,9 @@ struct outcome {
     size_t response_len;
     char *model; /* completed: the upstream's model, else the request's */
     long long prompt_tokens, completion_tokens, total_tokens; /* -1: absent */
-    char *code;                                               /* retry / failed */
+    char *finish_reason;      /* completed: choices[0].finish_reason, or NULL */
+    long http_status;         /* the upstream's HTTP status, 0: it answered none */
+    char *code;               /* retry / failed */
     char *message;            /* retry / failed; scrubbed of the API key */
     long long retry_after_ms; /* retry: the upstream's advice, -1: none */
 };

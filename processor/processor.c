@@ -15,11 +15,13 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "admit.h"
 #include "inbox.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "pace.h"
 #include "record.h"
@@ -196,6 +198,7 @@ static struct job *processor_take(struct processor *p)
     job->next = NULL;
     job->attempts = 0;
     job->admit_sent = 0;
+    job->cancel = 0;
     job->deadline = 0;
     job->admitted = 0;
     job->estimate = 0;
@@ -287,8 +290,9 @@ static void processor_dead(struct processor *p, struct job *job, const redisRepl
     }
     d->code = code;
     job->dead = d;
-    log_warn(job->trace[0] ? job->trace : NULL, "dead-lettering entry %s (%s): %s",
-             job->id, code, reason);
+    metrics_inc(metrics_dead_letters);
+    log_warn(job->trace[0] ? job->trace : NULL,
+             "event=dead_letter entry=%s code=%s reason=\"%s\"", job->id, code, reason);
     outbox_push(p->out, job);
 }
 
@@ -332,6 +336,41 @@ static int processor_past_deadline(struct processor *p, struct job *job,
     return 1;
 }
 
+/* Ends the chat without a further attempt: the client cancelled it. Its record is
+ * final already ("cancelled", written by the api); the outcome written only
+ * acknowledges the entry, and the handler leaves a final record as it is. */
+static void processor_cancelled(struct processor *p, struct job *job)
+{
+    log_info(job->trace, "cancelled by the client: %s",
+             job->state == JOB_RUNNING ? "the upstream call is aborted"
+                                       : "no further attempt");
+    upstream_cancel(&job->xfer);
+    evtimer_del(job->timer);
+    job->cancel = 0;
+    if (outcome_fail(&job->outcome, "cancelled", "cancelled by the client") != 0) {
+        log_error(job->trace, "out of memory ending entry %s; it stays pending", job->id);
+        processor_release(p, job);
+        return;
+    }
+    /* Straight to the write: it is no failure to log or retry. */
+    outbox_push(p->out, job);
+}
+
+void processor_cancel(struct processor *p, const char *trace)
+{
+    for (size_t i = 0; i < p->nused; i++) {
+        struct job *job = &p->jobs[i];
+        if (job->state == JOB_FREE || strcmp(job->trace, trace) != 0)
+            continue;
+        if (job->state == JOB_RUNNING || job->state == JOB_WAITING)
+            processor_cancelled(p, job);
+        else if (job->state == JOB_ADMITTING)
+            job->cancel = 1;
+        /* Parking: the attempt after the wait room is refused by admit.h's check.
+         * Writing: the outcome is already on its way. */
+    }
+}
+
 /* Begins the next attempt: counted in Redis first (admit.h), then sent. */
 static void processor_attempt(struct processor *p, struct job *job)
 {
@@ -352,6 +391,10 @@ void processor_admitted(struct processor *p, struct job *job, long long verdict)
     if (verdict == ADMIT_PARKED || verdict == ADMIT_LOST) {
         /* Out of the stream (the wait room has it), or someone else's now. */
         processor_release(p, job);
+        return;
+    }
+    if (verdict == ADMIT_CANCELLED || job->cancel) {
+        processor_cancelled(p, job);
         return;
     }
     if (verdict == ADMIT_EXHAUSTED) {
@@ -377,6 +420,7 @@ void processor_admitted(struct processor *p, struct job *job, long long verdict)
     job->attempts = verdict > 0 ? (int)verdict : job->attempts + 1;
     outcome_clear(&job->outcome);
     job->state = JOB_RUNNING;
+    upstream_xfer_trace(&job->xfer, job->trace, job->attempts);
     if (upstream_start(p->up, &job->xfer) == 0)
         return;
     /* Treated like a failed connection: retried, and failed after the last
@@ -402,6 +446,14 @@ static void processor_on_timer(evutil_socket_t fd, short what, void *arg)
         processor_attempt(job->p, job);
 }
 
+static void processor_count_tokens(const struct outcome *o)
+{
+    if (o->prompt_tokens > 0)
+        metrics_add(&metrics_tokens, o->prompt_tokens, o->model, "prompt");
+    if (o->completion_tokens > 0)
+        metrics_add(&metrics_tokens, o->completion_tokens, o->model, "completion");
+}
+
 /* Acts on job->outcome: write it, or wait and try again. */
 static void processor_outcome(struct processor *p, struct job *job)
 {
@@ -413,15 +465,19 @@ static void processor_outcome(struct processor *p, struct job *job)
 
     switch (o->kind) {
     case OUTCOME_COMPLETED:
-        log_debug(trace, "completed: attempts=%d model=%s", job->attempts, o->model);
+        log_debug(trace, "event=completed attempts=%d model=%s", job->attempts, o->model);
+        metrics_inc(metrics_chats_completed);
+        processor_count_tokens(o);
         outbox_push(p->out, job);
         return;
     case OUTCOME_FAILED:
-        log_warn(trace, "failed: code=%s attempts=%d: %s", o->code ? o->code : "?",
-                 job->attempts, o->message ? o->message : "");
+        log_warn(trace, "event=failed code=%s attempts=%d message=\"%s\"",
+                 o->code ? o->code : "?", job->attempts, o->message ? o->message : "");
+        metrics_inc1(metrics_chats_failed, o->code ? o->code : "unknown");
         outbox_push(p->out, job);
         return;
     case OUTCOME_RETRY:
+        metrics_inc1(metrics_retries, o->code ? o->code : "unknown");
         break;
     }
     long long wait =
@@ -433,13 +489,14 @@ static void processor_outcome(struct processor *p, struct job *job)
      * slots are for calls on the wire. What the upstream said about the key as a
      * whole (x-ratelimit-*) has already paused its budget for every processor. */
     if (p->cfg->park_min_ms > 0 && wait >= p->cfg->park_min_ms) {
-        log_info(trace, "parking: attempt=%d code=%s wait_ms=%lld: %s", job->attempts,
-                 o->code ? o->code : "?", wait, o->message ? o->message : "");
+        log_info(trace, "event=park attempt=%d code=%s wait_ms=%lld message=\"%s\"",
+                 job->attempts, o->code ? o->code : "?", wait,
+                 o->message ? o->message : "");
         pace_park_delay(p, job, wait);
         return;
     }
-    log_info(trace, "retrying: attempt=%d code=%s wait_ms=%lld: %s", job->attempts,
-             o->code ? o->code : "?", wait, o->message ? o->message : "");
+    log_info(trace, "event=retry attempt=%d code=%s wait_ms=%lld message=\"%s\"",
+             job->attempts, o->code ? o->code : "?", wait, o->message ? o->message : "");
     job->state = JOB_WAITING;
     processor_timer(job->timer, wait);
 }
@@ -461,6 +518,16 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
                                .secret = p->cfg->api_key};
     if (outcome_classify(&in, &job->outcome) != 0)
         log_error(job->trace, "out of memory classifying an upstream answer");
+    metrics_inc1(metrics_upstream_attempts,
+                 upstream_outcome_label(curl_code, http_status));
+    metrics_observe(&metrics_upstream_duration, x->seconds);
+    /* A failed call is worth a line at info; a good one only when debugging. */
+    log_msg(job->outcome.kind == OUTCOME_COMPLETED ? LOG_DEBUG : LOG_INFO, job->trace,
+            "event=upstream_call attempt=%d status=%ld duration_ms=%lld "
+            "upstream_request_id=%s outcome=%s",
+            job->attempts, http_status, (long long)(x->seconds * 1000),
+            x->upstream_id[0] ? x->upstream_id : "-",
+            upstream_outcome_label(curl_code, http_status));
     processor_adapt(p, &job->outcome);
     if (http_status == 429)
         log_warn(job->trace,
@@ -495,6 +562,7 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
     }
     snprintf(job->id, sizeof(job->id), "%s", id);
     job->deliveries = deliveries;
+    metrics_inc(metrics_chats_started);
 
     struct chat_request req;
     char err[256];
@@ -509,7 +577,8 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
     /* Counted by the dispatch that put it back in the stream; a takeover (a later
      * delivery) may follow a crash mid-call, so it counts again. */
     job->admitted = deliveries == 1 ? req.admitted : 0;
-    job->estimate = pace_estimate(p, req.message_len);
+    job->estimate =
+        pace_estimate(p, req.messages != NULL ? req.messages_len : req.message_len);
     job->model = strdup(req.model);
     job->accepted = req.accepted ? strdup(req.accepted) : NULL;
     job->user = req.user && req.user[0] ? strdup(req.user) : NULL;
@@ -529,11 +598,9 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
         return;
     }
 
-    job->xfer.body =
-        upstream_body_build(req.model, req.message, req.message_len, req.temperature);
+    job->xfer.body = upstream_body_build(&req, err, sizeof(err));
     if (job->xfer.body == NULL) {
-        processor_dead(p, job, fields, "invalid_request",
-                       "field 'message' is not valid UTF-8");
+        processor_dead(p, job, fields, "invalid_request", err);
         return;
     }
     job->xfer.body_len = strlen(job->xfer.body);
@@ -710,6 +777,53 @@ static void processor_on_write_down(struct rlink *l, void *arg)
     processor_pump(p);
 }
 
+/* Every message on the cancel channel: ["message", channel, trace id]. The
+ * subscription's confirmation, and the NULL of a lost connection, pass through. */
+static void processor_on_cancel_message(redisAsyncContext *ac, void *reply,
+                                        void *privdata)
+{
+    (void)ac;
+    struct processor *p = privdata;
+    const redisReply *r = reply;
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_warn(NULL,
+                 "Redis refused the cancel channel's SUBSCRIBE: %s; cancelled "
+                 "chats still get no further attempt, but calls in flight run on",
+                 r->str);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING ||
+        strcmp(r->element[0]->str, "message") != 0 ||
+        r->element[2]->type != REDIS_REPLY_STRING || r->element[2]->len != UUID_LEN)
+        return;
+    processor_cancel(p, r->element[2]->str);
+}
+
+static void processor_on_sub_up(struct rlink *l, void *arg)
+{
+    struct processor *p = arg;
+    char channel[KEYS_MAX];
+    struct redisAsyncContext *ac = rlink_ctx(l);
+    keys_cancel(&p->keys, channel, sizeof(channel));
+    if (ac == NULL || redisAsyncCommand(ac, processor_on_cancel_message, p,
+                                        "SUBSCRIBE %s", channel) != REDIS_OK)
+        log_warn(NULL,
+                 "cannot subscribe to %s; cancels abort no call until the next "
+                 "reconnect",
+                 channel);
+}
+
+static void processor_on_sub_down(struct rlink *l, void *arg)
+{
+    /* A cancel published while this link was down is not heard: the check before
+     * every attempt (admit.h) still stops that chat. */
+    (void)l;
+    (void)arg;
+}
+
 /* ---- lifecycle ----------------------------------------------------------------- */
 
 /* Names the upstream key in Redis keys without revealing it: FNV-1a of the base
@@ -808,9 +922,11 @@ int processor_run(struct processor *p)
      * processor is back, and has renewed its entries, well before any of them
      * takes over idle ones (see inbox.c). */
     long long max_backoff = p->cfg->claim_idle_ms / 4;
+    struct rlink_handlers sh = {processor_on_sub_up, processor_on_sub_down, p};
     p->rd = rlink_new(p->base, "read", &p->url, max_backoff, &rh);
     p->wr = rlink_new(p->base, "write", &p->url, max_backoff, &wh);
-    if (p->rd == NULL || p->wr == NULL) {
+    p->sub = rlink_new(p->base, "cancel", &p->url, max_backoff, &sh);
+    if (p->rd == NULL || p->wr == NULL || p->sub == NULL) {
         log_error(NULL, "cannot set up the Redis connections: out of memory");
         return -1;
     }
@@ -825,6 +941,7 @@ void processor_free(struct processor *p)
      * touch the jobs and the pump event. */
     rlink_free(p->rd);
     rlink_free(p->wr);
+    rlink_free(p->sub);
     for (size_t i = 0; p->jobs && i < p->nused; i++) {
         struct job *job = &p->jobs[i];
         processor_slot_clear(job);

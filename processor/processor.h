@@ -83,6 +83,7 @@ struct job {
     enum job_state state;
     unsigned gen;       /* bumped each time the slot is taken: stale answers ignored */
     int admit_sent;     /* JOB_ADMITTING: the count is on the wire */
+    int cancel;         /* JOB_ADMITTING: cancelled meanwhile, start no attempt */
     int attempts;       /* the latest attempt's number, counted across processors */
     long long deadline; /* Unix ms past which no attempt starts; 0: none */
     long long admitted; /* > 0: a dispatch counted this attempt already (pace.h) */
@@ -111,8 +112,9 @@ struct processor {
     char consumer[160];
     struct event_base *base;
     struct upstream *up;
-    struct rlink *rd; /* only XREADGROUP ... BLOCK: it holds up whatever is behind it */
-    struct rlink *wr; /* results, acks, claims, heartbeats, dead letters */
+    struct rlink *rd;  /* only XREADGROUP ... BLOCK: it holds up whatever is behind it */
+    struct rlink *wr;  /* results, acks, claims, heartbeats, dead letters */
+    struct rlink *sub; /* SUBSCRIBEd to the cancel channel, nothing else */
     struct retry_policy policy;
     uint64_t rng;
 
@@ -194,6 +196,10 @@ int processor_holds(const struct processor *p, const char *id);
  * stop our copy of it, without writing anything. Nothing if no job holds it or
  * its write is already under way (the write script drops it then). */
 void processor_drop(struct processor *p, const char *id);
+
+/* The client cancelled the chat of trace: a call in flight for it is aborted (its
+ * transfer removed) and a backoff wait ended; either way no further attempt. */
+void processor_cancel(struct processor *p, const char *trace);
 
 /* The write of job's outcome is confirmed (or failed for good): frees the slot. */
 void processor_release(struct processor *p, struct job *job);

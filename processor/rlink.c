@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "rconn.h"
 
 /* hiredis 0.14 has no connect timeout on async contexts: a host that drops SYNs
@@ -72,6 +73,7 @@ static void rlink_on_connect(const redisAsyncContext *ac, int status)
     if (l->in_outage) {
         log_info(NULL, "Redis %s connection to %s:%d is back", l->name, l->url->host,
                  l->url->port);
+        metrics_inc(metrics_redis_reconnects);
         l->in_outage = 0;
     }
     if (l->h.up)

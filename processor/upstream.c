@@ -5,6 +5,8 @@
  * curl_multi_socket_action, after which finished transfers are collected. */
 #include "upstream.h"
 
+#include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +17,9 @@
 
 #include "clock.h"
 #include "log.h"
+#include "record.h"
 #include "retry.h"
+#include "uuid.h"
 
 /* curl's default receive buffer is 16 KiB per easy handle; answers are a few KiB
  * and thousands of handles may be in flight, so a smaller one keeps the memory
@@ -57,19 +61,79 @@ char *upstream_url_build(const char *base)
     return url;
 }
 
-char *upstream_body_build(const char *model, const char *message, size_t message_len,
-                          double temperature)
+/* The messages of a request record, checked: an array of one or more objects, each
+ * with a string role and a string content, nothing else (the api wrote it; a hand-made
+ * entry may not have). Returns new, or NULL with the reason in err. */
+static json_t *upstream_messages(const struct chat_request *req, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *m = json_loadb(req->messages, req->messages_len, 0, &jerr);
+    size_t i;
+    json_t *item;
+    if (m == NULL) {
+        snprintf(err, errlen, "field '%s' is not JSON: %s", REC_MESSAGES, jerr.text);
+        return NULL;
+    }
+    if (!json_is_array(m) || json_array_size(m) == 0)
+        goto bad;
+    json_array_foreach (m, i, item) {
+        if (!json_is_object(item) || json_object_size(item) != 2 ||
+            !json_is_string(json_object_get(item, "role")) ||
+            !json_is_string(json_object_get(item, "content")))
+            goto bad;
+    }
+    return m;
+bad:
+    snprintf(err, errlen, "field '%s' is not an array of {role, content} strings",
+             REC_MESSAGES);
+    json_decref(m);
+    return NULL;
+}
+
+char *upstream_body_build(const struct chat_request *req, char *err, size_t errlen)
 {
     char *out = NULL;
-    /* json_stringn refuses invalid UTF-8, which no upstream would accept either. */
-    json_t *content = json_stringn(message, message_len);
-    if (content == NULL)
+    json_t *messages, *root = NULL;
+
+    snprintf(err, errlen, "out of memory");
+    if (req->messages != NULL) {
+        messages = upstream_messages(req, err, errlen);
+    } else {
+        /* json_stringn refuses invalid UTF-8, which no upstream would accept either. */
+        json_t *content = json_stringn(req->message, req->message_len);
+        if (content == NULL) {
+            snprintf(err, errlen, "field '%s' is not valid UTF-8", REC_MESSAGE);
+            return NULL;
+        }
+        messages = json_pack("[{s:s, s:o}]", "role", "user", "content", content);
+    }
+    if (messages == NULL)
         return NULL;
-    json_t *root =
-        json_pack("{s:s, s:[{s:s, s:o}], s:f}", "model", model, "messages", "role",
-                  "user", "content", content, "temperature", temperature);
+    root = json_pack("{s:s, s:o, s:f}", "model", req->model, "messages", messages,
+                     "temperature", req->temperature);
     if (root == NULL)
         goto out;
+    if (req->has_top_p && json_object_set_new(root, "top_p", json_real(req->top_p)) != 0)
+        goto out;
+    if (req->max_tokens > 0 &&
+        json_object_set_new(root, "max_tokens", json_integer(req->max_tokens)) != 0)
+        goto out;
+    if (req->params != NULL) {
+        json_error_t jerr;
+        json_t *params = json_loadb(req->params, req->params_len, 0, &jerr);
+        const char *key;
+        json_t *value;
+        if (!json_is_object(params)) {
+            snprintf(err, errlen, "field '%s' is not a JSON object", REC_PARAMS);
+            json_decref(params);
+            goto out;
+        }
+        /* They add to the request; they never replace what the record says. */
+        json_object_foreach (params, key, value)
+            if (json_object_get(root, key) == NULL)
+                json_object_set(root, key, value);
+        json_decref(params);
+    }
     /* 15 significant digits print 0.7 as 0.7 rather than 0.69999999999999996. */
     out = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(15));
 out:
@@ -99,6 +163,30 @@ void upstream_xfer_clear(struct upstream_xfer *x)
     upstream_xfer_init(x);
 }
 
+void upstream_xfer_trace(struct upstream_xfer *x, const char *trace, int attempt)
+{
+    char hex[33];
+    size_t n = 0;
+    x->trace_lines[0][0] = x->trace_lines[1][0] = '\0';
+    if (trace == NULL || !uuid_valid(trace))
+        return;
+    for (const char *c = trace; *c && n < 32; c++)
+        if (*c != '-')
+            hex[n++] = (char)tolower((unsigned char)*c);
+    hex[n] = '\0';
+    /* FNV-1a 64 of the trace and the attempt: a span id of its own per attempt,
+     * never zero (which the format forbids). */
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *c = trace; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    h = (h ^ (uint64_t)(unsigned)attempt) * 1099511628211ULL;
+    if (h == 0)
+        h = 1;
+    snprintf(x->trace_lines[0], UPSTREAM_TRACE_LINE, "X-Request-Id: %s", trace);
+    snprintf(x->trace_lines[1], UPSTREAM_TRACE_LINE, "traceparent: 00-%s-%016llx-01", hex,
+             (unsigned long long)h);
+}
+
 long long upstream_xfer_retry_after(const struct upstream_xfer *x)
 {
     return x->retry_after_ms_hdr >= 0 ? x->retry_after_ms_hdr : x->retry_after_ms;
@@ -126,11 +214,27 @@ static void upstream_limit_header(struct upstream_limits *l, const char *name,
         l->reset_tokens_ms = retry_duration_parse(value, valuelen);
 }
 
+/* value without surrounding blanks and the line end, cut to fit out. */
+static void upstream_header_value(char *out, size_t outlen, const char *value, size_t len)
+{
+    while (len > 0 && (*value == ' ' || *value == '\t')) {
+        value++;
+        len--;
+    }
+    while (len > 0 && strchr(" \t\r\n", value[len - 1]) != NULL)
+        len--;
+    if (len >= outlen)
+        len = outlen - 1;
+    memcpy(out, value, len);
+    out[len] = '\0';
+}
+
 void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
                           long long now_ms)
 {
     if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
         x->retry_after_ms = x->retry_after_ms_hdr = -1;
+        x->upstream_id[0] = '\0';
         upstream_limits_reset(&x->limits);
         return;
     }
@@ -146,6 +250,21 @@ void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
         x->retry_after_ms_hdr = retry_after_ms_parse(value, valuelen);
     else if (namelen > 12 && strncasecmp(line, "x-ratelimit-", 12) == 0)
         upstream_limit_header(&x->limits, line + 12, namelen - 12, value, valuelen);
+    else if (upstream_header_is(line, namelen, "x-request-id"))
+        upstream_header_value(x->upstream_id, sizeof(x->upstream_id), value, valuelen);
+}
+
+const char *upstream_outcome_label(int curl_code, long http_status)
+{
+    if (curl_code == CURLE_OPERATION_TIMEDOUT)
+        return "timeout";
+    if (http_status == 429)
+        return "429";
+    if (http_status >= 200 && http_status < 600) {
+        static const char *const classes[] = {"2xx", "3xx", "4xx", "5xx"};
+        return classes[http_status / 100 - 2];
+    }
+    return "connection_error";
 }
 
 static size_t upstream_on_header(char *buf, size_t size, size_t n, void *userp)
@@ -235,6 +354,7 @@ static void upstream_easy_give(struct upstream *up, CURL *e)
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, up->headers);
     if (up->npool == up->pool_cap) {
         size_t cap = up->pool_cap ? up->pool_cap * 2 : 64;
         CURL **p = realloc(up->pool, cap * sizeof(*p));
@@ -268,6 +388,7 @@ static void upstream_collect(struct upstream *up)
         long status = 0;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &x->seconds);
         upstream_cancel(x);
         up->done(x, (int)rc, status, up->done_arg);
     }
@@ -449,7 +570,15 @@ int upstream_start(struct upstream *up, struct upstream_xfer *x)
         return -1;
     x->resp_len = 0;
     x->too_large = 0;
+    x->upstream_id[0] = '\0';
     x->retry_after_ms = x->retry_after_ms_hdr = -1;
+    if (x->trace_lines[0][0] != '\0') {
+        x->trace_hdr[0].data = x->trace_lines[0];
+        x->trace_hdr[0].next = &x->trace_hdr[1];
+        x->trace_hdr[1].data = x->trace_lines[1];
+        x->trace_hdr[1].next = up->headers;
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->trace_hdr);
+    }
     upstream_limits_reset(&x->limits);
     x->errbuf[0] = '\0';
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);

@@ -12,6 +12,9 @@
 struct event_base;
 struct upstream;
 
+#define UPSTREAM_ID_MAX 128
+#define UPSTREAM_TRACE_LINE 96
+
 struct upstream_settings {
     const char *base_url; /* OPENAI_BASE_URL, borrowed */
     const char *api_key;  /* OPENAI_API_KEY, borrowed; NULL or "": no header */
@@ -43,6 +46,15 @@ struct upstream_xfer {
     struct upstream_limits limits; /* from the x-ratelimit-* headers */
     int too_large;                 /* we stopped the body at max_response_bytes */
     char errbuf[CURL_ERROR_SIZE];  /* curl's detail on a failure */
+    double seconds;                /* the last call's time, for the metrics */
+    /* The upstream's own x-request-id of the last answer ("" if none), for the
+     * log: what its operators ask for when a call is to be looked into. */
+    char upstream_id[UPSTREAM_ID_MAX];
+    /* X-Request-Id and traceparent (upstream_xfer_trace): two list nodes put in
+     * front of the headers every call shares, so no call copies those (the
+     * Authorization line among them). */
+    struct curl_slist trace_hdr[2];
+    char trace_lines[2][UPSTREAM_TRACE_LINE];
 };
 
 /* Called when a transfer ended, after its handle left the multi handle, with the
@@ -72,6 +84,15 @@ long upstream_running(const struct upstream *up);
 
 void upstream_xfer_init(struct upstream_xfer *x);
 
+/* The next call of x carries "X-Request-Id: <trace>" and a W3C "traceparent:
+ * 00-<trace without dashes>-<span>-01", span a hash of trace and attempt: the
+ * upstream's logs can then be joined with ours. Nothing if trace is no UUID. */
+void upstream_xfer_trace(struct upstream_xfer *x, const char *trace, int attempt);
+
+/* What a call came to, as the metrics' outcome label (static): "2xx", "3xx",
+ * "4xx", "429", "5xx", "timeout" or "connection_error". */
+const char *upstream_outcome_label(int curl_code, long http_status);
+
 /* Frees body and response and re-initialises. x must not be running. */
 void upstream_xfer_clear(struct upstream_xfer *x);
 
@@ -89,11 +110,12 @@ void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
  * (caller frees) or NULL. */
 char *upstream_url_build(const char *base);
 
-/* The request body
- * {"model":..,"messages":[{"role":"user","content":..}],"temperature":..}.
- * Returns new (caller frees) or NULL if the message is not valid UTF-8 or memory
- * ran out. */
-char *upstream_body_build(const char *model, const char *message, size_t message_len,
-                          double temperature);
+/* The request body {"model":..,"messages":[..],"temperature":..} plus "top_p" and
+ * "max_tokens" when req has them: messages is req->messages (a JSON array of
+ * {"role","content"} objects, checked here), or else one user message holding
+ * req->message. Returns new (caller frees) or NULL with the reason in err: the
+ * message is not valid UTF-8, messages is not such an array, or memory ran out. */
+struct chat_request;
+char *upstream_body_build(const struct chat_request *req, char *err, size_t errlen);
 
 #endif

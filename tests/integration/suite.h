@@ -41,6 +41,8 @@ extern const struct suite_group suite_redis_auth;
 extern const struct suite_group suite_access;
 extern const struct suite_group suite_clients;
 extern const struct suite_group suite_front;
+extern const struct suite_group suite_ops;
+extern const struct suite_group suite_openai;
 
 /* Fails the running test with a printf-style message unless cond holds. */
 #define CHECK(cond, ...)                                                                 \

@@ -89,6 +89,8 @@ static void test_bad_setting_names_it(void **state)
         {"chatq-processor", "PROCESSOR_CONCURRENCY=0", "PROCESSOR_CONCURRENCY"},
         {"chatq-handler", "CHATQ_RESULT_TTL=-5", "CHATQ_RESULT_TTL"},
         {"chatq-handler", "HANDLER_BATCH=many", "HANDLER_BATCH"},
+        {"chatq-handler", "LOG_FORMAT=xml", "LOG_FORMAT"},
+        {"chatq-processor", "METRICS_PORT=70000", "METRICS_PORT"},
     };
     char log[PATH_MAX];
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

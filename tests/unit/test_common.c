@@ -70,6 +70,45 @@ static void test_request_roundtrip(void **state)
     cmd_free(&c);
 }
 
+/* The OpenAI front's record: a conversation instead of one message, with top_p, the
+ * token cap and the passed-on parameters; a record with neither or both of message
+ * and messages is refused. */
+static void test_request_messages(void **state)
+{
+    (void)state;
+    static const char conv[] = "[{\"role\":\"user\",\"content\":\"hi\"}]";
+    struct chat_request req = {.trace = TRACE,
+                               .messages = conv,
+                               .messages_len = sizeof(conv) - 1,
+                               .model = "m",
+                               .temperature = 1,
+                               .top_p = 0.25,
+                               .has_top_p = 1,
+                               .max_tokens = 12,
+                               .params = "{\"seed\":1}",
+                               .params_len = 10};
+    struct cmd c;
+    cmd_init(&c, "XADD");
+    record_request_append(&req, &c);
+    redisReply *fields = fields_from_cmd(&c, 1);
+    struct chat_request out;
+    char err[128];
+    assert_int_equal(record_request_parse(fields, &out, err, sizeof(err)), 0);
+    assert_null(out.message);
+    assert_memory_equal(out.messages, conv, sizeof(conv) - 1);
+    assert_true(out.has_top_p && out.top_p == 0.25);
+    assert_int_equal(out.max_tokens, 12);
+    assert_memory_equal(out.params, "{\"seed\":1}", 10);
+    freeReplyObject(fields);
+    cmd_addz(&c, REC_MESSAGE);
+    cmd_addz(&c, "both");
+    fields = fields_from_cmd(&c, 1);
+    assert_int_equal(record_request_parse(fields, &out, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "messages"));
+    freeReplyObject(fields);
+    cmd_free(&c);
+}
+
 static void test_request_poison(void **state)
 {
     (void)state;
@@ -407,6 +446,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_roundtrip),
+        cmocka_unit_test(test_request_messages),
         cmocka_unit_test(test_request_poison),
         cmocka_unit_test(test_result_roundtrip),
         cmocka_unit_test(test_result_bad_status),

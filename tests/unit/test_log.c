@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "log.h"
 
@@ -309,6 +310,75 @@ static void test_log_long_message_cut(void **state)
     }
 }
 
+/* The consumer is a field of every line once set, quoted when it must be. */
+static void test_log_consumer_field(void **state)
+{
+    (void)state;
+    struct field f[16];
+    log_set_consumer("processor-host-7");
+    capture_begin();
+    log_info(TRACE, "event=retry attempt=%d", 2);
+    char *line = capture_end();
+    size_t n = parse_fields(line, f, 16);
+    assert_string_equal(value_of(f, n, "consumer"), "processor-host-7");
+    assert_string_equal(value_of(f, n, "trace"), TRACE);
+    assert_string_equal(value_of(f, n, "event"), "retry");
+
+    log_set_consumer("a host\" trace=evil");
+    capture_begin();
+    log_info(TRACE, "event=retry");
+    line = capture_end();
+    n = parse_fields(line, f, 16);
+    assert_int_equal(count_key(f, n, "trace"), 1);
+    assert_string_equal(value_of(f, n, "trace"), TRACE);
+    assert_string_equal(value_of(f, n, "consumer"), "a host\" trace=evil");
+    log_set_consumer(NULL);
+}
+
+/* LOG_FORMAT=json: one object per line, whatever the text; the key=%s fields are
+ * members of their own, and a value can neither close its string nor add a
+ * member or a line. */
+static void test_log_json_cannot_forge(void **state)
+{
+    (void)state;
+    const char *evil =
+        "x\" trace=evil\n{\"level\":\"error\",\"forged\":1}\\ a=b \x01\xff";
+    const char *model = "gpt\",\"forged\":\"1";
+    json_error_t jerr;
+
+    log_set_format(LOG_FORMAT_JSON);
+    log_set_consumer("handler-h-1");
+    capture_begin();
+    log_warn(TRACE, "event=failed model=%s attempts=%d message=\"%s\" plain %s", model, 3,
+             evil, "tail");
+    char *line = capture_end();
+    log_set_format(LOG_FORMAT_LOGFMT);
+    log_set_consumer(NULL);
+
+    json_t *o = json_loads(line, 0, &jerr);
+    if (o == NULL)
+        fail_msg("not JSON (%s): %s", jerr.text, line);
+    assert_true(json_is_object(o));
+    assert_string_equal(json_string_value(json_object_get(o, "level")), "warn");
+    assert_string_equal(json_string_value(json_object_get(o, "trace")), TRACE);
+    assert_string_equal(json_string_value(json_object_get(o, "consumer")), "handler-h-1");
+    assert_string_equal(json_string_value(json_object_get(o, "event")), "failed");
+    assert_string_equal(json_string_value(json_object_get(o, "model")), model);
+    assert_int_equal(json_integer_value(json_object_get(o, "attempts")), 3);
+    assert_true(json_is_integer(json_object_get(o, "attempts")));
+    /* The message's invalid byte shows as the text \xff, as in logfmt. */
+    const char *m = json_string_value(json_object_get(o, "message"));
+    assert_non_null(m);
+    assert_int_equal(strncmp(m, evil, strlen(evil) - 1), 0);
+    assert_string_equal(m + strlen(evil) - 1, "\\xff");
+    assert_null(json_object_get(o, "forged"));
+    assert_null(json_object_get(o, "a"));
+    assert_non_null(json_object_get(o, "time"));
+    assert_non_null(strstr(json_string_value(json_object_get(o, "msg")), "plain tail"));
+    assert_int_equal(json_object_size(o), 10);
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -321,6 +391,8 @@ int main(void)
         cmocka_unit_test(test_log_utf8),
         cmocka_unit_test(test_log_escape_cut),
         cmocka_unit_test(test_log_long_message_cut),
+        cmocka_unit_test(test_log_consumer_field),
+        cmocka_unit_test(test_log_json_cannot_forge),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }

@@ -113,13 +113,24 @@ static void test_failed(void **state)
                  "unknown reason\"}}");
 }
 
+static void test_cancelled(void **state)
+{
+    (void)state;
+    struct chat_result res;
+    record_result_init(&res);
+    res.status = CHAT_CANCELLED;
+    res.timestamp = "2025-08-19T17:45:00.000Z";
+    res.model = "gpt-4o";
+    check_render(&res, "{\"traceId\":\"" TRACE "\",\"status\":\"cancelled\","
+                       "\"timestamp\":\"2025-08-19T17:45:00.000Z\"}");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_processing),
-        cmocka_unit_test(test_completed),
-        cmocka_unit_test(test_completed_with_nul),
-        cmocka_unit_test(test_failed),
+        cmocka_unit_test(test_processing),         cmocka_unit_test(test_completed),
+        cmocka_unit_test(test_completed_with_nul), cmocka_unit_test(test_failed),
+        cmocka_unit_test(test_cancelled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

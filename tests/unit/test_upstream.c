@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #include "../../processor/upstream.h"
+#include "record.h"
 
 /* ---- pure parts ---------------------------------------------------------------- */
 
@@ -42,14 +43,19 @@ static void test_body_build(void **state)
 {
     (void)state;
     const char msg[] = "h\xc3\xa9llo \"you\"\n\ttab\0nul";
-    char *body = upstream_body_build("gpt-4o-mini", msg, sizeof(msg) - 1, 0.7);
+    char err[128];
+    struct chat_request req = {.model = "gpt-4o-mini",
+                               .message = msg,
+                               .message_len = sizeof(msg) - 1,
+                               .temperature = 0.7};
+    char *body = upstream_body_build(&req, err, sizeof(err));
     assert_non_null(body);
     /* Compact, and 0.7 printed as typed. */
     assert_non_null(strstr(body, "\"temperature\":0.7}"));
     assert_null(strchr(body, '\n'));
 
-    json_error_t err;
-    json_t *root = json_loads(body, JSON_ALLOW_NUL, &err);
+    json_error_t jerr;
+    json_t *root = json_loads(body, JSON_ALLOW_NUL, &jerr);
     assert_non_null(root);
     assert_string_equal(json_string_value(json_object_get(root, "model")), "gpt-4o-mini");
     json_t *m = json_array_get(json_object_get(root, "messages"), 0);
@@ -63,7 +69,8 @@ static void test_body_build(void **state)
     json_decref(root);
     free(body);
 
-    body = upstream_body_build("m", "x", 1, 0);
+    struct chat_request zero = {.model = "m", .message = "x", .message_len = 1};
+    body = upstream_body_build(&zero, err, sizeof(err));
     assert_non_null(strstr(body, "\"temperature\":0.0"));
     free(body);
 }
@@ -71,7 +78,45 @@ static void test_body_build(void **state)
 static void test_body_rejects_bad_utf8(void **state)
 {
     (void)state;
-    assert_null(upstream_body_build("m", "bad \xff\xfe", 6, 1.0));
+    char err[128];
+    struct chat_request req = {
+        .model = "m", .message = "bad \xff\xfe", .message_len = 6, .temperature = 1};
+    assert_null(upstream_body_build(&req, err, sizeof(err)));
+    assert_non_null(strstr(err, "UTF-8"));
+}
+
+/* A conversation travels in order, with top_p and the token cap; a malformed one is
+ * refused with a reason. */
+static void test_body_messages(void **state)
+{
+    (void)state;
+    static const char conv[] = "[{\"role\":\"system\",\"content\":\"be brief\"},"
+                               "{\"role\":\"user\",\"content\":\"hi\"},"
+                               "{\"role\":\"assistant\",\"content\":\"hello\"},"
+                               "{\"role\":\"user\",\"content\":\"again\"}]";
+    char err[128];
+    struct chat_request req = {.model = "m",
+                               .messages = conv,
+                               .messages_len = sizeof(conv) - 1,
+                               .temperature = 0.2,
+                               .top_p = 0.5,
+                               .has_top_p = 1,
+                               .max_tokens = 77};
+    char *body = upstream_body_build(&req, err, sizeof(err));
+    assert_non_null(body);
+    assert_non_null(strstr(body, conv));
+    assert_non_null(strstr(body, "\"top_p\":0.5"));
+    assert_non_null(strstr(body, "\"max_tokens\":77"));
+    free(body);
+
+    const char *bad[] = {"[]", "{}", "[{\"role\":\"user\"}]",
+                         "[{\"role\":\"user\",\"content\":[1]}]", "nope"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        req.messages = bad[i];
+        req.messages_len = strlen(bad[i]);
+        assert_null(upstream_body_build(&req, err, sizeof(err)));
+        assert_non_null(strstr(err, "messages"));
+    }
 }
 
 static void header(struct upstream_xfer *x, const char *line, long long now_ms)
@@ -393,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_url_build),
         cmocka_unit_test(test_body_build),
         cmocka_unit_test(test_body_rejects_bad_utf8),
+        cmocka_unit_test(test_body_messages),
         cmocka_unit_test(test_header_capture),
         cmocka_unit_test(test_many_at_once_and_reuse),
         cmocka_unit_test(test_no_key_no_header),
