@@ -1,5 +1,5 @@
 # chatq: one image holding the three binaries (and the fake upstream), one for
-# Redis, one for nginx in front of the api. Debian 12 and its own packages only,
+# Redis, one for nginx in front of the api, one for Prometheus. Debian 12 and its own packages only,
 # as on the build machines.
 #
 # BASE is a Debian 12 image. The default, chatq-base:bookworm, is made on this
@@ -52,11 +52,22 @@ USER www-data
 EXPOSE 8080
 CMD ["nginx", "-e", "stderr", "-c", "/etc/chatq/nginx.conf"]
 
-# curl and redis-cli are for the healthchecks (docker-compose.yml).
+# Debian's Prometheus, for the compose profile "metrics" (docker/prometheus.yml).
+FROM ${BASE} AS prometheus
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends prometheus curl \
+ && rm -rf /var/lib/apt/lists/*
+COPY docker/prometheus.yml /etc/prometheus/prometheus.yml
+USER prometheus
+EXPOSE 9090
+CMD ["prometheus", "--config.file=/etc/prometheus/prometheus.yml", \
+     "--storage.tsdb.path=/var/lib/prometheus/metrics2", "--web.listen-address=0.0.0.0:9090"]
+
+# curl is for the healthchecks (docker-compose.yml).
 FROM ${BASE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libcivetweb1 libhiredis0.14 libjansson4 \
-        libcurl4 libevent-2.1-7 ca-certificates curl redis-tools \
+        libcurl4 libevent-2.1-7 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home chatq
 COPY --from=build /out/usr/local/bin/ /usr/local/bin/

@@ -8,7 +8,8 @@
 #   - a chat completes through nginx and the api (with a gateway key from a
 #     docker secret);
 #   - after SIGHUP the api takes the keys now in that secret, and not the old one;
-#   - --scale processor=3 gives three working processors;
+#   - --scale processor=3 gives three working processors, each scraped by the
+#     Prometheus of the "metrics" profile (as are the api and the handler);
 #   - chats sent before and while a processor is killed (docker kill) all complete;
 #   - `down` leaves no container, network or volume of the project.
 # Everything it started is removed on the way out, also when a check fails.
@@ -33,7 +34,8 @@ up=0
 # setting of the caller's shell (an OPENAI_API_KEY, say) reaches the stack.
 dc() {
     env -i PATH="$PATH" HOME="${HOME:-/root}" ${DOCKER_HOST:+DOCKER_HOST="$DOCKER_HOST"} \
-        docker-compose --env-file "$tmp/env" -p "$project" -f docker-compose.yml "$@"
+        docker-compose --env-file "$tmp/env" -p "$project" -f docker-compose.yml \
+        --profile metrics "$@"
 }
 
 cleanup() {
@@ -93,6 +95,7 @@ chmod 644 "$tmp/api_keys"
 # CLAIM_IDLE_MS lets the surviving processors take over a killed one's chats soon.
 cat >"$tmp/env" <<EOF
 API_PUBLISH=127.0.0.1:
+PROMETHEUS_PUBLISH=127.0.0.1:
 API_KEYS_SECRET=$tmp/api_keys
 CLAIM_IDLE_MS=3000
 FAKE_LATENCY_MS=200
@@ -119,8 +122,8 @@ all_healthy() { # count
     done
     [ "$n" -eq "$1" ]
 }
-step "waiting for the 6 services to become healthy"
-poll 180 "not every service became healthy" all_healthy 6
+step "waiting for the 7 services to become healthy"
+poll 180 "not every service became healthy" all_healthy 7
 
 # ---- one chat ------------------------------------------------------------------
 post() { # message: prints the traceId
@@ -170,8 +173,16 @@ processors_reading() { # count: distinct processors connected to Redis
 step "--scale processor=3"
 dc up -d --no-recreate --scale processor=3 >"$tmp/scale.log" 2>&1 ||
     { cat "$tmp/scale.log" >&2; fail "docker-compose up --scale processor=3"; }
-poll 120 "the 3 processors and the other services did not all become healthy" all_healthy 8
+poll 120 "the 3 processors and the other services did not all become healthy" all_healthy 9
 poll 30 "3 processors did not connect to Redis" processors_reading 3
+prometheus=http://$(dc port prometheus 9090 | tail -1)
+targets_up() { # count: Prometheus scrapes that many targets, all up
+    local t
+    t=$(curl -fsS "$prometheus/api/v1/targets?state=active") || return 1
+    [ "$(echo "$t" | grep -o '"health":"up"' | wc -l)" -eq "$1" ] &&
+        ! echo "$t" | grep -q '"health":"down"'
+}
+poll 60 "Prometheus does not scrape the api, the handler and 3 processors" targets_up 5
 
 # ---- a processor killed with chats in flight ---------------------------------------
 # The fake holds each of these chats 8 s, so every processor holds some when one
@@ -214,8 +225,8 @@ poll 90 "not every chat sent before and during the kill completed" all_completed
 echo "   ${#traces[@]} of ${#traces[@]} chats completed"
 
 # The killed processor stays down (docker kill is a manual stop); the other
-# seven containers are healthy.
-poll 60 "the services left running are not all healthy" all_healthy 7
+# eight containers are healthy.
+poll 60 "the services left running are not all healthy" all_healthy 8
 
 # ---- down ----------------------------------------------------------------------
 step "docker-compose down"
