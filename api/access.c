@@ -1,4 +1,4 @@
-/* access.c - gateway keys and allowed origins (see access.h). */
+/* access.c - gateway keys, their limits, and allowed origins (see access.h). */
 #include "access.h"
 
 #include <errno.h>
@@ -16,6 +16,8 @@ struct access_key {
     char key[ACCESS_KEY_MAX]; /* zero-padded: compared over the whole array */
     size_t len;
     char owner[ACCESS_OWNER_LEN + 1];
+    struct access_limits limits; /* models: the default's, or models_own */
+    char *models_own;            /* owned: this key's own allow-list, or NULL */
 };
 
 /* A key set never changes once published. A reload publishes a new one; the old
@@ -33,6 +35,9 @@ static char *access_keys_var, *access_keys_file;
 static char *access_origins_buf;
 static const char *access_origins[ACCESS_MAX_ORIGINS];
 static size_t access_norigins;
+/* The limits of a key whose line sets none; models owned by access_default_models. */
+static struct access_limits access_default;
+static char *access_default_models;
 
 /* The owner id: FNV-1a 64 of the key. Not a cryptographic hash, but 64 bits of it
  * tell nothing usable about a key long enough to be one; it only has to tell keys
@@ -51,6 +56,8 @@ static void access_set_free(struct access_set *s)
 {
     while (s != NULL) {
         struct access_set *older = s->older;
+        for (size_t i = 0; i < s->n; i++)
+            free(s->keys[i].models_own);
         if (s->keys != NULL)
             memset(s->keys, 0, s->cap * sizeof(*s->keys));
         free(s->keys);
@@ -93,6 +100,119 @@ static int access_add(struct access_set *set, const char *s, const char *e, char
     memcpy(k->key, s, len);
     k->len = len;
     access_owner(k->key, len, k->owner);
+    k->limits = access_default;
+    return 0;
+}
+
+static int access_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* An allow-list of models from s..e: a new string of the names, comma-separated
+ * without blanks, into *out; NULL for any model ("", "*", or only commas). Returns
+ * 0, or -1 with err. */
+static int access_models_parse(const char *s, const char *e, char **out, char *err,
+                               size_t errlen)
+{
+    *out = NULL;
+    if ((size_t)(e - s) > ACCESS_MODELS_MAX) {
+        snprintf(err, errlen, "a list of models is longer than %d bytes",
+                 ACCESS_MODELS_MAX);
+        return -1;
+    }
+    char *buf = malloc((size_t)(e - s) + 1);
+    size_t len = 0;
+    if (buf == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    while (s < e) {
+        const char *c = memchr(s, ',', (size_t)(e - s));
+        const char *ne = c != NULL ? c : e, *ns = s;
+        s = c != NULL ? c + 1 : e;
+        while (ns < ne && access_blank(*ns))
+            ns++;
+        while (ne > ns && access_blank(ne[-1]))
+            ne--;
+        if (ns == ne)
+            continue;
+        for (const char *p = ns; p < ne; p++)
+            if ((unsigned char)*p < 0x21 || *p == 0x7f) {
+                snprintf(err, errlen, "a model name holds a blank or control character");
+                free(buf);
+                return -1;
+            }
+        if (ne - ns == 1 && *ns == '*') {
+            free(buf); /* "*": any model, whatever else is listed */
+            return 0;
+        }
+        if (len > 0)
+            buf[len++] = ',';
+        memcpy(buf + len, ns, (size_t)(ne - ns));
+        len += (size_t)(ne - ns);
+    }
+    buf[len] = '\0';
+    if (len == 0) {
+        free(buf);
+        return 0;
+    }
+    *out = buf;
+    return 0;
+}
+
+/* A limit's value from s..e: a whole number 0 to 10^9. Returns 0, or -1. */
+static int access_number(const char *s, const char *e, long long *out)
+{
+    long long v = 0;
+    if (s == e)
+        return -1;
+    for (; s < e; s++) {
+        if (*s < '0' || *s > '9' || v > 100000000)
+            return -1;
+        v = v * 10 + (*s - '0');
+    }
+    if (v > 1000000000)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Applies the options of a key's line, s..e ("rpm=60 inflight=4 models=a,b"), to k.
+ * Returns 0, or -1 with err. */
+static int access_options(struct access_key *k, const char *s, const char *e, char *err,
+                          size_t errlen)
+{
+    while (s < e) {
+        while (s < e && access_blank(*s))
+            s++;
+        const char *os = s;
+        while (s < e && !access_blank(*s))
+            s++;
+        if (os == s)
+            break;
+        const char *eq = memchr(os, '=', (size_t)(s - os));
+        size_t nlen = eq != NULL ? (size_t)(eq - os) : 0;
+        if (eq != NULL && nlen == 3 && strncmp(os, "rpm", 3) == 0 &&
+            access_number(eq + 1, s, &k->limits.rpm) == 0)
+            continue;
+        if (eq != NULL && nlen == 8 && strncmp(os, "inflight", 8) == 0 &&
+            access_number(eq + 1, s, &k->limits.inflight) == 0)
+            continue;
+        if (eq != NULL && nlen == 6 && strncmp(os, "models", 6) == 0) {
+            free(k->models_own);
+            k->models_own = NULL;
+            if (access_models_parse(eq + 1, s, &k->models_own, err, errlen) != 0)
+                return -1;
+            k->limits.models = k->models_own;
+            continue;
+        }
+        snprintf(err, errlen,
+                 "'%.*s' after the key is not rpm=N, inflight=N (N: 0 to 1000000000) "
+                 "or models=a,b",
+                 (int)(s - os > 40 ? 40 : s - os), os);
+        return -1;
+    }
     return 0;
 }
 
@@ -139,7 +259,14 @@ static int access_parse_file(struct access_set *set, const char *path, char *err
             s++;
         if (*s == '#')
             continue;
-        if (access_add(set, s, line + n, err, errlen) != 0) {
+        /* The key ends at the first blank; its own limits may follow. */
+        const char *ke = s;
+        while (ke < line + n && !access_blank(*ke))
+            ke++;
+        size_t before = set->n;
+        if (access_add(set, s, ke, err, errlen) != 0 ||
+            (set->n > before &&
+             access_options(&set->keys[set->n - 1], ke, line + n, err, errlen) != 0)) {
             snprintf(err + strlen(err), errlen - strlen(err), " (API_KEYS_FILE line %u)",
                      lineno);
             goto out;
@@ -178,6 +305,29 @@ static struct access_set *access_load(char *err, size_t errlen)
 fail:
     access_set_free(set);
     return NULL;
+}
+
+int access_defaults(long long rpm, long long inflight, const char *models, char *err,
+                    size_t errlen)
+{
+    char *list = NULL;
+    if (rpm < 0 || inflight < 0) {
+        snprintf(err, errlen, "a limit is negative");
+        return -1;
+    }
+    if (models != NULL &&
+        access_models_parse(models, models + strlen(models), &list, err, errlen) != 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", err);
+        snprintf(err, errlen, "KEY_MODELS: %s", why);
+        return -1;
+    }
+    free(access_default_models);
+    access_default_models = list;
+    access_default.rpm = rpm;
+    access_default.inflight = inflight;
+    access_default.models = list;
+    return 0;
 }
 
 static char *access_dup(const char *s)
@@ -262,12 +412,15 @@ static const char *access_bearer(const char *h, size_t *len)
     return *len > 0 ? h : NULL;
 }
 
-int access_check(const char *authorization, char owner[ACCESS_OWNER_LEN + 1])
+int access_check(const char *authorization, char owner[ACCESS_OWNER_LEN + 1],
+                 const struct access_limits **limits)
 {
     struct access_set *set = atomic_load(&access_current);
     size_t len = 0;
 
     owner[0] = '\0';
+    if (limits != NULL)
+        *limits = NULL;
     if (set == NULL || set->n == 0)
         return 0;
     const char *token = access_bearer(authorization, &len);
@@ -288,6 +441,23 @@ int access_check(const char *authorization, char owner[ACCESS_OWNER_LEN + 1])
     if (found == set->n)
         return -1;
     memcpy(owner, set->keys[found].owner, ACCESS_OWNER_LEN + 1);
+    if (limits != NULL)
+        *limits = &set->keys[found].limits;
+    return 0;
+}
+
+int access_model_allowed(const struct access_limits *limits, const char *model, size_t n)
+{
+    if (limits == NULL || limits->models == NULL)
+        return 1;
+    for (const char *p = limits->models; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        if (len == n && memcmp(p, model, n) == 0)
+            return 1;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
     return 0;
 }
 
@@ -312,6 +482,9 @@ void access_free(void)
     free(access_keys_var);
     free(access_keys_file);
     free(access_origins_buf);
+    free(access_default_models);
     access_keys_var = access_keys_file = access_origins_buf = NULL;
+    access_default_models = NULL;
+    memset(&access_default, 0, sizeof(access_default));
     access_norigins = 0;
 }

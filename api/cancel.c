@@ -13,9 +13,11 @@
 #include "uuid.h"
 #include "worker.h"
 
-/* KEYS: the trace hash. ARGV: the cancel channel, the trace id, the time, the owner
- * of the request, "1" to forget. Returns a cancel_result. A record of another key
- * (or already deleted) is answered as if it did not exist. Sent with EVAL (see
+/* KEYS: the trace hash, the owner's in-flight set (its gateway key's quota). ARGV:
+ * the cancel channel, the trace id, the time, the owner of the request, "1" to
+ * forget. Returns a cancel_result. A cancelled chat is final: it frees its slot in
+ * the in-flight set as the handler's finalize does for the others. A record of another
+ * key (or already deleted) is answered as if it did not exist. Sent with EVAL (see
  * handler/finalize.c). */
 /* clang-format off */
 static const char cancel_script[] =
@@ -34,6 +36,7 @@ static const char cancel_script[] =
     "  if ARGV[5] == '1' then\n"
     "    redis.call('HSET', KEYS[1], '" REC_DELETED "', '1')\n"
     "  end\n"
+    "  redis.call('ZREM', KEYS[2], ARGV[2])\n"
     "  redis.call('PUBLISH', ARGV[1], ARGV[2])\n"
     "  return 1\n"
     "end\n"
@@ -44,13 +47,15 @@ static const char cancel_script[] =
 enum cancel_result cancel_run(struct worker *w, const char *trace, int forget)
 {
     char key[KEYS_MAX + UUID_LEN + 1], now[CLOCK_ISO_LEN], channel[KEYS_MAX];
+    char inflight[KEYS_MAX + ACCESS_OWNER_LEN + 1];
     keys_trace(&w->srv->keys, trace, key, sizeof(key));
+    keys_quota(w->srv->keys.quota_inflight_prefix, w->owner, inflight, sizeof(inflight));
     keys_cancel(&w->srv->keys, channel, sizeof(channel));
     clock_iso8601(now, clock_now_ms());
-    const char *argv[] = {"EVAL",   cancel_script,     "1", key, channel, trace, now,
-                          w->owner, forget ? "1" : "0"};
+    const char *argv[] = {"EVAL",  cancel_script, "2", key,      inflight,
+                          channel, trace,         now, w->owner, forget ? "1" : "0"};
     /* Safe to repeat: a second run finds the record final. */
-    redisReply *rep = worker_command(w, trace, 9, argv);
+    redisReply *rep = worker_command(w, trace, 10, argv);
     enum cancel_result v = CANCEL_FAILED;
     if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer >= CANCEL_NONE &&
         rep->integer <= CANCEL_FINAL)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <civetweb.h>
 #include <hiredis/hiredis.h>
@@ -79,13 +80,16 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
     return INTAKE_READ_OK;
 }
 
-/* The write of an accepted request, one script so that it is all or nothing.
- * KEYS: requests stream, trace hash, then the Idempotency-Key's key when the
- * request has one. ARGV: ttl, trace id, n, then n request-stream arguments
- * (field/value pairs), then the pending record's pairs.
+/* The write of an accepted request, one script so that it is all or nothing, and so
+ * that admission and the key's quotas are one round trip.
+ * KEYS: requests stream, trace hash, the key's rate state, the key's in-flight set,
+ * then the Idempotency-Key's key when the request has one. ARGV: ttl, trace id, then
+ * the quotas (INTAKE_QUOTA_ARGS, see intake_quota_args), n, then n request-stream
+ * arguments (field/value pairs), then the pending record's pairs.
  * Returns {outcome, traceId}: INTAKE_LUA_WRITTEN (traceId: ARGV[2]), or, the key
  * being taken, INTAKE_LUA_REPLAY (same request: the traceId of its chat) or
- * INTAKE_LUA_CONFLICT (another request).
+ * INTAKE_LUA_CONFLICT (another request); or {INTAKE_LUA_OVER, limit, retry ms}: over
+ * a quota, nothing written.
  *
  * A request's fingerprint is the SHA-1 of its validated fields (message, model,
  * temperature, and user when there is one, and the OpenAI front's messages, top_p,
@@ -94,21 +98,46 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
  * and a key reused for another end user is not (that user must not be handed the
  * first one's chat). A request without a user fingerprints as it always did.
  *
- * XADD comes first: Redis does not undo what a script wrote before an error, but a
- * script stops at its first failing command, so a failing XADD (the key holds
- * another type, Redis is out of memory) leaves nothing behind; the writes after
- * it cannot fail on a fresh trace key. Sent with EVAL (see handler/finalize.c). */
+ * The Idempotency-Key comes before the quotas: a replay of an accepted chat is
+ * answered with its trace, neither counted again nor refused. The rate is GCRA in
+ * whole microseconds: each request moves the key's theoretical arrival time (TAT) on
+ * by the period, 60 s / rpm, and a request is let in while the TAT stays within a
+ * minute of now, so a key may send rpm requests at once, then one a period. The state
+ * ("TAT period") keeps the period it was counted with: after a reload changed the
+ * limit, what was already counted is counted again at the new period, so a raised
+ * limit lets more in at once. It cannot be more than a minute ahead, so it may expire
+ * a minute after its last write. Chats in flight are the members of a sorted set
+ * scored by when their slot lapses: the handler removes a chat when it becomes final
+ * (handler/finalize.c), and a removal that never came (the trace expired unfinished,
+ * say) lapses by itself after KEY_INFLIGHT_MAX_S. Lapsed members are swept only when
+ * the set looks full, which keeps the usual request at one ZCARD and the set no
+ * larger than the limit. The set itself expires, so that an idle key's lapsed slots do
+ * not stay for ever; its TTL (twice the lease) is renewed when the set was empty and
+ * by one chat in 16 (those whose random trace id starts with 0), not by every chat: a
+ * set never empty for longer than a lease is a busy key, whose chats renew it often.
+ *
+ * The quotas cost a POST a few calls in Redis and little Lua: every number the script
+ * needs is worked out by the api, and the time is the api's clock, not Redis's TIME
+ * (api processes must agree on the time to well within a period, as they already do
+ * for deadlines).
+ *
+ * XADD comes first of the writes that matter: Redis does not undo what a script
+ * wrote before an error, but a script stops at its first failing command, so a
+ * failing XADD (the key holds another type, Redis is out of memory) leaves nothing
+ * behind but lapsed slots swept; the quota writes come last. Sent with EVAL (see
+ * handler/finalize.c). */
 #define INTAKE_LUA_WRITTEN 1
 #define INTAKE_LUA_REPLAY 2
 #define INTAKE_LUA_CONFLICT 3
+#define INTAKE_LUA_OVER 4
 
 /* clang-format off */
 static const char intake_script[] =
-    "local n = tonumber(ARGV[3])\n"
+    "local n = tonumber(ARGV[9])\n"
     "local fp\n"
-    "if KEYS[3] then\n"
+    "if KEYS[5] then\n"
     "  local parts = {}\n"
-    "  for i = 4, 3 + n, 2 do\n"
+    "  for i = 10, 9 + n, 2 do\n"
     "    local f = ARGV[i]\n"
     "    if f == '" REC_MESSAGE "' or f == '" REC_MODEL "' or\n"
     "       f == '" REC_TEMPERATURE "' or f == '" REC_USER "' or\n"
@@ -118,21 +147,78 @@ static const char intake_script[] =
     "    end\n"
     "  end\n"
     "  fp = redis.sha1hex(table.concat(parts, '\\0'))\n"
-    "  local prev = redis.call('GET', KEYS[3])\n"
+    "  local prev = redis.call('GET', KEYS[5])\n"
     "  if prev then\n"
     "    local t, old = string.match(prev, '^([^:]*):(.*)$')\n"
     "    if old == fp then return {2, t} end\n" /* INTAKE_LUA_REPLAY */
     "    return {3, t or ''}\n"                  /* INTAKE_LUA_CONFLICT */
     "  end\n"
     "end\n"
-    "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4, 3 + n))\n"
-    "redis.call('HSET', KEYS[2], unpack(ARGV, 4 + n))\n"
+    "local period, cap, tat, now = tonumber(ARGV[3]), tonumber(ARGV[6])\n"
+    "if period > 0 then\n"
+    "  now = tonumber(ARGV[4])\n"
+    "  tat = now\n"
+    "  local t, was = string.match(redis.call('GET', KEYS[3]) or '', '^(%d+) (%d+)$')\n"
+    "  if t and tonumber(t) > now then\n"
+    "    tat = tonumber(t)\n"
+    "    if was ~= ARGV[3] then tat = now + math.floor((tat - now) * period / was) end\n"
+    "  end\n"
+    "  tat = tat + period\n"
+    "  if tat - now > 60000000 then\n"
+    "    return {4, '" INTAKE_LIMIT_RPM "', math.ceil((tat - now - 60000000) / 1000)}\n"
+    "  end\n"
+    "end\n"
+    "local held = 0\n"
+    "if cap > 0 then\n"
+    "  held = redis.call('ZCARD', KEYS[4])\n"
+    "  if held >= cap then\n"
+    "    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[5])\n"
+    "    held = redis.call('ZCARD', KEYS[4])\n"
+    "    if held >= cap then return {4, '" INTAKE_LIMIT_INFLIGHT "', 1000} end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 10, 9 + n))\n"
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 10 + n))\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[1])\n"
-    "if KEYS[3] then\n"
-    "  redis.call('SET', KEYS[3], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
+    "if KEYS[5] then\n"
+    "  redis.call('SET', KEYS[5], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
+    "end\n"
+    "if period > 0 then\n"
+    "  redis.call('SET', KEYS[3], string.format('%d %s', tat, ARGV[3]), 'PX', '61000')\n"
+    "end\n"
+    "if cap > 0 then\n"
+    "  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[2])\n"
+    "  if held == 0 or string.byte(ARGV[2]) == 48 then\n"
+    "    redis.call('PEXPIRE', KEYS[4], ARGV[8])\n"
+    "  end\n"
     "end\n"
     "return {1, ARGV[2]}\n"; /* INTAKE_LUA_WRITTEN */
 /* clang-format on */
+
+/* Appends the quota arguments of the intake script (ARGV[3] to ARGV[8]): the
+ * period of the key's rate in microseconds (0: no limit), now in microseconds and in
+ * milliseconds, the chats it may have in flight (0: no limit), the time a slot taken
+ * now lapses (Unix ms) and the in-flight set's TTL (ms). lim is NULL when there are
+ * no limits (an open gateway). */
+static void intake_quota_args(struct cmd *c, const struct access_limits *lim,
+                              long long lease_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long now_us = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    long long period = 0;
+    if (lim != NULL && lim->rpm > 0) {
+        period = 60000000LL / lim->rpm;
+        if (period < 1)
+            period = 1;
+    }
+    cmd_addll(c, period);
+    cmd_addll(c, now_us);
+    cmd_addll(c, now_us / 1000);
+    cmd_addll(c, lim != NULL ? lim->inflight : 0);
+    cmd_addll(c, now_us / 1000 + lease_ms);
+    cmd_addll(c, 2 * lease_ms);
+}
 
 /* Appends the arguments of src after its command name to dst. */
 static void intake_add_args(struct cmd *dst, const struct cmd *src)
@@ -141,14 +227,36 @@ static void intake_add_args(struct cmd *dst, const struct cmd *src)
         cmd_add(dst, src->argv[i], src->len[i]);
 }
 
-/* Reads the script's answer; the trace id of a replay goes into trace. */
+/* Reads the script's refusal over a quota into over. */
+static enum intake_store_result
+intake_answer_over(const redisReply *r, const char *trace_in, struct intake_over *over)
+{
+    if (r->elements == 3 && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[2]->type == REDIS_REPLY_INTEGER) {
+        over->limit = strcmp(r->element[1]->str, INTAKE_LIMIT_RPM) == 0
+                          ? INTAKE_LIMIT_RPM
+                          : INTAKE_LIMIT_INFLIGHT;
+        over->retry_ms = r->element[2]->integer;
+        return INTAKE_OVER_QUOTA;
+    }
+    log_error(trace_in, "the intake script answered something unexpected");
+    return INTAKE_NOT_WRITTEN;
+}
+
+/* Reads the script's answer; the trace id of a replay goes into trace, a refusal
+ * over a quota into over. */
 static enum intake_store_result intake_answer(const redisReply *r, const char *trace_in,
-                                              char trace[UUID_LEN + 1])
+                                              char trace[UUID_LEN + 1],
+                                              struct intake_over *over)
 {
     if (r->type == REDIS_REPLY_ERROR) {
         log_warn(trace_in, "Redis refused the request, nothing was written: %s", r->str);
         return INTAKE_NOT_WRITTEN;
     }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER &&
+        r->element[0]->integer == INTAKE_LUA_OVER)
+        return intake_answer_over(r, trace_in, over);
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER ||
         r->element[1]->type != REDIS_REPLY_STRING) {
@@ -173,10 +281,14 @@ static enum intake_store_result intake_answer(const redisReply *r, const char *t
 }
 
 enum intake_store_result intake_store(struct worker *w, const struct chat_request *req,
-                                      const char *idem, char trace[UUID_LEN + 1])
+                                      const char *idem, char trace[UUID_LEN + 1],
+                                      struct intake_over *over)
 {
     const struct server *srv = w->srv;
+    const struct access_limits *lim = w->limits;
     char key[KEYS_MAX + UUID_LEN + 1];
+    char rpm_key[KEYS_MAX + ACCESS_OWNER_LEN + 1];
+    char inflight_key[KEYS_MAX + ACCESS_OWNER_LEN + 1];
     char idem_key[KEYS_MAX + ACCESS_OWNER_LEN + 1 + VALIDATE_IDEM_KEY_MAX + 1];
     char owned[ACCESS_OWNER_LEN + 1 + VALIDATE_IDEM_KEY_MAX + 1];
     struct cmd eval, fields, pending;
@@ -195,11 +307,18 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
         cmd_addz(&pending, REC_OWNER);
         cmd_addz(&pending, w->owner);
     }
+    /* Without an owner (an open gateway) there are no limits, and these keys are
+     * never touched. */
+    keys_quota(srv->keys.quota_rpm_prefix, w->owner, rpm_key, sizeof(rpm_key));
+    keys_quota(srv->keys.quota_inflight_prefix, w->owner, inflight_key,
+               sizeof(inflight_key));
     cmd_init(&eval, "EVAL");
     cmd_addz(&eval, intake_script);
-    cmd_addz(&eval, idem != NULL ? "3" : "2");
+    cmd_addz(&eval, idem != NULL ? "5" : "4");
     cmd_addz(&eval, srv->keys.requests);
     cmd_addz(&eval, key);
+    cmd_addz(&eval, rpm_key);
+    cmd_addz(&eval, inflight_key);
     if (idem != NULL) {
         /* Each key its own Idempotency-Keys: one key's client must neither be
          * handed another's trace nor be refused for reusing another's key. */
@@ -212,6 +331,7 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
     }
     cmd_addll(&eval, srv->result_ttl);
     cmd_addz(&eval, req->trace);
+    intake_quota_args(&eval, w->owner[0] != '\0' ? lim : NULL, srv->inflight_max_ms);
     cmd_addll(&eval, fields.argc - 1);
     intake_add_args(&eval, &fields);
     intake_add_args(&eval, &pending);
@@ -222,7 +342,7 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
 
     switch (worker_command_once(w, req->trace, eval.argc, eval.argv, eval.len, &reply)) {
     case WORKER_ANSWERED:
-        result = intake_answer(reply, req->trace, trace);
+        result = intake_answer(reply, req->trace, trace, over);
         break;
     case WORKER_NOT_SENT:
         break;
@@ -239,6 +359,63 @@ out:
     cmd_free(&fields);
     cmd_free(&pending);
     return result;
+}
+
+/* 403: the gateway key may not use the model. The body names the model and the
+ * ones the key may use, so that a client can tell it from any other 403. */
+static int intake_model_refused(struct reply *r, struct mg_connection *conn,
+                                const char *model, const char *allowed)
+{
+    char message[512];
+    snprintf(message, sizeof(message),
+             "this key may not use the model '%.64s'; it may use: %.400s", model,
+             allowed);
+    reply_lit(r, "{\"error\":{\"code\":\"model_not_allowed\",\"message\":");
+    reply_strz(r, message);
+    reply_lit(r, ",\"model\":");
+    reply_strz(r, model);
+    reply_lit(r, ",\"allowed\":[");
+    for (const char *p = allowed; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        if (p != allowed)
+            reply_lit(r, ",");
+        reply_str(r, p, len);
+        p += len + (p[len] == ',');
+    }
+    reply_lit(r, "]}}");
+    return reply_send(r, conn, 403);
+}
+
+/* 429: over a quota of the gateway key, with Retry-After (whole seconds, at least 1)
+ * and, in the body, the limit's name and value. */
+static int intake_over_quota(struct reply *r, struct mg_connection *conn,
+                             const struct intake_over *over,
+                             const struct access_limits *lim)
+{
+    char head[64], message[256];
+    long long secs = (over->retry_ms + 999) / 1000;
+    int rpm = strcmp(over->limit, INTAKE_LIMIT_RPM) == 0;
+    long long value = lim == NULL ? 0 : rpm ? lim->rpm : lim->inflight;
+
+    if (secs < 1)
+        secs = 1;
+    snprintf(head, sizeof(head), "Retry-After: %lld\r\n", secs);
+    r->head = head; /* read by reply_send, below */
+    snprintf(message, sizeof(message),
+             rpm ? "this key may make %lld requests a minute; retry after %lld s"
+                 : "this key may have %lld chats in flight; retry once one has "
+                   "finished (after %lld s)",
+             value, secs);
+    reply_lit(r, "{\"error\":{\"code\":\"quota_exceeded\",\"message\":");
+    reply_strz(r, message);
+    reply_lit(r, ",\"limit\":");
+    reply_strz(r, over->limit);
+    reply_lit(r, ",\"value\":");
+    reply_ll(r, value);
+    reply_lit(r, ",\"retry_after\":");
+    reply_ll(r, secs);
+    reply_lit(r, "}}");
+    return reply_send(r, conn, 429);
 }
 
 int intake_handle(struct mg_connection *conn, struct server *srv, struct worker *w)
@@ -292,7 +469,17 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
         goto out;
     }
 
+    /* The allow-list needs no Redis: the key's limits are in memory. */
+    const struct access_limits *lim = w != NULL ? w->limits : NULL;
+    if (!access_model_allowed(lim, req.model, strlen(req.model))) {
+        log_debug(NULL, "POST /chat refused: model %s not allowed for this key",
+                  req.model);
+        status = intake_model_refused(&r, conn, req.model, lim->models);
+        goto out;
+    }
+
     char trace[UUID_LEN + 1], accepted[CLOCK_ISO_LEN], answer[UUID_LEN + 1];
+    struct intake_over over = {NULL, 0};
     if (uuid_v4(trace) != 0) {
         log_error(NULL, "cannot make a trace id: the random source failed");
         status =
@@ -315,7 +502,7 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
                              "the server could not set up this thread");
         goto out;
     }
-    switch (intake_store(w, &req, idem, answer)) {
+    switch (intake_store(w, &req, idem, answer, &over)) {
     case INTAKE_STORED:
         log_debug(trace, "event=accepted model=%s bytes=%zu", req.model, req.message_len);
         break;
@@ -328,6 +515,10 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
                              "this " VALIDATE_IDEM_HEADER " was already used for a "
                              "different request (message, model or temperature "
                              "differ); use a new key for a new request");
+        goto out;
+    case INTAKE_OVER_QUOTA:
+        log_debug(NULL, "POST /chat refused: over the key's %s", over.limit);
+        status = intake_over_quota(&r, conn, &over, lim);
         goto out;
     case INTAKE_NOT_WRITTEN:
         status = reply_error(&r, conn, 503, "redis_unavailable",

@@ -39,17 +39,30 @@ enum intake_store_result {
     INTAKE_STORED,      /* written now, under req->trace */
     INTAKE_REPLAYED,    /* the key's earlier, same request: its trace id returned */
     INTAKE_CONFLICT,    /* the key was used for another request: nothing written */
+    INTAKE_OVER_QUOTA,  /* over a limit of the gateway key: nothing written */
     INTAKE_NOT_WRITTEN, /* Redis not reached, or it refused the write: nothing written */
     INTAKE_UNKNOWN,     /* sent, not confirmed: written, or to be written, or not */
+};
+
+/* The names of the limits in a 429's body. */
+#define INTAKE_LIMIT_RPM "requests_per_minute"
+#define INTAKE_LIMIT_INFLIGHT "chats_in_flight"
+
+/* A refusal over a quota: which limit, and in how long to try again. */
+struct intake_over {
+    const char *limit; /* INTAKE_LIMIT_RPM or INTAKE_LIMIT_INFLIGHT */
+    long long retry_ms;
 };
 
 /* Writes the requests-stream entry, the pending hash (with its TTL) and, if idem
  * (the Idempotency-Key, or NULL) is given, the key's record, with one script: all
  * or nothing, so no trace is ever pending without work queued for it, nor queued
- * without a record to answer GETs. trace receives the trace id to answer with.
- * Every front writes through here. */
+ * without a record to answer GETs; the same script checks and charges the gateway
+ * key's quotas (w->limits). trace receives the trace id to answer with; a refusal
+ * over a quota, its limit in over. Every front writes through here. */
 enum intake_store_result intake_store(struct worker *w, const struct chat_request *req,
-                                      const char *idem, char trace[UUID_LEN + 1]);
+                                      const char *idem, char trace[UUID_LEN + 1],
+                                      struct intake_over *over);
 
 /* Answers the request on conn; returns the HTTP status sent. w (borrowed) is the
  * calling thread's worker, NULL if it could not be made. */

@@ -35,6 +35,10 @@ struct config {
     const char *api_keys;
     const char *api_keys_file;
     const char *cors_origins;
+    long long key_rpm;
+    long long key_inflight;
+    const char *key_models;
+    long long key_inflight_max_s;
 };
 
 /* Checks what the table's ranges cannot and fills the server's settings. Returns 0,
@@ -72,6 +76,7 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     s->result_ttl = cfg->result_ttl;
     s->grace_ms = cfg->grace_ms;
     s->default_deadline_ms = cfg->default_deadline_ms;
+    s->inflight_max_ms = cfg->key_inflight_max_s * 1000;
     s->keepalive_ms = (int)cfg->keepalive_ms;
     s->request_timeout_ms = (int)cfg->request_timeout_ms;
     s->wait_max_ms = cfg->wait_max_ms;
@@ -108,6 +113,22 @@ int main(int argc, char **argv)
         {"API_KEYS_FILE", "api-keys-file", CONFIG_STR, NULL,
          "file of gateway keys, one a line ('#' comments), read again on SIGHUP",
          &cfg.api_keys_file, 0, 0, 0},
+        {"KEY_RPM", "key-rpm", CONFIG_INT, "0",
+         "requests a minute each gateway key may make (0: no limit); a key's line in "
+         "API_KEYS_FILE may set its own with rpm=N",
+         &cfg.key_rpm, 0, 1000000000, 0},
+        {"KEY_INFLIGHT", "key-inflight", CONFIG_INT, "0",
+         "chats each gateway key may have accepted and not yet final (0: no limit); "
+         "per key: inflight=N",
+         &cfg.key_inflight, 0, 1000000000, 0},
+        {"KEY_MODELS", "key-models", CONFIG_STR, NULL,
+         "models each gateway key may use, comma-separated (unset or '*': any); per "
+         "key: models=a,b",
+         &cfg.key_models, 0, 0, 0},
+        {"KEY_INFLIGHT_MAX_S", "key-inflight-max-s", CONFIG_INT, "900",
+         "longest a chat counts against KEY_INFLIGHT: a slot whose release was lost "
+         "frees itself after this",
+         &cfg.key_inflight_max_s, 1, 7 * 86400, 0},
         {"CORS_ORIGINS", "cors-origins", CONFIG_STR, NULL,
          "origins browsers may call the api from, comma-separated, e.g. "
          "https://app.example.com (unset: none)",
@@ -165,7 +186,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: bad setting: %s\n", MAIN_PROG, err);
         return 1;
     }
-    if (access_init(cfg.api_keys, cfg.api_keys_file, cfg.cors_origins, err,
+    if (access_defaults(cfg.key_rpm, cfg.key_inflight, cfg.key_models, err,
+                        sizeof(err)) != 0 ||
+        access_init(cfg.api_keys, cfg.api_keys_file, cfg.cors_origins, err,
                     sizeof(err)) != 0) {
         fprintf(stderr, "%s: bad setting: %s\n", MAIN_PROG, err);
         access_free();
@@ -195,6 +218,10 @@ int main(int argc, char **argv)
                  "reaches %s:%d can submit chats on the upstream key and read "
                  "every result",
                  srv.host, srv.bound_port);
+    if (access_open() && (cfg.key_rpm > 0 || cfg.key_inflight > 0 ||
+                          (cfg.key_models != NULL && cfg.key_models[0] != '\0')))
+        log_warn(NULL, "KEY_RPM, KEY_INFLIGHT and KEY_MODELS limit gateway keys; with "
+                       "none configured they limit nothing");
     main_probe_redis(&srv, where);
 
     for (;;) {

@@ -15,6 +15,7 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "access.h"
 #include "await.h"
 #include "cancel.h"
 #include "clock.h"
@@ -435,6 +436,15 @@ static int openai_create(struct mg_connection *conn, struct server *srv, struct 
                              "The server could not set up this thread.");
         goto out;
     }
+    /* The gateway key's allow-list, as for POST /chat. */
+    const struct access_limits *lim = w->limits;
+    if (!access_model_allowed(lim, o.req.model, strlen(o.req.model))) {
+        status =
+            openai_fail(&r, conn, 403, "model", "model_not_allowed",
+                        "This key may not use the model '%.64s'; it may use: %.400s.",
+                        o.req.model, lim->models);
+        goto out;
+    }
 
     char trace[UUID_LEN + 1], accepted[CLOCK_ISO_LEN], answer[UUID_LEN + 1];
     if (uuid_v4(trace) != 0) {
@@ -449,7 +459,19 @@ static int openai_create(struct mg_connection *conn, struct server *srv, struct 
     if (srv->default_deadline_ms > 0)
         o.req.deadline = now + srv->default_deadline_ms;
 
-    switch (intake_store(w, &o.req, idem, answer)) {
+    struct intake_over over = {NULL, 0};
+    switch (intake_store(w, &o.req, idem, answer, &over)) {
+    case INTAKE_OVER_QUOTA: {
+        /* The SDKs retry a 429 after Retry-After by themselves. */
+        int rpm = strcmp(over.limit, INTAKE_LIMIT_RPM) == 0;
+        long long secs = over.retry_ms > 0 ? (over.retry_ms + 999) / 1000 : 1;
+        reply_header(&r, "Retry-After", "%lld", secs);
+        status = openai_fail(&r, conn, 429, NULL, "quota_exceeded",
+                             "This key may %s %lld %s; retry after %lld s.",
+                             rpm ? "make" : "have", rpm ? lim->rpm : lim->inflight,
+                             rpm ? "requests a minute" : "chats in flight", secs);
+        goto out;
+    }
     case INTAKE_STORED:
         log_debug(trace, "accepted on %s: model=%s", o.req.front, o.req.model);
         break;

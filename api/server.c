@@ -515,6 +515,7 @@ static int server_check_key(struct mg_connection *conn)
     const struct mg_request_info *ri = mg_get_request_info(conn);
     struct worker *w = mg_get_thread_pointer(conn);
     char owner[ACCESS_OWNER_LEN + 1];
+    const struct access_limits *limits = NULL;
     struct reply r;
 
     /* Probes come from load balancers and orchestrators, which hold no key, and
@@ -524,15 +525,17 @@ static int server_check_key(struct mg_connection *conn)
         strcmp(server_path(ri), SERVER_READYZ) == 0 ||
         strcmp(server_path(ri), SERVER_METRICS) == 0)
         owner[0] = '\0';
-    else if (access_check(mg_get_header(conn, "Authorization"), owner) != 0) {
+    else if (access_check(mg_get_header(conn, "Authorization"), owner, &limits) != 0) {
         reply_init(&r);
         r.head = "WWW-Authenticate: Bearer\r\n";
         return reply_error(&r, conn, 401, "unauthorized",
                            "this gateway needs a key: send the header "
                            "'Authorization: Bearer <key>' with one of its keys");
     }
-    if (w != NULL)
+    if (w != NULL) {
         memcpy(w->owner, owner, sizeof(owner));
+        w->limits = limits;
+    }
     return 0;
 }
 

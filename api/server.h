@@ -27,6 +27,7 @@ struct server {
     int keepalive_ms;              /* idle kept-alive connection; 0: no keep-alive */
     int request_timeout_ms;        /* headers, and each wait for body bytes */
     long long wait_max_ms;         /* WAIT_MAX_MS: longest a waiting call waits */
+    long long inflight_max_ms;     /* longest a chat holds a KEY_INFLIGHT slot */
     struct rconn_url redis;
     struct keys keys;
 

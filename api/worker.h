@@ -21,6 +21,8 @@ struct worker {
     /* The owner id of the request being served ("" when the gateway is open), set
      * by server.c before the route runs. */
     char owner[ACCESS_OWNER_LEN + 1];
+    /* That key's limits (borrowed from access.c), NULL when the gateway is open. */
+    const struct access_limits *limits;
 };
 
 /* Returns a new worker (free with worker_free), or NULL if out of memory. */

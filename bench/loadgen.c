@@ -20,7 +20,8 @@
  * POST /chat carries {"message":"bench <k>","model":"gpt-3.5-turbo",
  * "temperature":0.7}; --ids-out saves the traceId of every 2xx answer, one a
  * line. GET /chat/{id}/response cycles through the ids of --ids-in. --expect
- * counts the answers whose body contains a string ("matched").
+ * counts the answers whose body contains a string ("matched"). --header adds one
+ * header line to every request (e.g. "Authorization: Bearer <key>").
  *
  * Latencies go into a log-linear histogram (microseconds, < 1% error), so
  * memory does not grow with the number of requests. */
@@ -72,6 +73,7 @@ struct config {
     const char *ids_out;
     const char *ids_in;
     const char *expect;
+    const char *header; /* one more header line, without CRLF, or NULL */
     int quiet;
 };
 
@@ -293,8 +295,9 @@ static void request_build(struct conn *c, long long k)
     int n;
     if (cfg.get) {
         n = snprintf(c->wbuf, sizeof(c->wbuf),
-                     "GET /chat/%s/response HTTP/1.1\r\nHost: %s:%d\r\n\r\n",
-                     ids[(size_t)k % nids], cfg.host, cfg.port);
+                     "GET /chat/%s/response HTTP/1.1\r\nHost: %s:%d\r\n%s%s\r\n",
+                     ids[(size_t)k % nids], cfg.host, cfg.port,
+                     cfg.header ? cfg.header : "", cfg.header ? "\r\n" : "");
     } else {
         char body[128];
         int blen = snprintf(body, sizeof(body),
@@ -304,8 +307,9 @@ static void request_build(struct conn *c, long long k)
         n = snprintf(
             c->wbuf, sizeof(c->wbuf),
             "POST /chat HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-            "Content-Length: %d\r\n\r\n%s",
-            cfg.host, cfg.port, blen, body);
+            "%s%sContent-Length: %d\r\n\r\n%s",
+            cfg.host, cfg.port, cfg.header ? cfg.header : "", cfg.header ? "\r\n" : "",
+            blen, body);
     }
     c->wlen = (size_t)n;
     c->woff = 0;
@@ -763,7 +767,9 @@ static void usage(FILE *out)
         "  --req-timeout S   a request unanswered this long is an error (default 30)\n"
         "  --ids-out FILE    save the traceId of each 2xx answer\n"
         "  --ids-in FILE     ids for GET, used round-robin\n"
-        "  --expect STRING   count answers whose body contains STRING\n");
+        "  --expect STRING   count answers whose body contains STRING\n"
+        "  --header LINE     add the header line LINE (\"Name: value\") to every "
+        "request\n");
 }
 
 static int parse_args(int argc, char **argv)
@@ -773,6 +779,7 @@ static int parse_args(int argc, char **argv)
                                           {"ids-out", required_argument, NULL, 'o'},
                                           {"ids-in", required_argument, NULL, 'i'},
                                           {"expect", required_argument, NULL, 'e'},
+                                          {"header", required_argument, NULL, 'H'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
     int opt;
@@ -817,6 +824,13 @@ static int parse_args(int argc, char **argv)
             break;
         case 'e':
             cfg.expect = optarg;
+            break;
+        case 'H':
+            if (strlen(optarg) > 512 || strpbrk(optarg, "\r\n") != NULL) {
+                fprintf(stderr, "loadgen: --header: one line of at most 512 bytes\n");
+                return -1;
+            }
+            cfg.header = optarg;
             break;
         case 'h':
             usage(stdout);

@@ -13,6 +13,9 @@ int keys_init(struct keys *k, const char *prefix)
     snprintf(k->dead, sizeof(k->dead), "%sdead", prefix);
     snprintf(k->trace_prefix, sizeof(k->trace_prefix), "%strace:", prefix);
     snprintf(k->idem_prefix, sizeof(k->idem_prefix), "%sidem:", prefix);
+    snprintf(k->quota_rpm_prefix, sizeof(k->quota_rpm_prefix), "%squota:rpm:", prefix);
+    snprintf(k->quota_inflight_prefix, sizeof(k->quota_inflight_prefix),
+             "%squota:inflight:", prefix);
     return 0;
 }
 
@@ -31,4 +34,9 @@ void keys_cancel(const struct keys *k, char *out, size_t outlen)
     /* The prefix is what precedes "trace:" in the trace keys' prefix. */
     size_t n = strlen(k->trace_prefix) - strlen("trace:");
     snprintf(out, outlen, "%.*scancel", (int)n, k->trace_prefix);
+}
+
+void keys_quota(const char *prefix, const char *owner, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s%s", prefix, owner);
 }

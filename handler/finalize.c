@@ -14,15 +14,21 @@
 #include "metrics.h"
 #include "record.h"
 #include "stream.h"
+#include "uuid.h"
 
 /* KEYS: trace hash, results stream, dead-letter stream. ARGV: group, entry id,
- * ttl, the status a pending record has, the dead-letter cap, then the entry's
- * field/value pairs. Returns {written (0/1), the status found ('' when there
- * was no record)}. A result for a trace that has no record (an entry written
- * into the requests stream by hand, or a record that expired) cannot be shown
- * to anyone: it goes to the dead-letter stream for a human to look at. A
- * script that fails (the trace key holds another type: WRONGTYPE) stops before
- * the XACK, so the entry stays pending; the delivery limit ends that.
+ * ttl, the status a pending record has, the dead-letter cap, the prefix of the
+ * in-flight sets, the trace id, then the entry's field/value pairs. Returns
+ * {written (0/1), the status found ('' when there was no record)}. A result for a
+ * trace that has no record (an entry written into the requests stream by hand, or a
+ * record that expired) cannot be shown to anyone: it goes to the dead-letter stream
+ * for a human to look at. A script that fails (the trace key holds another type:
+ * WRONGTYPE) stops before the XACK, so the entry stays pending; the delivery limit
+ * ends that.
+ *
+ * A trace that is final frees its gateway key's in-flight slot (the api's intake
+ * took it, see api/intake.c) in the same step, so a client that sees its chat
+ * final may send the next at once; a duplicate frees nothing more.
  *
  * Sent with EVAL rather than EVALSHA: Redis caches the compiled script by its
  * hash either way, and EVAL cannot fail with NOSCRIPT after a Redis restart,
@@ -30,27 +36,43 @@
 #define FINALIZE_ORPHAN_REASON                                                           \
     "no such trace: never accepted by the api, or its record expired"
 
-static const char finalize_script[] =
-    DEADLETTER_LUA "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
-                   "local wrote = 0\n"
-                   "if st == ARGV[4] then\n"
-                   "  redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
-                   "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-                   "  wrote = 1\n"
-                   "elseif not st then\n"
-                   "  dead_letter(KEYS[3], ARGV[5], KEYS[2], ARGV[2],\n"
-                   "              '" FINALIZE_ORPHAN_REASON "', '', ARGV, 6)\n"
-                   "end\n"
-                   "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
-                   "redis.call('XDEL', KEYS[2], ARGV[2])\n"
-                   "return {wrote, st or ''}\n";
+/* The Lua function that frees the in-flight slot of trace id in the trace hash
+ * key: with pcall, so that a key of another type cannot stop the script (a dead
+ * letter must be written whatever the hash holds). */
+#define FINALIZE_RELEASE_LUA                                                             \
+    "local function release(prefix, key, id)\n"                                          \
+    "  local owner = redis.pcall('HGET', key, '" REC_OWNER "')\n"                        \
+    "  if type(owner) == 'string' and owner ~= '' then\n"                                \
+    "    redis.pcall('ZREM', prefix .. owner, id)\n"                                     \
+    "  end\n"                                                                            \
+    "end\n"
+
+static const char finalize_script[] = DEADLETTER_LUA FINALIZE_RELEASE_LUA
+    "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
+    "local wrote = 0\n"
+    "if st == ARGV[4] then\n"
+    "  redis.call('HSET', KEYS[1], unpack(ARGV, 8))\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+    "  release(ARGV[6], KEYS[1], ARGV[7])\n"
+    "  wrote = 1\n"
+    "elseif not st then\n"
+    "  dead_letter(KEYS[3], ARGV[5], KEYS[2], ARGV[2],\n"
+    "              '" FINALIZE_ORPHAN_REASON "', '', ARGV, 8)\n"
+    "end\n"
+    "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
+    "redis.call('XDEL', KEYS[2], ARGV[2])\n"
+    "return {wrote, st or ''}\n";
 
 /* KEYS: results stream, dead-letter stream. ARGV: group, entry id, the
- * dead-letter cap, reason, deliveries ('' when not counted), then the entry's
- * field/value pairs. The dead letter and the acknowledgement in one step: the
- * entry is acknowledged only once its dead letter is written. */
-static const char finalize_dead_script[] = DEADLETTER_LUA
-    "dead_letter(KEYS[2], ARGV[3], KEYS[1], ARGV[2], ARGV[4], ARGV[5], ARGV, 6)\n"
+ * dead-letter cap, reason, deliveries ('' when not counted), the prefix of the
+ * in-flight sets, the trace hash's key and the trace id ('' when the entry names
+ * none), then the entry's field/value pairs. The dead letter and the
+ * acknowledgement in one step: the entry is acknowledged only once its dead letter
+ * is written. Its trace will not become final through this entry, so its in-flight
+ * slot is freed now rather than when it lapses. */
+static const char finalize_dead_script[] = DEADLETTER_LUA FINALIZE_RELEASE_LUA
+    "dead_letter(KEYS[2], ARGV[3], KEYS[1], ARGV[2], ARGV[4], ARGV[5], ARGV, 9)\n"
+    "if ARGV[7] ~= '' then release(ARGV[6], ARGV[7], ARGV[8]) end\n"
     "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
     "redis.call('XDEL', KEYS[1], ARGV[2])\n"
     "return 1\n";
@@ -80,7 +102,8 @@ struct finalize_item {
 };
 
 static void finalize_append_script(struct finalize *f, redisContext *c,
-                                   const struct stream_entry *e, const char *tracekey)
+                                   const struct stream_entry *e, const char *trace,
+                                   const char *tracekey)
 {
     struct cmd cmd;
     cmd_init(&cmd, "EVAL");
@@ -94,6 +117,8 @@ static void finalize_append_script(struct finalize *f, redisContext *c,
     cmd_addll(&cmd, f->ttl_s);
     cmd_addz(&cmd, record_status_name(CHAT_PROCESSING));
     cmd_addll(&cmd, f->dead_max);
+    cmd_addz(&cmd, f->keys->quota_inflight_prefix);
+    cmd_addz(&cmd, trace);
     /* The entry's pairs verbatim: the result record is the hash record. */
     for (size_t i = 0; i < e->fields->elements; i++)
         cmd_add(&cmd, e->fields->element[i]->str, e->fields->element[i]->len);
@@ -102,12 +127,20 @@ static void finalize_append_script(struct finalize *f, redisContext *c,
 }
 
 /* A result entry nobody can use: keep it for a human in the dead-letter stream.
- * deliveries is the count to record, or 0 when it was not counted. */
+ * deliveries is the count to record, or 0 when it was not counted; trace is the
+ * trace id the entry names, or NULL. */
 static void finalize_append_dead(struct finalize *f, redisContext *c,
                                  const struct stream_entry *e, const char *reason,
-                                 long long deliveries)
+                                 long long deliveries, const char *trace)
 {
+    char tracekey[KEYS_MAX + 128] = "";
     struct cmd cmd;
+    /* Only an id that looks like ours names a key: an entry written by hand could
+     * name anything. */
+    if (trace != NULL && uuid_valid(trace))
+        keys_trace(f->keys, trace, tracekey, sizeof(tracekey));
+    else
+        trace = "";
     cmd_init(&cmd, "EVAL");
     cmd_addz(&cmd, finalize_dead_script);
     cmd_addz(&cmd, "2");
@@ -121,6 +154,9 @@ static void finalize_append_dead(struct finalize *f, redisContext *c,
         cmd_addll(&cmd, deliveries);
     else
         cmd_addz(&cmd, "");
+    cmd_addz(&cmd, f->keys->quota_inflight_prefix);
+    cmd_addz(&cmd, tracekey);
+    cmd_addz(&cmd, trace);
     const redisReply *fl = e->fields;
     for (size_t i = 0; i + 1 < fl->elements; i += 2) {
         cmd_add(&cmd, fl->element[i]->str, fl->element[i]->len);
@@ -220,7 +256,7 @@ static void finalize_append_over(struct finalize *f, redisContext *c,
               f->keys->dead, reason);
     f->stats.gave_up++;
     metrics_inc(metrics_dead_letters);
-    finalize_append_dead(f, c, e, reason, deliveries);
+    finalize_append_dead(f, c, e, reason, deliveries, res->trace);
 }
 
 /* Decides what entry i needs and appends it to the pipeline; over is its
@@ -256,11 +292,11 @@ static enum finalize_kind finalize_append(struct finalize *f, redisContext *c,
                  err);
         f->stats.dead++;
         metrics_inc(metrics_dead_letters);
-        finalize_append_dead(f, c, &e, err, 0);
+        finalize_append_dead(f, c, &e, err, 0, res->trace);
         return FINALIZE_DEAD;
     }
     keys_trace(f->keys, res->trace, tracekey, tracekeylen);
-    finalize_append_script(f, c, &e, tracekey);
+    finalize_append_script(f, c, &e, res->trace, tracekey);
     return FINALIZE_SCRIPT;
 }
 

@@ -15,6 +15,10 @@
 #    over TLS + HTTP/2 (nginx in front of the fake, a CA made with openssl, the
 #    processor trusting it through UPSTREAM_CA_FILE): completions/s, and from
 #    nginx's access log how many TCP connections carried the calls in flight.
+# 0. On a redis-server of its own, POST /chat with gateway keys and quotas on (a
+#    key file with rpm, inflight and models set high enough never to refuse)
+#    against the same api without keys, rounds alternating: the ratio of the
+#    medians (target >= 0.90). BENCH_ONLY=keys runs this phase alone.
 # 4. On a third redis-server, rate limits (burst): 20 x R chats posted at once
 #    into a fake upstream that allows R requests per second, with three
 #    processors, pacing off (their defaults) and pacing on (UPSTREAM_RPM, when
@@ -41,6 +45,8 @@
 #                              the burst is 20 x R chats
 #   BENCH_RL_TIMEOUT=40        seconds a burst may take to end
 #   BENCH_KEEP=1               keep the temp dir (logs of every process)
+#   BENCH_KEYS_ROUNDS=3        rounds of the keys-and-quotas comparison
+#   BENCH_ONLY=keys            run only the keys-and-quotas comparison (phase 0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -381,6 +387,67 @@ lg_check() {
     [ "${n:-0}" = 0 ] || note "$1: $n answers were not 2xx: $(grep -o '"codes":{[^}]*}' <<<"$2")"
     [ "$(jget "$2" unsent)" = 0 ] || note "$1: $(jget "$2" unsent) requests fell due but were never sent (target rate too high)"
 }
+
+# ==== phase 0: gateway keys and quotas ================================================
+# Two apis on one Redis, the same but for keys and quotas; alone (no processor, no
+# handler: no chat ever ends, so the in-flight set of the key grows all run long,
+# which is the quota's worst case). Rounds alternate off and on so that a slow
+# spell of the machine is less likely to fall on one side only.
+
+KEYS_ROUNDS=${BENCH_KEYS_ROUNDS:-3}
+BENCH_KEY="kb-bench-7Hq2xVn9Lw3RtY6pZc1MdF8s"
+median() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -n | awk '{ v[NR] = $1 }
+    END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+free_port RPK
+free_port APK0
+free_port APK1
+start_redis redis_keys "$RPK"
+printf '# bench: limits far above what a run can reach\n%s rpm=1000000000 inflight=1000000000 models=gpt-3.5-turbo,gpt-4o\n' \
+    "$BENCH_KEY" >"$TMP/keys"
+start_proc api_nokeys env REDIS_URL="redis://127.0.0.1:$RPK/0" CHATQ_PREFIX="$PREFIX" PORT="$APK0" \
+    HOST=127.0.0.1 API_THREADS=64 LOG_LEVEL=warn "$BIN/chatq-api"
+start_proc api_keys env REDIS_URL="redis://127.0.0.1:$RPK/0" CHATQ_PREFIX="$PREFIX" PORT="$APK1" \
+    HOST=127.0.0.1 API_THREADS=64 LOG_LEVEL=warn API_KEYS_FILE="$TMP/keys" "$BIN/chatq-api"
+wait_until "chatq-api (no keys)" 10 api_nokeys http_ok "$APK0" /health
+wait_until "chatq-api (keys)" 10 api_keys http_ok "$APK1" /health
+K_OFF=() K_ON=() KEYS_NA=""
+if ! "$LG" --help 2>&1 | grep -q -- --header; then
+    KEYS_NA="n/a (loadgen without --header)"
+elif "$BIN/chatq-api" --help 2>&1 | grep -q KEY_RPM; then
+    for ((i = 1; i <= KEYS_ROUNDS; i++)); do
+        need api_nokeys api_keys || break
+        log "keys and quotas, round $i/$KEYS_ROUNDS: POST /chat without keys"
+        J=$("$LG" -u "http://127.0.0.1:$APK0" -c "$CONNS" -d "$DUR" -w "$WARM") || true
+        lg_check "keys_off_$i" "$J"
+        K_OFF+=("$(jget "$J" rps)")
+        log "  $(jget "$J" rps) req/s, p99 $(jget "$J" p99_ms) ms"
+        log "keys and quotas, round $i/$KEYS_ROUNDS: POST /chat with a key, its quotas on"
+        J=$("$LG" -u "http://127.0.0.1:$APK1" -c "$CONNS" -d "$DUR" -w "$WARM" \
+            --header "Authorization: Bearer $BENCH_KEY") || true
+        lg_check "keys_on_$i" "$J"
+        K_ON+=("$(jget "$J" rps)")
+        log "  $(jget "$J" rps) req/s, p99 $(jget "$J" p99_ms) ms"
+    done
+    INFL=$(redis-cli -p "$RPK" --scan --pattern "${PREFIX}quota:inflight:*" 2>/dev/null | head -n1)
+    [ -z "$INFL" ] || log "  the key's in-flight set holds $(redis-cli -p "$RPK" ZCARD "$INFL") chats"
+    [ -n "$INFL" ] || note "keys and quotas: no in-flight set in Redis: were the quotas on?"
+else
+    KEYS_NA="n/a (chatq-api without KEY_RPM)"
+fi
+stop_proc api_keys
+stop_proc api_nokeys
+stop_proc redis_keys
+K_OFF_M=$(echo "${K_OFF[*]:-}" | median)
+K_ON_M=$(echo "${K_ON[*]:-}" | median)
+K_RATIO=$(calc 2 'a/b' "$K_ON_M" "$K_OFF_M")
+S="gateway keys and quotas ($CONNS connections; median of $KEYS_ROUNDS alternating rounds)"
+row "$S" "POST /chat, keys + quotas on: requests/s" \
+    "$([ -n "$K_ON_M" ] && echo "$K_ON_M req/s" || echo "${KEYS_NA:-n/a}")" \
+    "off: $(num "$K_OFF_M") req/s (rounds on: ${K_ON[*]:-}; off: ${K_OFF[*]:-})" "$K_RATIO" \
+    ">= 0.90 x off" "$(verdict ge "$K_RATIO" 0.90)" api_post_keys_rps "$K_ON_M" "req/s"
+log "keys and quotas: on $(num "$K_ON_M") req/s, off $(num "$K_OFF_M") req/s, ratio $(num "$K_RATIO")"
+
+if [ "${BENCH_ONLY:-}" != keys ]; then # the end of the file closes this
 
 # ==== phase 1: floors and the api alone ==================================================
 # Each api figure is taken right after its floor, so that a slow spell of the
@@ -938,6 +1005,8 @@ row "$S" "over TLS: TCP connections / most calls on one" \
     "$([ -n "$TON_CONNS" ] && echo "$TON_CONNS / $TON_BUSY" || echo "$TON_NA")" \
     "$(num "$TON_CALLS") calls, up to $(num "$TON_INF") at once; $(num "$TON_ONE") conns of 1 call" "" "" "" \
     ratelimit_on_tls_connections "$TON_CONNS" "connections"
+
+fi # BENCH_ONLY
 
 # ==== output ====================================================================================
 

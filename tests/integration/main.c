@@ -24,7 +24,7 @@ static const struct suite_group *const main_groups[] = {
     &suite_tls,       &suite_secrets,  &suite_redis_auth,    &suite_fake_limits,
     &suite_lifecycle, &suite_pacing,   &suite_pacing_shared, &suite_pacing_tls,
     &suite_adaptive,  &suite_clients,  &suite_front,         &suite_ops,
-    &suite_openai,    &suite_faults,
+    &suite_openai,    &suite_quota,    &suite_faults,
 };
 
 /* Copies the tests of g that match filter into out; returns how many. */

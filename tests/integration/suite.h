@@ -39,6 +39,7 @@ extern const struct suite_group suite_strict;
 extern const struct suite_group suite_secrets;
 extern const struct suite_group suite_redis_auth;
 extern const struct suite_group suite_access;
+extern const struct suite_group suite_quota;
 extern const struct suite_group suite_clients;
 extern const struct suite_group suite_front;
 extern const struct suite_group suite_ops;

@@ -172,7 +172,7 @@ static void test_intake_idempotent_replay(void **state)
           intake_upstream_calls(s) - calls);
 
     /* The key is kept as long as the chat's record. */
-    snprintf(key, sizeof(key), "%sidem:replay-1", s->prefix);
+    keys_idem(&s->keys, "replay-1", key, sizeof(key));
     redisReply *ttl = stack_redis(s, "TTL %s", key);
     CHECK(ttl != NULL && ttl->type == REDIS_REPLY_INTEGER && ttl->integer > 0 &&
               ttl->integer <= STACK_RESULT_TTL,
@@ -427,7 +427,7 @@ static void test_intake_redis_down(void **state)
     CHECK(rc == 0, "%s", r.error);
     intake_check_error(&r, 503, "redis_unavailable", NULL);
     http_response_free(&r);
-    snprintf(key, sizeof(key), "%sidem:down-1", s->prefix);
+    keys_idem(&s->keys, "down-1", key, sizeof(key));
     CHECK(stack_xadded(s, s->keys.requests) == added, "a 503 added a request entry");
     CHECK(intake_count_keys(s, "t6:trace:*") == hashes, "a 503 left a trace hash");
     CHECK(intake_exists(s, key) == 0, "a 503 left the idempotency key %s", key);

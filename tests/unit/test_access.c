@@ -1,6 +1,7 @@
 /* test_access.c - gateway keys and allowed origins as api/access.c reads and
  * checks them: the separators, the file's comments, the Bearer header, the owner
- * id, reloads, and the mistakes refused. */
+ * id, reloads, each key's limits (defaults and the file's overrides), and the
+ * mistakes refused. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,7 +43,7 @@ static void write_file(const char *text)
 static int allowed(const char *header)
 {
     char owner[ACCESS_OWNER_LEN + 1];
-    return access_check(header, owner) == 0;
+    return access_check(header, owner, NULL) == 0;
 }
 
 static void test_access_open_without_keys(void **state)
@@ -52,7 +53,7 @@ static void test_access_open_without_keys(void **state)
     assert_int_equal(access_init(NULL, "", NULL, err, sizeof(err)), 0);
     assert_true(access_open());
     assert_false(access_cors_on());
-    assert_int_equal(access_check(NULL, owner), 0);
+    assert_int_equal(access_check(NULL, owner, NULL), 0);
     assert_string_equal(owner, "");
     assert_null(access_cors_origin("https://a.example"));
     access_free();
@@ -86,9 +87,9 @@ static void test_access_owner_is_a_hash(void **state)
     (void)state;
     assert_int_equal(
         access_init("sk-alpha-123456,sk-beta-654321", NULL, NULL, err, sizeof(err)), 0);
-    assert_int_equal(access_check("Bearer sk-alpha-123456", a), 0);
-    assert_int_equal(access_check("Bearer sk-alpha-123456", a2), 0);
-    assert_int_equal(access_check("Bearer sk-beta-654321", b), 0);
+    assert_int_equal(access_check("Bearer sk-alpha-123456", a, NULL), 0);
+    assert_int_equal(access_check("Bearer sk-alpha-123456", a2, NULL), 0);
+    assert_int_equal(access_check("Bearer sk-beta-654321", b, NULL), 0);
     assert_int_equal(strlen(a), ACCESS_OWNER_LEN);
     assert_int_equal(strspn(a, "0123456789abcdef"), ACCESS_OWNER_LEN);
     assert_string_equal(a, a2);
@@ -164,6 +165,96 @@ static void test_access_origins(void **state)
     access_free();
 }
 
+/* The limits of the key in header, or the test fails. */
+static const struct access_limits *limits_of(const char *header)
+{
+    char owner[ACCESS_OWNER_LEN + 1];
+    const struct access_limits *lim = NULL;
+    assert_int_equal(access_check(header, owner, &lim), 0);
+    assert_non_null(lim);
+    return lim;
+}
+
+static int model_ok(const char *header, const char *model)
+{
+    return access_model_allowed(limits_of(header), model, strlen(model));
+}
+
+static void test_access_limits(void **state)
+{
+    char err[256];
+    size_t count = 0;
+    const struct access_limits *lim;
+    (void)state;
+    assert_int_equal(access_defaults(60, 4, " gpt-4o-mini , gpt-4o,", err, sizeof(err)),
+                     0);
+    write_file("plain-key\n"
+               "own-key  rpm=5\tinflight=0 models=m-a,m-b\r\n"
+               "any-key models=*\n"
+               "half-key inflight=2\n");
+    assert_int_equal(access_init("var-key", file_path, NULL, err, sizeof(err)), 0);
+
+    /* Keys of the variable and plain lines: the defaults. */
+    lim = limits_of("Bearer var-key");
+    assert_int_equal(lim->rpm, 60);
+    assert_int_equal(lim->inflight, 4);
+    assert_string_equal(lim->models, "gpt-4o-mini,gpt-4o");
+    assert_int_equal(limits_of("Bearer plain-key")->rpm, 60);
+    assert_true(model_ok("Bearer plain-key", "gpt-4o"));
+    assert_true(model_ok("Bearer plain-key", "gpt-4o-mini"));
+    assert_false(model_ok("Bearer plain-key", "gpt-4"));
+    assert_false(model_ok("Bearer plain-key", "gpt-4o-min"));
+
+    /* A line's own limits replace the defaults they name, and only those. */
+    lim = limits_of("Bearer own-key");
+    assert_int_equal(lim->rpm, 5);
+    assert_int_equal(lim->inflight, 0);
+    assert_true(model_ok("Bearer own-key", "m-b"));
+    assert_false(model_ok("Bearer own-key", "gpt-4o"));
+    assert_null(limits_of("Bearer any-key")->models);
+    assert_true(model_ok("Bearer any-key", "anything"));
+    lim = limits_of("Bearer half-key");
+    assert_int_equal(lim->inflight, 2);
+    assert_int_equal(lim->rpm, 60);
+    /* The options are not part of the key. */
+    assert_false(allowed("Bearer own-key  rpm=5"));
+
+    /* A reload applies new limits. */
+    write_file("own-key rpm=7\n");
+    assert_int_equal(access_reload(&count, err, sizeof(err)), 0);
+    assert_int_equal(limits_of("Bearer own-key")->rpm, 7);
+    assert_int_equal(limits_of("Bearer own-key")->inflight, 4);
+
+    /* Mistakes on a line name it, and keep the limits in force. */
+    write_file("own-key rpm=8\nother-key rpm=lots\n");
+    assert_int_equal(access_reload(&count, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "line 2"));
+    write_file("own-key burst=3\n");
+    assert_int_equal(access_reload(&count, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "burst=3"));
+    write_file("own-key rpm=-1\n");
+    assert_int_equal(access_reload(&count, err, sizeof(err)), -1);
+    assert_int_equal(limits_of("Bearer own-key")->rpm, 7);
+    access_free();
+
+    /* No defaults: no limits. An open gateway has none at all. */
+    assert_int_equal(access_defaults(0, 0, "*", err, sizeof(err)), 0);
+    assert_int_equal(access_init("k1", NULL, NULL, err, sizeof(err)), 0);
+    lim = limits_of("Bearer k1");
+    assert_int_equal(lim->rpm, 0);
+    assert_null(lim->models);
+    access_free();
+    assert_int_equal(access_init(NULL, NULL, NULL, err, sizeof(err)), 0);
+    char owner[ACCESS_OWNER_LEN + 1];
+    lim = (const struct access_limits *)1;
+    assert_int_equal(access_check(NULL, owner, &lim), 0);
+    assert_null(lim);
+    assert_true(access_model_allowed(NULL, "m", 1));
+    access_free();
+    assert_int_equal(access_defaults(0, 0, "a b", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "KEY_MODELS"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -173,6 +264,7 @@ int main(void)
         cmocka_unit_test(test_access_file_and_reload),
         cmocka_unit_test(test_access_mistakes_refused),
         cmocka_unit_test(test_access_origins),
+        cmocka_unit_test(test_access_limits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
