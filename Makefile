@@ -10,6 +10,8 @@
 #   make SANITIZE=address,undefined   an instrumented build
 #   make valgrind        the unit and integration tests under valgrind
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (clang)
+#   make docker-base     the Debian 12 base image of the Docker images (debootstrap)
+#   make test-compose    docker-compose.yml built, run, scaled and checked
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -52,7 +54,7 @@ PROGRAMS := $(BINDIR)/chatq-api $(BINDIR)/chatq-processor $(BINDIR)/chatq-handle
 
 .PHONY: all install uninstall test test-programs unit run bench format format-check \
         valgrind deps sdk-deps fuzz fuzz-programs \
-        clean check-compose
+        clean check-compose docker-base test-compose
 all: $(PROGRAMS)
 
 $(OBJDIR)/%.o: %.c
@@ -210,6 +212,13 @@ format-check:
 
 check-compose:
 	docker-compose -f docker-compose.yml config -q
+
+docker-base:
+	@scripts/deps.sh compose
+	@scripts/docker-base.sh
+
+test-compose:
+	@scripts/test-compose.sh
 
 clean:
 	rm -rf build bin

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a purpose needs, only those missing.
 #   scripts/deps.sh build test run
+#   scripts/deps.sh compose        Docker, Compose v1 and debootstrap (make test-compose)
 set -euo pipefail
 
 declare -A want=(
     [build]="make gcc pkg-config libcivetweb-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev libevent-dev libssl-dev"
     [test]="libcmocka-dev redis-server redis-tools curl clang-format nginx openssl clang libfuzzer-14-dev nodejs python3-requests python3-httpx prometheus chromium python3"
     [run]="redis-server redis-tools curl ca-certificates nginx"
+    [compose]="docker.io docker-compose debootstrap curl"
 )
 
 missing=()
