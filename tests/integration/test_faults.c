@@ -513,8 +513,9 @@ static void fault_count_writes(struct stack *s)
             if (p == NULL || strlen(p + 7) < UUID_LEN + 1)
                 continue;
             const char *id = p + 7, *what = p + 7 + UUID_LEN;
-            int completed = strncmp(what, " completed model=", 17) == 0;
-            int failed = strncmp(what, " failed code=", 13) == 0;
+            /* The handler's line of a final write (LOG_FORMAT=logfmt). */
+            int completed = strncmp(what, " event=completed model=", 23) == 0;
+            int failed = strncmp(what, " event=failed code=", 19) == 0;
             if (!completed && !failed)
                 continue;
             struct fault_trace **t =
