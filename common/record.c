@@ -29,6 +29,22 @@ static void record_pair(struct cmd *c, const char *field, const char *value)
     }
 }
 
+/* The sampling fields, written alike on the stream (for the upstream call) and in
+ * the pending hash (for the OpenAI front's Response object). */
+static void record_sampling_append(const struct chat_request *req, struct cmd *c)
+{
+    cmd_addz(c, REC_TEMPERATURE);
+    cmd_adddbl(c, req->temperature);
+    if (req->has_top_p) {
+        cmd_addz(c, REC_TOP_P);
+        cmd_adddbl(c, req->top_p);
+    }
+    if (req->max_tokens > 0) {
+        cmd_addz(c, REC_MAX_TOKENS);
+        cmd_addll(c, req->max_tokens);
+    }
+}
+
 void record_request_append(const struct chat_request *req, struct cmd *c)
 {
     record_pair(c, REC_TRACE, req->trace);
@@ -40,16 +56,7 @@ void record_request_append(const struct chat_request *req, struct cmd *c)
         cmd_add(c, req->message, req->message_len);
     }
     record_pair(c, REC_MODEL, req->model);
-    cmd_addz(c, REC_TEMPERATURE);
-    cmd_adddbl(c, req->temperature);
-    if (req->has_top_p) {
-        cmd_addz(c, REC_TOP_P);
-        cmd_adddbl(c, req->top_p);
-    }
-    if (req->max_tokens > 0) {
-        cmd_addz(c, REC_MAX_TOKENS);
-        cmd_addll(c, req->max_tokens);
-    }
+    record_sampling_append(req, c);
     if (req->params != NULL) {
         cmd_addz(c, REC_PARAMS);
         cmd_add(c, req->params, req->params_len);
@@ -77,16 +84,7 @@ void record_pending_append(const struct chat_request *req, struct cmd *c)
     record_pair(c, REC_FRONT, req->front);
     record_pair(c, REC_INSTRUCTIONS, req->instructions);
     record_pair(c, REC_METADATA, req->metadata);
-    cmd_addz(c, REC_TEMPERATURE);
-    cmd_adddbl(c, req->temperature);
-    if (req->has_top_p) {
-        cmd_addz(c, REC_TOP_P);
-        cmd_adddbl(c, req->top_p);
-    }
-    if (req->max_tokens > 0) {
-        cmd_addz(c, REC_MAX_TOKENS);
-        cmd_addll(c, req->max_tokens);
-    }
+    record_sampling_append(req, c);
     if (req->background)
         record_pair(c, REC_BACKGROUND, "1");
 }
