@@ -95,7 +95,11 @@ void cmd_adddbl(struct cmd *c, double v)
     char *b = cmd_numbuf(c);
     if (b == NULL)
         return;
-    /* %.15g round-trips every value a user can reasonably type (0.7 stays 0.7). */
+    /* %.15g keeps what a user typed as typed (0.7 stays 0.7, where %.17g writes
+     * 0.69999999999999996); a value it does not give back exactly, such as
+     * 0.7555555555555555555, takes the 17 digits every double round-trips in. */
     int n = snprintf(b, sizeof(c->num[0]), "%.15g", v);
+    if (strtod(b, NULL) != v)
+        n = snprintf(b, sizeof(c->num[0]), "%.17g", v);
     cmd_add(c, b, (size_t)n);
 }
