@@ -8,8 +8,9 @@
 #include <hiredis/hiredis.h>
 
 #include "cmd.h"
-#include "deadletter.h"
 #include "clock.h"
+#include "deadletter.h"
+#include "evalsha.h"
 #include "events.h"
 #include "log.h"
 #include "metrics.h"
@@ -35,9 +36,10 @@
  * webhook gets its delivery queued in the same step as its final record
  * (webhook.h), so neither is ever written without the other.
  *
- * Sent with EVAL rather than EVALSHA: Redis caches the compiled script by its
- * hash either way, and EVAL cannot fail with NOSCRIPT after a Redis restart,
- * which spares a reload path for a few hundred bytes per result.
+ * Sent by its SHA1 (evalsha.h): whole, Redis hashed its few kilobytes for every
+ * result. Each batch begins with SCRIPT LOAD on the same connection, which runs
+ * before the batch's EVALSHAs: they cannot meet an empty script cache, not even
+ * after a Redis restart, and a batch of many results hashes it once.
  *
  * The stats hash counts the records written, by their final status: Redis-wide
  * totals from which chatq-stat and the status page derive completions and
@@ -99,6 +101,7 @@ void finalize_init(struct finalize *f, const struct keys *keys, long long ttl_s,
                    long long dead_max)
 {
     memset(f, 0, sizeof(*f));
+    evalsha_init(&f->lua, finalize_script);
     f->keys = keys;
     f->ttl_s = ttl_s;
     f->dead_max = dead_max;
@@ -126,8 +129,7 @@ static void finalize_append_script(struct finalize *f, redisContext *c,
     char eventskey[KEYS_MAX + 128];
     struct cmd cmd;
     keys_events(f->keys, trace, eventskey, sizeof(eventskey));
-    cmd_init(&cmd, "EVAL");
-    cmd_addz(&cmd, finalize_script);
+    evalsha_cmd(&cmd, &f->lua);
     cmd_addz(&cmd, "6");
     cmd_addz(&cmd, tracekey);
     cmd_addz(&cmd, f->keys->results);
@@ -340,10 +342,19 @@ int finalize_entries(struct finalize *f, redisContext *c, const redisReply *entr
         goto out;
     }
 
+    redisAppendCommand(c, "SCRIPT LOAD %s", finalize_script);
     for (size_t i = 0; i < n; i++)
         items[i].kind = finalize_append(f, c, entries, i, over ? over[i] : 0, &items[i],
                                         tracekey, sizeof(tracekey));
 
+    redisReply *load = NULL;
+    if (redisGetReply(c, (void **)&load) != REDIS_OK) {
+        log_warn(NULL, "Redis connection lost while finalizing: %s", c->errstr);
+        goto out;
+    }
+    if (load->type == REDIS_REPLY_ERROR) /* each EVALSHA will say NOSCRIPT, below */
+        log_error(NULL, "Redis refused to load the finalize script: %s", load->str);
+    freeReplyObject(load);
     for (size_t i = 0; i < n; i++) {
         struct finalize_item *it = &items[i];
         if (it->kind == FINALIZE_SKIP)

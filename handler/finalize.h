@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 
+#include "evalsha.h"
 #include "keys.h"
 
 struct redisContext;
@@ -36,6 +37,7 @@ struct finalize_failure {
 };
 
 struct finalize {
+    struct evalsha lua;      /* the finalize script */
     const struct keys *keys; /* borrowed */
     long long ttl_s;
     long long dead_max;
