@@ -17,6 +17,7 @@
 #include "events.h"
 #include "keys.h"
 #include "log.h"
+#include "quota.h"
 #include "record.h"
 #include "reply.h"
 #include "server.h"
@@ -84,12 +85,12 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
 
 /* The write of an accepted request, one script so that it is all or nothing, and so
  * that admission and the key's quotas are one round trip.
- * KEYS: requests stream, trace hash, the key's rate state, the key's in-flight set,
- * the trace's events channel (events.h: not a key, listed with them as every name
- * the script touches), then the Idempotency-Key's key when the request has one. ARGV:
- * ttl, trace id, then the quotas (INTAKE_QUOTA_ARGS, see intake_quota_args), n, then n
- * request-stream arguments (field/value pairs), then the pending record's pairs. Returns
- * {outcome, traceId}: INTAKE_LUA_WRITTEN (traceId: ARGV[2]), or, the key being taken,
+ * KEYS: requests stream, trace hash, the key's quota hash (quota.h), the trace's
+ * events channel (events.h: not a key, listed with them as every name the script
+ * touches), then the Idempotency-Key's key when the request has one. ARGV: ttl,
+ * trace id, then the quotas (see intake_quota_args), n, then n request-stream
+ * arguments (field/value pairs), then the pending record's pairs. Returns {outcome,
+ * traceId}: INTAKE_LUA_WRITTEN (traceId: ARGV[2]), or, the key being taken,
  * INTAKE_LUA_REPLAY (same request: the traceId of its chat) or INTAKE_LUA_CONFLICT
  * (another request); or {INTAKE_LUA_OVER, limit, retry ms}: over a quota, nothing
  * written.
@@ -109,30 +110,26 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
  * answered with its trace, neither counted again nor refused. The rate is GCRA in
  * whole microseconds: each request moves the key's theoretical arrival time (TAT) on
  * by the period, 60 s / rpm, and a request is let in while the TAT stays within a
- * minute of now, so a key may send rpm requests at once, then one a period. The state
- * ("TAT period") keeps the period it was counted with: after a reload changed the
+ * minute of now, so a key may send rpm requests at once, then one a period. The
+ * period the TAT was counted with is kept beside it: after a reload changed the
  * limit, what was already counted is counted again at the new period, so a raised
- * limit lets more in at once. It cannot be more than a minute ahead, so it may expire
- * a minute after its last write. Chats in flight are the members of a sorted set
- * scored by when their slot lapses: the handler removes a chat when it becomes final
- * (handler/finalize.c), and a removal that never came (the trace expired unfinished,
- * say) lapses by itself after KEY_INFLIGHT_MAX_S. Lapsed members are swept only when
- * the set looks full, which keeps the usual request at one ZCARD and the set no
- * larger than the limit. The set itself expires, so that an idle key's lapsed slots do
- * not stay for ever; its TTL (twice the lease) is renewed when the set was empty and
- * by one chat in 16 (those whose random trace id starts with 0), not by every chat: a
- * set never empty for longer than a lease is a busy key, whose chats renew it often.
+ * limit lets more in at once. Chats in flight are counted by slice (quota.h): the
+ * chat is counted in the slice of now, which its pending record names (REC_SLOT,
+ * added by intake_store), and whatever makes it final takes it off. The hash
+ * expires, so that an idle key leaves nothing behind; its TTL is renewed by the
+ * first chat of each slice, which also deletes the slices that lapsed. So a POST
+ * with quotas costs Redis one HMGET and one HSET (HINCRBY for a key without a
+ * rate), whatever the number of chats in flight.
  *
- * The quotas cost a POST a few calls in Redis and little Lua: every number the script
- * needs is worked out by the api, and the time is the api's clock, not Redis's TIME
- * (api processes must agree on the time to well within a period, as they already do
- * for deadlines).
+ * Every number the script needs is worked out by the api, and the time is the
+ * api's clock, not Redis's TIME (api processes must agree on the time to well
+ * within a period, as they already do for deadlines).
  *
  * XADD comes first of the writes that matter: Redis does not undo what a script
  * wrote before an error, but a script stops at its first failing command, so a
  * failing XADD (the key holds another type, Redis is out of memory) leaves nothing
- * behind but lapsed slots swept; the quota writes come last. Sent by its SHA1
- * (evalsha.h): whole, Redis spent a third of its work per POST hashing it. */
+ * behind; the quota writes come last. Sent by its SHA1 (evalsha.h): whole, Redis
+ * spent a third of its work per POST hashing it. */
 #define INTAKE_LUA_WRITTEN 1
 #define INTAKE_LUA_REPLAY 2
 #define INTAKE_LUA_CONFLICT 3
@@ -140,11 +137,11 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
 
 /* clang-format off */
 static const char intake_script[] = EVENTS_LUA
-    "local n = tonumber(ARGV[9])\n"
+    "local n = tonumber(ARGV[13])\n"
     "local fp\n"
-    "if KEYS[6] then\n"
+    "if KEYS[5] then\n"
     "  local parts = {}\n"
-    "  for i = 10, 9 + n, 2 do\n"
+    "  for i = 14, 13 + n, 2 do\n"
     "    local f = ARGV[i]\n"
     "    if f == '" REC_MESSAGE "' or f == '" REC_MODEL "' or\n"
     "       f == '" REC_TEMPERATURE "' or f == '" REC_USER "' or\n"
@@ -153,56 +150,66 @@ static const char intake_script[] = EVENTS_LUA
     "      parts[#parts + 1] = f .. '=' .. ARGV[i + 1]\n"
     "    end\n"
     "  end\n"
-    "  for i = 10 + n, #ARGV - 1, 2 do\n"
+    "  for i = 14 + n, #ARGV - 1, 2 do\n"
     "    if ARGV[i] == '" REC_WEBHOOK "' then\n"
     "      parts[#parts + 1] = ARGV[i] .. '=' .. ARGV[i + 1]\n"
     "    end\n"
     "  end\n"
     "  fp = redis.sha1hex(table.concat(parts, '\\0'))\n"
-    "  local prev = redis.call('GET', KEYS[6])\n"
+    "  local prev = redis.call('GET', KEYS[5])\n"
     "  if prev then\n"
     "    local t, old = string.match(prev, '^([^:]*):(.*)$')\n"
     "    if old == fp then return {2, t} end\n" /* INTAKE_LUA_REPLAY */
     "    return {3, t or ''}\n"                  /* INTAKE_LUA_CONFLICT */
     "  end\n"
     "end\n"
-    "local period, cap, tat, now = tonumber(ARGV[3]), tonumber(ARGV[6])\n"
-    "if period > 0 then\n"
-    "  now = tonumber(ARGV[4])\n"
-    "  tat = now\n"
-    "  local t, was = string.match(redis.call('GET', KEYS[3]) or '', '^(%d+) (%d+)$')\n"
-    "  if t and tonumber(t) > now then\n"
-    "    tat = tonumber(t)\n"
-    "    if was ~= ARGV[3] then tat = now + math.floor((tat - now) * period / was) end\n"
+    "local period, cap = tonumber(ARGV[3]), tonumber(ARGV[5])\n"
+    "local q, tat, now\n"
+    "if ARGV[8] ~= '' then\n"
+    "  q = redis.call('HMGET', KEYS[3], '" QUOTA_TAT "', '" QUOTA_PERIOD "',\n"
+    "                 unpack(ARGV, 8, 12))\n" /* QUOTA_WINDOW */
+    "  if period > 0 then\n"
+    "    now = tonumber(ARGV[4])\n"
+    "    tat = now\n"
+    "    local t, was = tonumber(q[1]), tonumber(q[2])\n"
+    "    if t and was and t > now then\n"
+    "      tat = t\n"
+    "      if was ~= period then tat = now + math.floor((tat - now) * period / was) end\n"
+    "    end\n"
+    "    tat = tat + period\n"
+    "    if tat - now > 60000000 then\n"
+    "      return {4, '" INTAKE_LIMIT_RPM "', math.ceil((tat - now - 60000000) / 1000)}\n"
+    "    end\n"
     "  end\n"
-    "  tat = tat + period\n"
-    "  if tat - now > 60000000 then\n"
-    "    return {4, '" INTAKE_LIMIT_RPM "', math.ceil((tat - now - 60000000) / 1000)}\n"
-    "  end\n"
-    "end\n"
-    "local held = 0\n"
-    "if cap > 0 then\n"
-    "  held = redis.call('ZCARD', KEYS[4])\n"
-    "  if held >= cap then\n"
-    "    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[5])\n"
-    "    held = redis.call('ZCARD', KEYS[4])\n"
+    "  if cap > 0 then\n"
+    "    local held = 0\n"
+    "    for i = 3, 7 do held = held + (tonumber(q[i]) or 0) end\n"
     "    if held >= cap then return {4, '" INTAKE_LIMIT_INFLIGHT "', 1000} end\n"
     "  end\n"
     "end\n"
-    "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 10, 9 + n))\n"
-    "redis.call('HSET', KEYS[2], unpack(ARGV, 10 + n))\n"
+    "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 14, 13 + n))\n"
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 14 + n))\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[1])\n"
-    "chat_event(KEYS[2], KEYS[5], '" EVENTS_QUEUED "')\n"
-    "if KEYS[6] then\n"
-    "  redis.call('SET', KEYS[6], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
+    "chat_event(KEYS[2], KEYS[4], '" EVENTS_QUEUED "')\n"
+    "if KEYS[5] then\n"
+    "  redis.call('SET', KEYS[5], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
     "end\n"
-    "if period > 0 then\n"
-    "  redis.call('SET', KEYS[3], string.format('%d %s', tat, ARGV[3]), 'PX', '61000')\n"
-    "end\n"
-    "if cap > 0 then\n"
-    "  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[2])\n"
-    "  if held == 0 or string.byte(ARGV[2]) == 48 then\n"
-    "    redis.call('PEXPIRE', KEYS[4], ARGV[8])\n"
+    "if q then\n"
+    "  if period > 0 then\n"
+    "    redis.call('HSET', KEYS[3], '" QUOTA_TAT "', string.format('%d', tat),\n"
+    "               '" QUOTA_PERIOD "', ARGV[3],\n"
+    "               ARGV[8], string.format('%d', (tonumber(q[3]) or 0) + 1))\n"
+    "  else\n"
+    "    redis.call('HINCRBY', KEYS[3], ARGV[8], 1)\n"
+    "  end\n"
+    "  if not q[3] then\n" /* the slice's first chat */
+    "    local slice, old = tonumber(ARGV[7]), {}\n"
+    "    for _, k in ipairs(redis.call('HKEYS', KEYS[3])) do\n"
+    "      local m = tonumber(string.match(k, '^" QUOTA_SLICE "(%d+)$'))\n"
+    "      if m and m < slice - 4 then old[#old + 1] = k end\n"
+    "    end\n"
+    "    if #old > 0 then redis.call('HDEL', KEYS[3], unpack(old)) end\n"
+    "    redis.call('PEXPIRE', KEYS[3], ARGV[6])\n"
     "  end\n"
     "end\n"
     "return {1, ARGV[2]}\n"; /* INTAKE_LUA_WRITTEN */
@@ -215,29 +222,48 @@ void intake_init(void)
     evalsha_init(&intake_lua, intake_script);
 }
 
-/* Appends the quota arguments of the intake script (ARGV[3] to ARGV[8]): the
- * period of the key's rate in microseconds (0: no limit), now in microseconds and in
- * milliseconds, the chats it may have in flight (0: no limit), the time a slot taken
- * now lapses (Unix ms) and the in-flight set's TTL (ms). lim is NULL when there are
- * no limits (an open gateway). */
-static void intake_quota_args(struct cmd *c, const struct access_limits *lim,
-                              long long lease_ms)
+/* The names of the quota hash's fields for the slices a chat in flight may be
+ * counted in: now's first (quota.h). Made here, not in Lua, where a number turned
+ * into a string goes through printf's floating point: five of them were more work
+ * than the rest of the quota. */
+struct intake_slices {
+    char name[QUOTA_WINDOW][24];
+};
+
+/* Appends the quota arguments of the intake script (ARGV[3] to ARGV[12]): the period
+ * of the key's rate in microseconds (0: no limit), now in microseconds, the chats it
+ * may have in flight (0: no limit), the quota hash's TTL (ms), the slice of now, and
+ * the QUOTA_WINDOW slices' field names, now's first ("" when the key has no limits:
+ * its quota hash is not touched). lim is NULL when there are no limits (an open
+ * gateway). sl holds the names (c borrows them). Returns the slice, or -1. */
+static long long intake_quota_args(struct cmd *c, const struct access_limits *lim,
+                                   long long lease_ms, struct intake_slices *sl)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     long long now_us = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-    long long period = 0;
+    long long period = 0, slice = -1;
     if (lim != NULL && lim->rpm > 0) {
         period = 60000000LL / lim->rpm;
         if (period < 1)
             period = 1;
     }
+    if (period > 0 || (lim != NULL && lim->inflight > 0))
+        slice = quota_slice(now_us / 1000, lease_ms);
     cmd_addll(c, period);
     cmd_addll(c, now_us);
-    cmd_addll(c, now_us / 1000);
     cmd_addll(c, lim != NULL ? lim->inflight : 0);
-    cmd_addll(c, now_us / 1000 + lease_ms);
-    cmd_addll(c, 2 * lease_ms);
+    /* Longer than a slot may count (1.25 leases) and than a TAT may be ahead (a
+     * minute), renewed once a slice. */
+    cmd_addll(c, 2 * lease_ms > 120000 ? 2 * lease_ms : 120000);
+    cmd_addll(c, slice);
+    for (int i = 0; i < QUOTA_WINDOW; i++) {
+        sl->name[i][0] = '\0';
+        if (slice >= 0)
+            snprintf(sl->name[i], sizeof(sl->name[i]), QUOTA_SLICE "%lld", slice - i);
+        cmd_addz(c, sl->name[i]);
+    }
+    return slice;
 }
 
 /* Appends the arguments of src after its command name to dst. */
@@ -309,8 +335,7 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
     const struct server *srv = w->srv;
     const struct access_limits *lim = w->limits;
     char key[KEYS_MAX + UUID_LEN + 1], events[KEYS_MAX + UUID_LEN + 1];
-    char rpm_key[KEYS_MAX + ACCESS_OWNER_LEN + 1];
-    char inflight_key[KEYS_MAX + ACCESS_OWNER_LEN + 1];
+    char quota_key[KEYS_MAX + ACCESS_OWNER_LEN + 1];
     char idem_key[KEYS_MAX + ACCESS_OWNER_LEN + 1 + VALIDATE_IDEM_KEY_MAX + 1];
     char owned[ACCESS_OWNER_LEN + 1 + VALIDATE_IDEM_KEY_MAX + 1];
     struct cmd eval, fields, pending;
@@ -332,15 +357,12 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
     }
     /* Without an owner (an open gateway) there are no limits, and these keys are
      * never touched. */
-    keys_quota(srv->keys.quota_rpm_prefix, w->owner, rpm_key, sizeof(rpm_key));
-    keys_quota(srv->keys.quota_inflight_prefix, w->owner, inflight_key,
-               sizeof(inflight_key));
+    keys_quota(&srv->keys, w->owner, quota_key, sizeof(quota_key));
     evalsha_cmd(&eval, &intake_lua);
-    cmd_addz(&eval, idem != NULL ? "6" : "5");
+    cmd_addz(&eval, idem != NULL ? "5" : "4");
     cmd_addz(&eval, srv->keys.requests);
     cmd_addz(&eval, key);
-    cmd_addz(&eval, rpm_key);
-    cmd_addz(&eval, inflight_key);
+    cmd_addz(&eval, quota_key);
     cmd_addz(&eval, events);
     if (idem != NULL) {
         /* Each key its own Idempotency-Keys: one key's client must neither be
@@ -354,7 +376,13 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
     }
     cmd_addll(&eval, srv->result_ttl);
     cmd_addz(&eval, req->trace);
-    intake_quota_args(&eval, w->owner[0] != '\0' ? lim : NULL, srv->inflight_max_ms);
+    struct intake_slices slices;
+    long long slice = intake_quota_args(&eval, w->owner[0] != '\0' ? lim : NULL,
+                                        srv->inflight_max_ms, &slices);
+    if (slice >= 0) {
+        cmd_addz(&pending, REC_SLOT);
+        cmd_addll(&pending, slice);
+    }
     cmd_addll(&eval, fields.argc - 1);
     intake_add_args(&eval, &fields);
     intake_add_args(&eval, &pending);

@@ -13,9 +13,7 @@ int keys_init(struct keys *k, const char *prefix)
     snprintf(k->dead, sizeof(k->dead), "%sdead", prefix);
     snprintf(k->trace_prefix, sizeof(k->trace_prefix), "%strace:", prefix);
     snprintf(k->idem_prefix, sizeof(k->idem_prefix), "%sidem:", prefix);
-    snprintf(k->quota_rpm_prefix, sizeof(k->quota_rpm_prefix), "%squota:rpm:", prefix);
-    snprintf(k->quota_inflight_prefix, sizeof(k->quota_inflight_prefix),
-             "%squota:inflight:", prefix);
+    snprintf(k->quota_prefix, sizeof(k->quota_prefix), "%squota:", prefix);
     snprintf(k->worker_prefix, sizeof(k->worker_prefix), "%sworker:", prefix);
     snprintf(k->workers, sizeof(k->workers), "%sworkers", prefix);
     snprintf(k->stats, sizeof(k->stats), "%sstats", prefix);
@@ -45,9 +43,9 @@ void keys_cancel(const struct keys *k, char *out, size_t outlen)
     snprintf(out, outlen, "%.*scancel", (int)n, k->trace_prefix);
 }
 
-void keys_quota(const char *prefix, const char *owner, char *out, size_t outlen)
+void keys_quota(const struct keys *k, const char *owner, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s%s", prefix, owner);
+    snprintf(out, outlen, "%s%s", k->quota_prefix, owner);
 }
 
 void keys_events(const struct keys *k, const char *trace, char *out, size_t outlen)

@@ -8,12 +8,9 @@
  *                                with the record's TTL (written by the api's intake)
  *   {prefix}cancel       pub/sub channel: the trace id of each chat just cancelled,
  *                                published by the api, heard by every processor
- *   {prefix}quota:rpm:{owner}    string: a gateway key's request-rate state (GCRA: the
- *                                theoretical arrival time, Unix ms), expires when idle
- *   {prefix}quota:inflight:{owner}
- *                                sorted set: a gateway key's chats not final yet, trace
- *                                ids scored by the Unix ms their slot lapses at (written
- *                                by the api's intake, released by the handler)
+ *   {prefix}quota:{owner}  hash: a gateway key's quota state, its request rate and
+ *                                its chats not final yet (quota.h); written by the
+ *                                api's intake, released by the handler and by cancels
  *   {prefix}worker:{consumer}  hash: a live worker's heartbeat, with a short TTL
  *   {prefix}workers      sorted set: consumer names by heartbeat expiry (Unix ms)
  *   {prefix}stats        hash: chats finished for good, by final status (counters)
@@ -39,8 +36,7 @@ struct keys {
     char dead[KEYS_MAX];
     char trace_prefix[KEYS_MAX];
     char idem_prefix[KEYS_MAX];
-    char quota_rpm_prefix[KEYS_MAX];
-    char quota_inflight_prefix[KEYS_MAX];
+    char quota_prefix[KEYS_MAX];
     char worker_prefix[KEYS_MAX];
     char workers[KEYS_MAX];
     char stats[KEYS_MAX];
@@ -62,9 +58,8 @@ void keys_cancel(const struct keys *k, char *out, size_t outlen);
 /* Writes the key of an Idempotency-Key's value; out must hold KEYS_MAX + its length. */
 void keys_idem(const struct keys *k, const char *key, char *out, size_t outlen);
 
-/* Writes the key of a quota of owner (prefix: quota_rpm_prefix or
- * quota_inflight_prefix); out must hold KEYS_MAX + the owner's length. */
-void keys_quota(const char *prefix, const char *owner, char *out, size_t outlen);
+/* Writes the key of owner's quota hash; out must hold KEYS_MAX + the owner's length. */
+void keys_quota(const struct keys *k, const char *owner, char *out, size_t outlen);
 /* Writes the events channel of a trace (events.h); out must hold KEYS_MAX + the
  * id's length. */
 void keys_events(const struct keys *k, const char *trace, char *out, size_t outlen);

@@ -33,6 +33,7 @@ struct redisReply;
 #define REC_ADMITTED "admitted" /* request: the attempt a dispatch already counted */
 #define REC_TRIES "tries" /* trace hash: upstream attempts begun, by every processor */
 #define REC_OWNER "owner" /* trace hash: owner id of the api key that made it */
+#define REC_SLOT "slot"   /* trace hash: the quota slice it holds a slot in (quota.h) */
 #define REC_WEBHOOK "webhook" /* trace hash: URL called when the chat is final */
 #define REC_STATUS "status"
 #define REC_RESPONSE "response"

@@ -14,6 +14,7 @@
 #include "events.h"
 #include "log.h"
 #include "metrics.h"
+#include "quota.h"
 #include "record.h"
 #include "stream.h"
 #include "uuid.h"
@@ -22,13 +23,12 @@
 /* KEYS: trace hash, results stream, dead-letter stream, stats hash, webhooks stream,
  * the trace's events channel (events.h: the final status is announced as an event).
  * ARGV: group, entry id, ttl, the status a pending record has, the dead-letter cap,
- * the prefix of the in-flight sets, the trace id, then the entry's field/value
- * pairs. Returns {written (0/1), the status found ('' when there was no record)}. A
- * result for a trace that has no record (an entry written into the requests stream
- * by hand, or a record that expired) cannot be shown to anyone: it goes to the
- * dead-letter stream for a human to look at. A script that fails (the trace key
- * holds another type: WRONGTYPE) stops before the XACK, so the entry stays pending;
- * the delivery limit ends that.
+ * the prefix of the quota hashes, then the entry's field/value pairs. Returns {written
+ * (0/1), the status found ('' when there was no record)}. A result for a trace that has
+ * no record (an entry written into the requests stream by hand, or a record that expired)
+ * cannot be shown to anyone: it goes to the dead-letter stream for a human to look at. A
+ * script that fails (the trace key holds another type: WRONGTYPE) stops before the XACK,
+ * so the entry stays pending; the delivery limit ends that.
  *
  * A trace that is final frees its gateway key's in-flight slot (the api's intake
  * took it, see api/intake.c) in the same step, so a client that sees its chat
@@ -47,29 +47,18 @@
 #define FINALIZE_ORPHAN_REASON                                                           \
     "no such trace: never accepted by the api, or its record expired"
 
-/* The Lua function that frees the in-flight slot of trace id in the trace hash
- * key: with pcall, so that a key of another type cannot stop the script (a dead
- * letter must be written whatever the hash holds). */
-#define FINALIZE_RELEASE_LUA                                                             \
-    "local function release(prefix, key, id)\n"                                          \
-    "  local owner = redis.pcall('HGET', key, '" REC_OWNER "')\n"                        \
-    "  if type(owner) == 'string' and owner ~= '' then\n"                                \
-    "    redis.pcall('ZREM', prefix .. owner, id)\n"                                     \
-    "  end\n"                                                                            \
-    "end\n"
-
 static const char finalize_script[] =
-    DEADLETTER_LUA FINALIZE_RELEASE_LUA WEBHOOK_LUA EVENTS_LUA
+    DEADLETTER_LUA QUOTA_RELEASE_LUA WEBHOOK_LUA EVENTS_LUA
     "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
     "local wrote = 0\n"
     "if st == ARGV[4] then\n"
     "  local fin = {}\n"
-    "  for i = 8, #ARGV - 1, 2 do fin[ARGV[i]] = ARGV[i + 1] end\n"
+    "  for i = 7, #ARGV - 1, 2 do fin[ARGV[i]] = ARGV[i + 1] end\n"
     "  webhook_enqueue(KEYS[5], KEYS[1], fin['" REC_STATUS "'],\n"
     "                  fin['" REC_TIMESTAMP "'])\n"
-    "  redis.call('HSET', KEYS[1], unpack(ARGV, 8))\n"
+    "  redis.call('HSET', KEYS[1], unpack(ARGV, 7))\n"
     "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-    "  release(ARGV[6], KEYS[1], ARGV[7])\n"
+    "  quota_release(ARGV[6], KEYS[1])\n"
     "  if fin['" REC_STATUS "'] then\n"
     "    redis.call('HINCRBY', KEYS[4], fin['" REC_STATUS "'], 1)\n"
     "    chat_event(KEYS[1], KEYS[6], fin['" REC_STATUS "'])\n"
@@ -77,7 +66,7 @@ static const char finalize_script[] =
     "  wrote = 1\n"
     "elseif not st then\n"
     "  dead_letter(KEYS[3], ARGV[5], KEYS[2], ARGV[2],\n"
-    "              '" FINALIZE_ORPHAN_REASON "', '', ARGV, 8)\n"
+    "              '" FINALIZE_ORPHAN_REASON "', '', ARGV, 7)\n"
     "end\n"
     "redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])\n"
     "redis.call('XDEL', KEYS[2], ARGV[2])\n"
@@ -85,14 +74,14 @@ static const char finalize_script[] =
 
 /* KEYS: results stream, dead-letter stream. ARGV: group, entry id, the
  * dead-letter cap, reason, deliveries ('' when not counted), the prefix of the
- * in-flight sets, the trace hash's key and the trace id ('' when the entry names
- * none), then the entry's field/value pairs. The dead letter and the
+ * quota hashes, the trace hash's key ('' when the entry names none), then the
+ * entry's field/value pairs. The dead letter and the
  * acknowledgement in one step: the entry is acknowledged only once its dead letter
  * is written. Its trace will not become final through this entry, so its in-flight
  * slot is freed now rather than when it lapses. */
-static const char finalize_dead_script[] = DEADLETTER_LUA FINALIZE_RELEASE_LUA
-    "dead_letter(KEYS[2], ARGV[3], KEYS[1], ARGV[2], ARGV[4], ARGV[5], ARGV, 9)\n"
-    "if ARGV[7] ~= '' then release(ARGV[6], ARGV[7], ARGV[8]) end\n"
+static const char finalize_dead_script[] = DEADLETTER_LUA QUOTA_RELEASE_LUA
+    "dead_letter(KEYS[2], ARGV[3], KEYS[1], ARGV[2], ARGV[4], ARGV[5], ARGV, 8)\n"
+    "if ARGV[7] ~= '' then quota_release(ARGV[6], ARGV[7]) end\n"
     "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
     "redis.call('XDEL', KEYS[1], ARGV[2])\n"
     "return 1\n";
@@ -142,8 +131,7 @@ static void finalize_append_script(struct finalize *f, redisContext *c,
     cmd_addll(&cmd, f->ttl_s);
     cmd_addz(&cmd, record_status_name(CHAT_PROCESSING));
     cmd_addll(&cmd, f->dead_max);
-    cmd_addz(&cmd, f->keys->quota_inflight_prefix);
-    cmd_addz(&cmd, trace);
+    cmd_addz(&cmd, f->keys->quota_prefix);
     /* The entry's pairs verbatim: the result record is the hash record. */
     for (size_t i = 0; i < e->fields->elements; i++)
         cmd_add(&cmd, e->fields->element[i]->str, e->fields->element[i]->len);
@@ -164,8 +152,6 @@ static void finalize_append_dead(struct finalize *f, redisContext *c,
      * name anything. */
     if (trace != NULL && uuid_valid(trace))
         keys_trace(f->keys, trace, tracekey, sizeof(tracekey));
-    else
-        trace = "";
     cmd_init(&cmd, "EVAL");
     cmd_addz(&cmd, finalize_dead_script);
     cmd_addz(&cmd, "2");
@@ -179,9 +165,8 @@ static void finalize_append_dead(struct finalize *f, redisContext *c,
         cmd_addll(&cmd, deliveries);
     else
         cmd_addz(&cmd, "");
-    cmd_addz(&cmd, f->keys->quota_inflight_prefix);
+    cmd_addz(&cmd, f->keys->quota_prefix);
     cmd_addz(&cmd, tracekey);
-    cmd_addz(&cmd, trace);
     const redisReply *fl = e->fields;
     for (size_t i = 0; i + 1 < fl->elements; i += 2) {
         cmd_add(&cmd, fl->element[i]->str, fl->element[i]->len);

@@ -30,6 +30,7 @@
 #define QT_KEY_W                                                                         \
     "qw-Zs4Xd9Cf2Vg7Bh1Nj6Mk3Lo8"              /* inflight=1, its result dead-lettered   \
                                                 */
+#define QT_KEY_X "qx-Ew3Rt8Yu1Io6Pa9Sd4Fg7Hj2" /* inflight=1, freed by two paths */
 #define QT_KEY_A "qa-Rt5Yu8Io1Pa4Sd7Fg2Hj9Kl3" /* in API_KEYS: the defaults */
 #define QT_LEASE_S 8                           /* KEY_INFLIGHT_MAX_S */
 #define QT_TIMEOUT_MS 20000
@@ -57,9 +58,10 @@ static int qt_write_file(int s_rpm)
     int rc = fprintf(f,
                      "# gateway keys: key [rpm=N] [inflight=N] [models=a,b]\n"
                      "%s rpm=5\n%s rpm=5\n%s inflight=2\n%s models=m-one\n"
-                     "%s rpm=%d\n%s rpm=4\n%s inflight=1\n%s inflight=1\n%s inflight=1\n",
+                     "%s rpm=%d\n%s rpm=4\n%s inflight=1\n%s inflight=1\n%s inflight=1\n"
+                     "%s inflight=1\n",
                      QT_KEY_R, QT_KEY_R2, QT_KEY_I, QT_KEY_M, QT_KEY_S, s_rpm, QT_KEY_T,
-                     QT_KEY_U, QT_KEY_V, QT_KEY_W);
+                     QT_KEY_U, QT_KEY_V, QT_KEY_W, QT_KEY_X);
     if (fclose(f) != 0 || rc < 0) {
         fprintf(stderr, "integration: cannot write %s\n", qt_file);
         return -1;
@@ -460,6 +462,47 @@ static void test_quota_dead_letter_frees(void **state)
     CHECK(processing, "key W's first chat is no longer processing");
 }
 
+static int qt_key_x_accepted(void *arg)
+{
+    return qt_post(QT_KEY_X, "[[fake latency=6000]] freed once b", arg) == 202;
+}
+
+/* A chat's slot is freed once, whichever way it ends and however many ways reach
+ * it: a chat whose result was dead-lettered (slot freed) and that then completes
+ * frees nothing more, or the next chat's slot would go with it; a cancel frees the
+ * slot of the chat it cancels. */
+static void test_quota_freed_once(void **state)
+{
+    (void)state;
+    struct stack *s = &qt_stack;
+    struct http_response res;
+    char a[UUID_LEN + 1], b[UUID_LEN + 1] = "", path[128];
+
+    qt_accept(QT_KEY_X, "[[fake latency=1000]] freed once a", a);
+    redisReply *r = stack_redis(s, "XADD %s * trace %s status bogus", s->keys.results, a);
+    CHECK(r != NULL && r->type == REDIS_REPLY_STRING,
+          "XADD of a malformed result failed");
+    freeReplyObject(r);
+    CHECK(harness_poll(harness_timeout(5000), 20, qt_key_x_accepted, b) == 0 &&
+              b[0] != '\0',
+          "key X's slot was not freed when chat a's result was dead-lettered");
+    const char *end = qt_wait(QT_KEY_X, a);
+    CHECK(strcmp(end, "completed") == 0, "chat a ended %s, want completed", end);
+    qt_post_to(NULL, QT_KEY_X, NULL, "freed once c", NULL, NULL, &res);
+    qt_check_429(&res, "chats_in_flight", 1, 5,
+                 "key X's chat c, with b in flight, after a completed");
+
+    snprintf(path, sizeof(path), "/chat/%s/cancel", b);
+    qt_request(NULL, "POST", path, QT_KEY_X, NULL, NULL, &res);
+    long st = res.status;
+    http_response_free(&res);
+    CHECK(st == 200, "cancelling chat b answered %ld", st);
+    char d[UUID_LEN + 1];
+    qt_accept(QT_KEY_X, "freed once d", d);
+    end = qt_wait(QT_KEY_X, d);
+    CHECK(strcmp(end, "completed") == 0, "chat d ended %s, want completed", end);
+}
+
 static int qt_key_v_accepted(void *arg)
 {
     (void)arg;
@@ -467,7 +510,8 @@ static int qt_key_v_accepted(void *arg)
 }
 
 /* A release that never comes (no handler: the chat is never made final) does not
- * hold the slot for ever: it lapses after KEY_INFLIGHT_MAX_S. */
+ * hold the slot for ever: it lapses between KEY_INFLIGHT_MAX_S and a quarter more
+ * (quota.h). */
 static void test_quota_inflight_lapses(void **state)
 {
     (void)state;
@@ -485,7 +529,7 @@ static void test_quota_inflight_lapses(void **state)
     qt_accept(QT_KEY_V, "lost release", trace);
     qt_post_to(NULL, QT_KEY_V, NULL, "lost release 2", NULL, NULL, &res);
     qt_check_429(&res, "chats_in_flight", 1, 5, "key V's 2nd chat");
-    CHECK(harness_poll(harness_timeout(QT_TIMEOUT_MS + QT_LEASE_S * 1000), 100,
+    CHECK(harness_poll(harness_timeout(QT_TIMEOUT_MS + QT_LEASE_S * 1250), 100,
                        qt_key_v_accepted, NULL) == 0,
           "key V's slot never lapsed");
     long long waited = harness_now_ms() - t0;
@@ -506,6 +550,7 @@ static const struct CMUnitTest qt_tests[] = {
     cmocka_unit_test(test_quota_sighup),
     cmocka_unit_test(test_quota_two_apis),
     cmocka_unit_test(test_quota_dead_letter_frees),
+    cmocka_unit_test(test_quota_freed_once),
     /* Last: it stops the handler. */
     cmocka_unit_test(test_quota_inflight_lapses),
 };
