@@ -85,9 +85,8 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
 
 /* The write of an accepted request, one script so that it is all or nothing, and so
  * that admission and the key's quotas are one round trip.
- * KEYS: requests stream, trace hash, the key's quota hash (quota.h), the trace's
- * events channel (events.h: not a key, listed with them as every name the script
- * touches), then the Idempotency-Key's key when the request has one. ARGV: ttl,
+ * KEYS: requests stream, trace hash, the key's quota hash (quota.h), then the
+ * Idempotency-Key's key when the request has one. ARGV: ttl,
  * trace id, then the quotas (see intake_quota_args), n, then n request-stream
  * arguments (field/value pairs), then the pending record's pairs. Returns {outcome,
  * traceId}: INTAKE_LUA_WRITTEN (traceId: ARGV[2]), or, the key being taken,
@@ -136,10 +135,10 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
 #define INTAKE_LUA_OVER 4
 
 /* clang-format off */
-static const char intake_script[] = EVENTS_LUA
+static const char intake_script[] =
     "local n = tonumber(ARGV[13])\n"
     "local fp\n"
-    "if KEYS[5] then\n"
+    "if KEYS[4] then\n"
     "  local parts = {}\n"
     "  for i = 14, 13 + n, 2 do\n"
     "    local f = ARGV[i]\n"
@@ -156,7 +155,7 @@ static const char intake_script[] = EVENTS_LUA
     "    end\n"
     "  end\n"
     "  fp = redis.sha1hex(table.concat(parts, '\\0'))\n"
-    "  local prev = redis.call('GET', KEYS[5])\n"
+    "  local prev = redis.call('GET', KEYS[4])\n"
     "  if prev then\n"
     "    local t, old = string.match(prev, '^([^:]*):(.*)$')\n"
     "    if old == fp then return {2, t} end\n" /* INTAKE_LUA_REPLAY */
@@ -190,9 +189,8 @@ static const char intake_script[] = EVENTS_LUA
     "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 14, 13 + n))\n"
     "redis.call('HSET', KEYS[2], unpack(ARGV, 14 + n))\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[1])\n"
-    "chat_event(KEYS[2], KEYS[4], '" EVENTS_QUEUED "')\n"
-    "if KEYS[5] then\n"
-    "  redis.call('SET', KEYS[5], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
+    "if KEYS[4] then\n"
+    "  redis.call('SET', KEYS[4], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
     "end\n"
     "if q then\n"
     "  if period > 0 then\n"
@@ -334,7 +332,7 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
 {
     const struct server *srv = w->srv;
     const struct access_limits *lim = w->limits;
-    char key[KEYS_MAX + UUID_LEN + 1], events[KEYS_MAX + UUID_LEN + 1];
+    char key[KEYS_MAX + UUID_LEN + 1];
     char quota_key[KEYS_MAX + ACCESS_OWNER_LEN + 1];
     char idem_key[KEYS_MAX + ACCESS_OWNER_LEN + 1 + VALIDATE_IDEM_KEY_MAX + 1];
     char owned[ACCESS_OWNER_LEN + 1 + VALIDATE_IDEM_KEY_MAX + 1];
@@ -344,12 +342,17 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
 
     memcpy(trace, req->trace, UUID_LEN + 1);
     keys_trace(&srv->keys, req->trace, key, sizeof(key));
-    keys_events(&srv->keys, req->trace, events, sizeof(events));
     /* No MAXLEN on the XADD: trimming could drop work nobody has processed yet. */
     cmd_init(&fields, "XADD");
     record_request_append(req, &fields);
     cmd_init(&pending, "HSET");
     record_pending_append(req, &pending);
+    /* The chat's first event (events.h), written with the record: no one can be
+     * listening for a trace id not answered yet, so nothing is published. */
+    cmd_addz(&pending, EVENTS_LAST);
+    cmd_addz(&pending, "1");
+    cmd_addz(&pending, EVENTS_FIELD "1");
+    cmd_addz(&pending, EVENTS_QUEUED);
     /* Who may read it: GET answers another key as if it did not exist. */
     if (w->owner[0] != '\0') {
         cmd_addz(&pending, REC_OWNER);
@@ -359,11 +362,10 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
      * never touched. */
     keys_quota(&srv->keys, w->owner, quota_key, sizeof(quota_key));
     evalsha_cmd(&eval, &intake_lua);
-    cmd_addz(&eval, idem != NULL ? "5" : "4");
+    cmd_addz(&eval, idem != NULL ? "4" : "3");
     cmd_addz(&eval, srv->keys.requests);
     cmd_addz(&eval, key);
     cmd_addz(&eval, quota_key);
-    cmd_addz(&eval, events);
     if (idem != NULL) {
         /* Each key its own Idempotency-Keys: one key's client must neither be
          * handed another's trace nor be refused for reusing another's key. */

@@ -1,7 +1,8 @@
 /* events.h - a chat's events: one per state change, kept in the trace's own hash
  * ({prefix}trace:{id}) and written by whoever makes the change, in the same script:
  *
- *   queued      the api's intake
+ *   queued      the api's intake, in the record it writes (event 1, not
+ *               published: the trace id is not out yet, so no one listens)
  *   processing  the processor's admission of an attempt, or the wait room's
  *               dispatch that counts one; with the attempt number
  *   retrying    the processor, when an attempt failed and another will follow;
@@ -34,12 +35,15 @@
 
 /* chat_event(key, channel, type[, attempt[, delay_ms]]): appends the event to the
  * trace hash key (which must exist: the callers have just read or written it) and
- * publishes its type on channel. Returns the event's number. */
+ * publishes its type on channel. Returns the event's number. The field's number is
+ * made with string.format: Lua turns a number into a string with printf's floating
+ * point, several times the work. */
 #define EVENTS_LUA                                                                       \
     "local function chat_event(key, channel, typ, ...)\n"                                \
     "  local n = redis.call('HINCRBY', key, '" EVENTS_LAST "', 1)\n"                     \
-    "  redis.call('HSET', key, '" EVENTS_FIELD                                           \
-    "' .. n, table.concat({typ, ...}, ' '))\n"                                           \
+    "  local v = typ\n"                                                                  \
+    "  if select('#', ...) > 0 then v = table.concat({typ, ...}, ' ') end\n"             \
+    "  redis.call('HSET', key, '" EVENTS_FIELD "' .. string.format('%d', n), v)\n"       \
     "  redis.call('PUBLISH', channel, typ)\n"                                            \
     "  return n\n"                                                                       \
     "end\n"
