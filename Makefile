@@ -81,7 +81,7 @@ $(PAGE_OBJ): $(PAGE_GEN)
 
 $(BINDIR)/chatq-api: $(call obj,$(API_SRC)) $(PAGE_OBJ) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcivetweb -lcrypto -lhiredis -ljansson -lpthread -lm
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcivetweb -lhiredis -ljansson -lpthread -lm
 
 $(BINDIR)/chatq-processor: $(call obj,$(PROCESSOR_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
@@ -89,7 +89,7 @@ $(BINDIR)/chatq-processor: $(call obj,$(PROCESSOR_SRC)) $(LIBCOMMON)
 
 $(BINDIR)/chatq-handler: $(call obj,$(HANDLER_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcrypto -levent -lhiredis -ljansson -lpthread -lm
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -levent -lhiredis -ljansson -lpthread -lm
 
 $(BINDIR)/chatq-stat: $(call obj,$(STAT_SRC)) $(LIBCOMMON)
 	@mkdir -p $(dir $@)

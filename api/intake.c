@@ -2,6 +2,8 @@
  * intake.h). */
 #include "intake.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,11 +215,33 @@ static const char intake_script[] =
     "return {1, ARGV[2]}\n"; /* INTAKE_LUA_WRITTEN */
 /* clang-format on */
 
-static struct evalsha intake_lua;
+/* The script's SHA1 (evalsha.h), learnt from Redis by the first POST that finds it
+ * unknown and then published once (intake_lua_known), so that the threads read
+ * what no thread writes any more; until then the script goes whole. Not a
+ * thread-local copy: static TLS cost every civetweb thread a page of memory. */
+static struct evalsha intake_whole = {intake_script, ""};
+static struct evalsha intake_lua = {intake_script, ""};
+static atomic_int intake_lua_known;
+static pthread_mutex_t intake_lua_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void intake_init(void)
+/* The script to send: by SHA1 once known. */
+static const struct evalsha *intake_lua_get(struct worker *w, const char *trace)
 {
-    evalsha_init(&intake_lua, intake_script);
+    if (atomic_load_explicit(&intake_lua_known, memory_order_acquire))
+        return &intake_lua;
+    const char *argv[] = {"SCRIPT", "LOAD", intake_script};
+    redisReply *r = worker_command(w, trace, 3, argv);
+    if (r != NULL && r->type == REDIS_REPLY_STRING && r->len == 40) {
+        pthread_mutex_lock(&intake_lua_lock);
+        if (!atomic_load_explicit(&intake_lua_known, memory_order_relaxed)) {
+            evalsha_learn(&intake_lua, r);
+            atomic_store_explicit(&intake_lua_known, 1, memory_order_release);
+        }
+        pthread_mutex_unlock(&intake_lua_lock);
+    }
+    freeReplyObject(r);
+    return atomic_load_explicit(&intake_lua_known, memory_order_acquire) ? &intake_lua
+                                                                         : &intake_whole;
 }
 
 /* The names of the quota hash's fields for the slices a chat in flight may be
@@ -361,7 +385,8 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
     /* Without an owner (an open gateway) there are no limits, and these keys are
      * never touched. */
     keys_quota(&srv->keys, w->owner, quota_key, sizeof(quota_key));
-    evalsha_cmd(&eval, &intake_lua);
+    const struct evalsha *lua = intake_lua_get(w, req->trace);
+    evalsha_cmd(&eval, lua);
     cmd_addz(&eval, idem != NULL ? "4" : "3");
     cmd_addz(&eval, srv->keys.requests);
     cmd_addz(&eval, key);
@@ -398,7 +423,7 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
     if (fate == WORKER_ANSWERED && evalsha_missing(reply)) {
         /* Redis restarted, or its scripts were flushed: nothing ran. */
         freeReplyObject(reply);
-        evalsha_whole(&eval, &intake_lua);
+        evalsha_whole(&eval, lua);
         fate = worker_command_once(w, req->trace, eval.argc, eval.argv, eval.len, &reply);
     }
     switch (fate) {

@@ -65,9 +65,6 @@ enum intake_store_result intake_store(struct worker *w, const struct chat_reques
                                       const char *idem, char trace[UUID_LEN + 1],
                                       struct intake_over *over);
 
-/* Works out the intake script's SHA1; once, before the server starts. */
-void intake_init(void);
-
 /* Answers the request on conn; returns the HTTP status sent. w (borrowed) is the
  * calling thread's worker, NULL if it could not be made. */
 int intake_handle(struct mg_connection *conn, struct server *srv, struct worker *w);

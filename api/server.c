@@ -694,7 +694,6 @@ int server_start(struct server *s, char *err, size_t errlen)
      * timers are coarse, a loaded host is slow), and one that reuses the
      * connection at the very moment the server closes it loses its request. */
     reply_keep_alive_hint(s->keepalive_ms > 0 ? s->keepalive_ms / 2000 : -1);
-    intake_init();
     atomic_init(&s->redis_down, 0);
     atomic_init(&s->inflight, 0);
     atomic_init(&s->draining, 0);

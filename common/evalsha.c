@@ -1,28 +1,44 @@
-/* evalsha.c - see evalsha.h. SHA1 from OpenSSL's libcrypto (which libcurl and the
- * webhook signatures already use) rather than one more hand-written digest. */
+/* evalsha.c - see evalsha.h. */
 #include "evalsha.h"
 
-#include <stdio.h>
 #include <string.h>
 
 #include <hiredis/hiredis.h>
-#include <openssl/sha.h>
 
 #include "cmd.h"
 
 void evalsha_init(struct evalsha *e, const char *body)
 {
-    unsigned char md[SHA_DIGEST_LENGTH];
     e->body = body;
-    SHA1((const unsigned char *)body, strlen(body), md);
-    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
-        snprintf(e->sha + 2 * i, 3, "%02x", md[i]);
+    e->sha[0] = '\0';
+}
+
+int evalsha_learn(struct evalsha *e, const redisReply *r)
+{
+    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len != 40)
+        return -1;
+    memcpy(e->sha, r->str, 40);
+    e->sha[40] = '\0';
+    return 0;
+}
+
+int evalsha_load(struct evalsha *e, redisContext *c)
+{
+    redisReply *r = redisCommand(c, "SCRIPT LOAD %s", e->body);
+    int rc = evalsha_learn(e, r);
+    freeReplyObject(r);
+    return rc;
 }
 
 void evalsha_cmd(struct cmd *c, const struct evalsha *e)
 {
-    cmd_init(c, "EVALSHA");
-    cmd_add(c, e->sha, 40);
+    if (e->sha[0] != '\0') {
+        cmd_init(c, "EVALSHA");
+        cmd_add(c, e->sha, 40);
+    } else {
+        cmd_init(c, "EVAL");
+        cmd_addz(c, e->body);
+    }
 }
 
 int evalsha_missing(const redisReply *r)

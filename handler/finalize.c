@@ -39,7 +39,8 @@
  * Sent by its SHA1 (evalsha.h): whole, Redis hashed its few kilobytes for every
  * result. Each batch begins with SCRIPT LOAD on the same connection, which runs
  * before the batch's EVALSHAs: they cannot meet an empty script cache, not even
- * after a Redis restart, and a batch of many results hashes it once.
+ * after a Redis restart, and a batch of many results hashes it once. Until the
+ * first batch's load answered, the script goes whole.
  *
  * The stats hash counts the records written, by their final status: Redis-wide
  * totals from which chatq-stat and the status page derive completions and
@@ -337,7 +338,7 @@ int finalize_entries(struct finalize *f, redisContext *c, const redisReply *entr
         log_warn(NULL, "Redis connection lost while finalizing: %s", c->errstr);
         goto out;
     }
-    if (load->type == REDIS_REPLY_ERROR) /* each EVALSHA will say NOSCRIPT, below */
+    if (evalsha_learn(&f->lua, load) != 0 && load->type == REDIS_REPLY_ERROR)
         log_error(NULL, "Redis refused to load the finalize script: %s", load->str);
     freeReplyObject(load);
     for (size_t i = 0; i < n; i++) {

@@ -367,6 +367,36 @@ restore:
     CHECK(idem == 0, "the refused write left %lld idempotency keys behind", idem);
 }
 
+/* The intake script goes by its SHA1, which the api learns once. After an
+ * operator's SCRIPT FLUSH (or a Redis restart) Redis answers NOSCRIPT: nothing
+ * ran, and the same write goes again whole. */
+static void test_intake_script_flushed(void **state)
+{
+    (void)state;
+    struct stack *s = &intake_stack;
+    struct http_client *c = http_client_new();
+    struct http_response r = {0};
+    char url[128], trace[UUID_LEN + 1];
+    const char *body = "{\"message\":\"after a script flush\"}";
+    CHECK(c != NULL, "out of memory");
+    stack_url(s, "/chat", url, sizeof(url));
+
+    for (int i = 0; i < 3; i++) {
+        if (i == 2) {
+            redisReply *f = stack_redis(s, "SCRIPT FLUSH");
+            CHECK(f != NULL && f->type == REDIS_REPLY_STATUS, "SCRIPT FLUSH failed");
+            freeReplyObject(f);
+        }
+        CHECK(http_client_request(c, "POST", url, body, strlen(body), INTAKE_HTTP_MS,
+                                  &r) == 0,
+              "POST %d: %s", i + 1, r.error);
+        intake_check_202(&r, trace);
+        http_response_free(&r);
+    }
+    http_client_free(c);
+    intake_wait_completed(s, trace, "after a script flush");
+}
+
 /* ---- Redis slow, Redis down ------------------------------------------------- */
 
 /* Redis slow rather than down: the write was sent but not answered in time. The
@@ -444,6 +474,7 @@ static const struct CMUnitTest intake_tests[] = {
     cmocka_unit_test(test_intake_bad_key),
     cmocka_unit_test(test_intake_one_key_concurrent),
     cmocka_unit_test(test_intake_refused_write),
+    cmocka_unit_test(test_intake_script_flushed),
     cmocka_unit_test(test_intake_redis_slow),
     cmocka_unit_test(test_intake_redis_down),
 };
