@@ -53,7 +53,7 @@
 #   BENCH_RL_TIMEOUT=40        seconds a burst may take to end
 #   BENCH_WAITERS=10000        long-polls held open at once in phase 5
 #   BENCH_KEEP=1               keep the temp dir (logs of every process)
-#   BENCH_KEYS_ROUNDS=3        rounds of the keys-and-quotas comparison
+#   BENCH_KEYS_ROUNDS=5        rounds of the keys-and-quotas comparison
 #   BENCH_ONLY=keys            run only the keys-and-quotas comparison (phase 0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -403,7 +403,7 @@ lg_check() {
 # which costs the same as a few: a count by slice). Rounds alternate off and on so that a slow
 # spell of the machine is less likely to fall on one side only.
 
-KEYS_ROUNDS=${BENCH_KEYS_ROUNDS:-3}
+KEYS_ROUNDS=${BENCH_KEYS_ROUNDS:-5}
 BENCH_KEY="kb-bench-7Hq2xVn9Lw3RtY6pZc1MdF8s"
 median() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -n | awk '{ v[NR] = $1 }
     END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -450,12 +450,17 @@ stop_proc redis_keys
 K_OFF_M=$(echo "${K_OFF[*]:-}" | median)
 K_ON_M=$(echo "${K_ON[*]:-}" | median)
 K_RATIO=$(calc 2 'a/b' "$K_ON_M" "$K_OFF_M")
+# Each round's on/off, side by side in time: how far one round strays.
+K_PAIRS=""
+for ((i = 0; i < ${#K_ON[@]} && i < ${#K_OFF[@]}; i++)); do
+    K_PAIRS+="$(calc 2 'a/b' "${K_ON[$i]}" "${K_OFF[$i]}") "
+done
 S="gateway keys and quotas ($CONNS connections; median of $KEYS_ROUNDS alternating rounds)"
 row "$S" "POST /chat, keys + quotas on: requests/s" \
     "$([ -n "$K_ON_M" ] && echo "$K_ON_M req/s" || echo "${KEYS_NA:-n/a}")" \
-    "off: $(num "$K_OFF_M") req/s (rounds on: ${K_ON[*]:-}; off: ${K_OFF[*]:-})" "$K_RATIO" \
+    "off: $(num "$K_OFF_M") req/s (rounds on: ${K_ON[*]:-}; off: ${K_OFF[*]:-}; each round on/off: ${K_PAIRS% })" "$K_RATIO" \
     ">= 0.90 x off" "$(verdict ge "$K_RATIO" 0.90)" api_post_keys_rps "$K_ON_M" "req/s"
-log "keys and quotas: on $(num "$K_ON_M") req/s, off $(num "$K_OFF_M") req/s, ratio $(num "$K_RATIO")"
+log "keys and quotas: on $(num "$K_ON_M") req/s, off $(num "$K_OFF_M") req/s, ratio $(num "$K_RATIO"); each round: $K_PAIRS"
 
 if [ "${BENCH_ONLY:-}" != keys ]; then # the end of the file closes this
 
