@@ -56,7 +56,7 @@ static const char finalize_script[] =
     "  local fin = {}\n"
     "  for i = 7, #ARGV - 1, 2 do fin[ARGV[i]] = ARGV[i + 1] end\n"
     "  webhook_enqueue(KEYS[5], KEYS[1], fin['" REC_STATUS "'],\n"
-    "                  fin['" REC_TIMESTAMP "'])\n"
+    "                  fin['" REC_TIMESTAMP "'], fin['" REC_FINISH_REASON "'])\n"
     "  redis.call('HSET', KEYS[1], unpack(ARGV, 7))\n"
     "  redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
     "  quota_release(ARGV[6], KEYS[1])\n"

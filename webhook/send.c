@@ -9,7 +9,9 @@
 
 #include <jansson.h>
 
+#include "clock.h"
 #include "version.h"
+#include "webhook.h"
 
 int send_init(struct send *s, const struct sign *sign, const struct netguard *guard,
               long timeout_ms)
@@ -55,10 +57,34 @@ void send_free(struct send *s, send_done_fn *done, void *arg)
     s->multi = NULL;
 }
 
+/* The trace id's hex digits, as the OpenAI front's ids carry them (api/openai.h). */
+static void send_hex(const char *trace, char *out, size_t outlen)
+{
+    size_t n = 0;
+    for (const char *p = trace; *p != '\0' && n + 1 < outlen; p++)
+        if (*p != '-')
+            out[n++] = *p;
+    out[n] = '\0';
+}
+
 char *send_body(const struct delivery *d)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:{s:s}}", "type", d->type, "id", d->event,
-                          "timestamp", d->timestamp, "data", "traceId", d->trace);
+    json_t *o;
+    if (strncmp(d->type, WEBHOOK_RESPONSE_PREFIX, strlen(WEBHOOK_RESPONSE_PREFIX)) == 0) {
+        char hex[64], evt[80], resp[80];
+        long long ms = 0;
+        send_hex(d->trace, hex, sizeof(hex));
+        snprintf(evt, sizeof(evt), "evt_%s", hex);
+        snprintf(resp, sizeof(resp), "resp_%s", hex);
+        if (clock_iso8601_parse(d->timestamp, &ms) != 0)
+            ms = 0;
+        o = json_pack("{s:s, s:s, s:s, s:I, s:{s:s}}", "object", "event", "id", evt,
+                      "type", d->type, "created_at", (json_int_t)(ms / 1000), "data",
+                      "id", resp);
+    } else {
+        o = json_pack("{s:s, s:s, s:s, s:{s:s}}", "type", d->type, "id", d->event,
+                      "timestamp", d->timestamp, "data", "traceId", d->trace);
+    }
     char *body = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
     return body;

@@ -73,8 +73,11 @@ int send_start(struct send *s, struct delivery *d, char *why, size_t whylen);
  * every finished delivery to done (which takes it back). */
 void send_run(struct send *s, int wait_ms, send_done_fn *done, void *arg);
 
-/* The event body of d: {"type","id","timestamp","data":{"traceId"}}. Returns a new
- * string (free()), or NULL when out of memory. */
+/* The event body of d: {"type","id","timestamp","data":{"traceId"}}; for a
+ * response.* event (a chat of the OpenAI Responses front, webhook.h) OpenAI's own
+ * shape, {"object":"event","id":"evt_<hex>","type","created_at","data":{"id":
+ * "resp_<hex>"}}, so that an OpenAI webhook handler reads it unchanged. Returns a
+ * new string (free()), or NULL when out of memory. */
 char *send_body(const struct delivery *d);
 
 #endif

@@ -7,7 +7,8 @@
  * and at delivery time; SIGTERM lets deliveries in flight finish within the
  * grace and leaves the rest pending; a sender SIGKILLed mid-delivery loses
  * nothing, and sends again only with the same webhook-id; the operator's default
- * WEBHOOK_URL. */
+ * WEBHOOK_URL, which the OpenAI front's Responses get too, as OpenAI's own
+ * response.* events. */
 #include <glob.h>
 #include <limits.h>
 #include <math.h>
@@ -665,6 +666,101 @@ static void test_webhooks_default_url(void **state)
     CHECK(wh_check_lines(trace, "chat.completed") == 1, "not one delivery");
 }
 
+/* Gives the delivery (a receiver's log line: raw body, headers) to the official
+ * openai npm package's client.webhooks.unwrap(), which verifies the signature with
+ * the secret and parses the event (tests/sdk/unwrap.mjs); its one-line answer goes
+ * into out. 0 when it accepted the delivery. */
+static int wh_sdk_unwrap(const json_t *line, char *out, size_t outlen)
+{
+    char path[PATH_MAX], log[PATH_MAX];
+    int status = -1;
+    out[0] = '\0';
+    snprintf(path, sizeof(path), "%s/unwrap.json", wh_stack.dir);
+    snprintf(log, sizeof(log), "%s/unwrap.log", wh_stack.dir);
+    if (json_dump_file(line, path, 0) != 0)
+        return -1;
+    char *const argv[] = {"node", "tests/sdk/unwrap.mjs", path, NULL};
+    char *const env[] = {"WEBHOOK_SECRET=" WH_SECRET, NULL};
+    struct proc *p = proc_start("unwrap", log, argv, env, 0);
+    if (p == NULL)
+        return -1;
+    int waited = proc_wait(p, harness_timeout(20000), &status);
+    proc_free(p);
+    FILE *f = fopen(log, "r");
+    if (f != NULL) {
+        if (fgets(out, (int)outlen, f) != NULL)
+            out[strcspn(out, "\n")] = '\0';
+        fclose(f);
+    }
+    return waited == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+/* POST /v1/responses with background, the api's WEBHOOK_URL set: the response's end
+ * comes as OpenAI's webhook event (object "event", type response.completed,
+ * response.failed or response.incomplete, created_at in Unix seconds, data.id the
+ * response's id), signed as every delivery is, and the official SDK's
+ * client.webhooks.unwrap() accepts it as it would one of OpenAI's. */
+static void test_webhooks_openai_events(void **state)
+{
+    (void)state;
+    struct stack *s = &wh_stack;
+    char env[200], url[128];
+    snprintf(env, sizeof(env), "WEBHOOK_URL=%s/ok", wh_base);
+    const char *const extra[] = {env, NULL};
+    CHECK(proc_stop(s->api) == 0, "the api did not stop");
+    CHECK(stack_api_restart(s, "api-openai-webhook", extra) == 0, "api restart failed");
+    stack_url(s, "/v1/responses", url, sizeof(url));
+
+    const char *inputs[] = {"openai webhook", "[[fake status=400]] openai webhook",
+                            "[[fake finish=length]] openai webhook"};
+    const char *types[] = {"response.completed", "response.failed",
+                           "response.incomplete"};
+    char ids[3][64];
+    for (int i = 0; i < 3; i++) {
+        char body[256];
+        struct http_response r;
+        snprintf(body, sizeof(body),
+                 "{\"model\":\"gpt-4o-mini\",\"input\":\"%s\",\"background\":true}",
+                 inputs[i]);
+        CHECK(http_request("POST", url, body, strlen(body), 10000, &r) == 0,
+              "POST /v1/responses: %s", r.error);
+        json_t *j = r.status == 200 ? http_json(&r) : NULL;
+        snprintf(ids[i], sizeof(ids[i]), "%s", STR(http_json_str(j, "id")));
+        json_decref(j);
+        long st = r.status;
+        http_response_free(&r);
+        CHECK(st == 200 && strncmp(ids[i], "resp_", 5) == 0,
+              "POST /v1/responses: HTTP %ld, id %s", st, ids[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        wh_wait_end(ids[i], 200, WH_DELIVER_MS);
+        json_t *a = wh_lines(ids[i], "start");
+        json_t *o = json_array_get(a, 0);
+        char evt[64];
+        snprintf(evt, sizeof(evt), "evt_%s", ids[i] + 5);
+        json_int_t at = json_integer_value(json_object_get(o, "created_at"));
+        CHECK(json_array_size(a) == 1 && json_is_true(json_object_get(o, "sig")) &&
+                  strcmp(STR(http_json_str(o, "object")), "event") == 0 &&
+                  strcmp(STR(http_json_str(o, "type")), types[i]) == 0 &&
+                  strcmp(STR(http_json_str(o, "event_id")), evt) == 0 &&
+                  llabs((long long)at - (long long)time(NULL)) < 120,
+              "%s: %zu deliveries, signature %s, object %s, type %s (want %s), id %s "
+              "(want %s), created_at %lld",
+              ids[i], json_array_size(a),
+              json_is_true(json_object_get(o, "sig")) ? "good" : "bad",
+              STR(http_json_str(o, "object")), STR(http_json_str(o, "type")), types[i],
+              STR(http_json_str(o, "event_id")), evt, (long long)at);
+        if (i == 0) {
+            char said[300], want[256];
+            int rc = wh_sdk_unwrap(o, said, sizeof(said));
+            snprintf(want, sizeof(want), "%s %s", types[i], ids[i]);
+            CHECK(rc == 0 && strcmp(said, want) == 0,
+                  "the SDK's webhooks.unwrap() said '%s', want '%s'", said, want);
+        }
+        json_decref(a);
+    }
+}
+
 /* A name with an allowed and a refused address: curl resolves "localhost" to
  * 127.0.0.1 and ::1 itself, and WEBHOOK_ALLOW has only the first. When the
  * allowed address fails too (nothing listens), that is a failed attempt to
@@ -774,6 +870,7 @@ static const struct CMUnitTest wh_tests[] = {
     cmocka_unit_test(test_webhooks_redis_restart_mid_delivery),
     cmocka_unit_test(test_webhooks_idempotency_key),
     cmocka_unit_test(test_webhooks_default_url),
+    cmocka_unit_test(test_webhooks_openai_events),
     cmocka_unit_test(test_webhooks_allowed_address_failing_is_retried),
     cmocka_unit_test(test_webhooks_secret_never_written),
 };

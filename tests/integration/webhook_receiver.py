@@ -72,8 +72,14 @@ def main():
             info = dict(path=self.path, id=hid,
                         ts=self.headers.get("webhook-timestamp", ""),
                         sig=ok, type=event.get("type"), event_id=event.get("id"),
-                        trace=(event.get("data") or {}).get("traceId"),
+                        # chat.* events name the trace, OpenAI's response.* the
+                        # response id: either finds the lines of one chat.
+                        trace=(event.get("data") or {}).get("traceId")
+                        or (event.get("data") or {}).get("id"),
                         timestamp=event.get("timestamp"),
+                        object=event.get("object"), created_at=event.get("created_at"),
+                        raw=body.decode("utf-8", "replace"),
+                        signature=self.headers.get("webhook-signature", ""),
                         content_type=self.headers.get("Content-Type", ""))
             record(phase="start", **info)
             with lock:

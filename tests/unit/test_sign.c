@@ -80,12 +80,32 @@ static void test_body(void **state)
     free(body);
 }
 
+/* A response.* event (the OpenAI front): OpenAI's shape, ids from the trace's hex. */
+static void test_body_openai(void **state)
+{
+    (void)state;
+    struct delivery d;
+    memset(&d, 0, sizeof(d));
+    strcpy(d.type, "response.incomplete");
+    strcpy(d.event, "msg_5f0c1e2a-0000-4000-8000-00000000abcd");
+    strcpy(d.timestamp, "2025-08-19T17:45:00.123Z");
+    strcpy(d.trace, "5f0c1e2a-0000-4000-8000-00000000abcd");
+    char *body = send_body(&d);
+    assert_string_equal(body,
+                        "{\"object\":\"event\","
+                        "\"id\":\"evt_5f0c1e2a00004000800000000000abcd\","
+                        "\"type\":\"response.incomplete\",\"created_at\":1755625500,"
+                        "\"data\":{\"id\":\"resp_5f0c1e2a00004000800000000000abcd\"}}");
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reference_vector),
         cmocka_unit_test(test_bad_secrets),
         cmocka_unit_test(test_body),
+        cmocka_unit_test(test_body_openai),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
