@@ -98,7 +98,8 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
  *
  * A request's fingerprint is the SHA-1 of its validated fields (message, model,
  * temperature, and user when there is one, and the OpenAI front's messages, top_p,
- * max_tokens and params when given, as they travel on the stream), not of the
+ * max_tokens and params when given, and stream when true, as they travel on the
+ * stream), not of the
  * body's text: a retry that spells the same JSON differently is the same request,
  * and a key reused for another end user is not (that user must not be handed the
  * first one's chat). A request without a user fingerprints as it always did. Its
@@ -147,7 +148,8 @@ static const char intake_script[] =
     "    if f == '" REC_MESSAGE "' or f == '" REC_MODEL "' or\n"
     "       f == '" REC_TEMPERATURE "' or f == '" REC_USER "' or\n"
     "       f == '" REC_MESSAGES "' or f == '" REC_TOP_P "' or\n"
-    "       f == '" REC_MAX_TOKENS "' or f == '" REC_PARAMS "' then\n"
+    "       f == '" REC_MAX_TOKENS "' or f == '" REC_PARAMS "' or\n"
+    "       f == '" REC_STREAM "' then\n"
     "      parts[#parts + 1] = f .. '=' .. ARGV[i + 1]\n"
     "    end\n"
     "  end\n"

@@ -41,9 +41,31 @@ int sse_id_valid(const char *id)
     return n > 0 && n <= SSE_ID_DIGITS && id[n] == '\0';
 }
 
-/* Writes event n ("type[ attempt[ delay_ms]]", as events.h keeps it) of the record
- * in hash. Returns 0, or -1 if the client is gone. */
-static int sse_send(struct sse_stream *st, long long n, const char *value,
+/* Writes delta event n, whose text is everything after "delta ". Returns 0, or -1
+ * if the client is gone. */
+static int sse_send_delta(struct sse_stream *st, long long n, const char *text,
+                          size_t len)
+{
+    struct reply r;
+    int rc = 0;
+    reply_init(&r);
+    reply_lit(&r, "id: ");
+    reply_ll(&r, n);
+    reply_lit(&r, "\nevent: " EVENTS_DELTA "\ndata: {\"traceId\":");
+    reply_strz(&r, st->trace);
+    reply_lit(&r, ",\"" EVENTS_DELTA_TEXT "\":");
+    reply_str(&r, text,
+              len); /* JSON-escaped: a newline in the text cannot end the data */
+    reply_lit(&r, "}\n\n");
+    if (r.oom || mg_write(st->conn, r.buf + REPLY_HEAD_ROOM, r.len) <= 0)
+        rc = -1;
+    reply_free(&r);
+    return rc;
+}
+
+/* Writes event n ("type[ attempt[ delay_ms]]", or "delta <text>", as events.h
+ * keeps it; len bytes) of the record in hash. Returns 0, or -1 if the client is gone. */
+static int sse_send(struct sse_stream *st, long long n, const char *value, size_t len,
                     const redisReply *hash)
 {
     char type[32];
@@ -54,6 +76,10 @@ static int sse_send(struct sse_stream *st, long long n, const char *value,
     int rc = 0;
 
     st->last = n;
+    /* A delta's text may start with digits: it is not an attempt number. */
+    if (strncmp(value, EVENTS_DELTA " ", sizeof(EVENTS_DELTA)) == 0)
+        return sse_send_delta(st, n, value + sizeof(EVENTS_DELTA),
+                              len - sizeof(EVENTS_DELTA));
     if (sscanf(value, "%31[a-z_] %lld %lld", type, &attempt, &delay) < 1)
         return 0; /* not one of ours: nothing a client could use */
     reply_init(&r);
@@ -136,9 +162,10 @@ static int sse_catch_up(struct sse_stream *st)
         rc = 1; /* expired */
     for (long long n = st->last + 1; rc == 0 && n <= newest && !st->ended; n++) {
         snprintf(field, sizeof(field), EVENTS_FIELD "%lld", n);
-        const char *value = stream_field(hash, field, NULL);
+        size_t len;
+        const char *value = stream_field(hash, field, &len);
         if (value != NULL)
-            rc = sse_send(st, n, value, hash);
+            rc = sse_send(st, n, value, len, hash);
     }
     freeReplyObject(hash);
     return rc != 0 ? rc : st->ended;

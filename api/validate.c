@@ -85,7 +85,7 @@ static int validate_known(const char *key)
     return strcmp(key, REC_MESSAGE) == 0 || strcmp(key, REC_MODEL) == 0 ||
            strcmp(key, REC_TEMPERATURE) == 0 ||
            strcmp(key, VALIDATE_DEADLINE_FIELD) == 0 || strcmp(key, REC_USER) == 0 ||
-           strcmp(key, REC_WEBHOOK) == 0;
+           strcmp(key, REC_WEBHOOK) == 0 || strcmp(key, REC_STREAM) == 0;
 }
 
 static int validate_message(const json_t *root, struct chat_request *req,
@@ -262,6 +262,21 @@ static int validate_webhook(const json_t *root, struct chat_request *req,
     return 0;
 }
 
+static int validate_stream(const json_t *root, struct chat_request *req,
+                           struct validate_error *err)
+{
+    const json_t *v = json_object_get(root, REC_STREAM);
+    if (v == NULL)
+        return 0;
+    if (!json_is_boolean(v)) {
+        validate_fail(err, "invalid_field", "'" REC_STREAM "' must be a boolean, not %s",
+                      validate_type_name(v));
+        return -1;
+    }
+    req->stream = json_is_true(v);
+    return 0;
+}
+
 json_t *validate_chat(const char *body, size_t len, const char *default_model,
                       struct chat_request *req, struct validate_error *err)
 {
@@ -307,7 +322,7 @@ json_t *validate_chat(const char *body, size_t len, const char *default_model,
             validate_fail(err, "unknown_field",
                           "unknown field '%.*s%s'; the supported fields are 'message', "
                           "'model', 'temperature', '" VALIDATE_DEADLINE_FIELD "', "
-                          "'" REC_USER "' and '" REC_WEBHOOK "'",
+                          "'" REC_USER "', '" REC_WEBHOOK "' and '" REC_STREAM "'",
                           (int)utf8_cut(key, klen, VALIDATE_NAME_ECHO), key,
                           klen > VALIDATE_NAME_ECHO ? "..." : "");
             goto out;
@@ -317,7 +332,7 @@ json_t *validate_chat(const char *body, size_t len, const char *default_model,
         validate_model(root, default_model, req, err) != 0 ||
         validate_temperature(root, req, err) != 0 ||
         validate_deadline(root, req, err) != 0 || validate_user(root, req, err) != 0 ||
-        validate_webhook(root, req, err) != 0)
+        validate_webhook(root, req, err) != 0 || validate_stream(root, req, err) != 0)
         goto out;
     result = root;
     root = NULL;

@@ -18,6 +18,8 @@
  *     travels on the request stream so that processors can share the upstream
  *     fairly between users, where it may name Redis keys and is logged as it is;
  *     req->user is NULL when absent;
+ *   - "stream": optional boolean (default false); true streams the answer's text
+ *     into the chat's events as "delta" events (events.h) while it is written;
  *   - any other field is refused (unknown_field): we never silently drop a
  *     parameter the caller believes is in effect;
  *   - duplicate keys are invalid JSON (which value would win is ambiguous);

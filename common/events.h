@@ -7,6 +7,11 @@
  *               dispatch that counts one; with the attempt number
  *   retrying    the processor, when an attempt failed and another will follow;
  *               with the attempt that failed and the wait in ms
+ *   delta       the processor, while a chat that asked for "stream": true is
+ *               answered: "delta <text>", the text that came since the last
+ *               delta (everything after the first space, spaces and newlines
+ *               included). A retried attempt's deltas start the answer over,
+ *               after its retrying event. Not final.
  *   completed, failed (and any other final status)
  *               the handler's finalize, when it writes the final record
  *
@@ -32,6 +37,8 @@
 #define EVENTS_QUEUED "queued"
 #define EVENTS_PROCESSING "processing"
 #define EVENTS_RETRYING "retrying"
+#define EVENTS_DELTA "delta"
+#define EVENTS_DELTA_TEXT "delta" /* the SSE data member that carries the text */
 
 /* chat_event(key, channel, type[, attempt[, delay_ms]]): appends the event to the
  * trace hash key (which must exist: the callers have just read or written it) and
@@ -49,7 +56,7 @@
     "end\n"
 
 /* 1 if an event (or status) of this type ends the chat: anything but queued,
- * processing and retrying, so that a final status added later (cancelled) needs no
+ * processing, retrying and delta, so that a final status added later (cancelled) needs no
  * change here. */
 int events_final(const char *type);
 

@@ -68,6 +68,8 @@ void record_request_append(const struct chat_request *req, struct cmd *c)
     }
     if (req->user != NULL && req->user[0] != '\0')
         record_pair(c, REC_USER, req->user);
+    if (req->stream)
+        record_pair(c, REC_STREAM, "1");
 }
 
 void record_pending_append(const struct chat_request *req, struct cmd *c)
@@ -166,6 +168,8 @@ int record_request_parse(const redisReply *fields, struct chat_request *out, cha
     out->params = stream_field(fields, REC_PARAMS, &out->params_len);
     out->accepted = stream_field(fields, REC_ACCEPTED, NULL);
     out->user = stream_field(fields, REC_USER, NULL);
+    const char *st = stream_field(fields, REC_STREAM, NULL);
+    out->stream = st != NULL && strcmp(st, "1") == 0;
     const char *a = stream_field(fields, REC_ADMITTED, NULL);
     if (a != NULL) {
         errno = 0;

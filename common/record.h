@@ -35,6 +35,10 @@ struct redisReply;
 #define REC_OWNER "owner" /* trace hash: owner id of the api key that made it */
 #define REC_SLOT "slot"   /* trace hash: the quota slice it holds a slot in (quota.h) */
 #define REC_WEBHOOK "webhook" /* trace hash: URL called when the chat is final */
+/* request: "1" when the chat asked for "stream": true: the processor streams the
+ * upstream's answer and appends its text to the chat's events as "delta" events
+ * (events.h); absent otherwise */
+#define REC_STREAM "stream"
 #define REC_STATUS "status"
 #define REC_RESPONSE "response"
 #define REC_PROMPT_TOKENS "prompt_tokens"
@@ -96,6 +100,7 @@ struct chat_request {
     const char *front, *instructions, *metadata;
     int background;
     const char *webhook; /* NULL: none. Kept in the trace hash only */
+    int stream;          /* 1: stream the answer as delta events (REC_STREAM) */
 };
 
 /* Appends the request-stream fields (for XADD). */

@@ -495,6 +495,7 @@ static void test_events_final(void **state)
     assert_false(events_final("queued"));
     assert_false(events_final("processing"));
     assert_false(events_final("retrying"));
+    assert_false(events_final("delta"));
     assert_true(events_final("completed"));
     assert_true(events_final("failed"));
     assert_true(events_final("cancelled"));

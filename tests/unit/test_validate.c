@@ -347,6 +347,26 @@ static void test_webhook(void **state)
     bad("{\"message\":\"hi\",\"webhook\":\"\"}", "invalid_field", "http://");
 }
 
+/* "stream": a boolean, false when absent. */
+static void test_stream(void **state)
+{
+    (void)state;
+    struct chat_request req;
+    json_t *doc = ok("{\"message\":\"hi\",\"stream\":true}", &req);
+    assert_int_equal(req.stream, 1);
+    json_decref(doc);
+    doc = ok("{\"message\":\"hi\",\"stream\":false}", &req);
+    assert_int_equal(req.stream, 0);
+    json_decref(doc);
+    doc = ok("{\"message\":\"hi\"}", &req);
+    assert_int_equal(req.stream, 0);
+    json_decref(doc);
+    bad("{\"message\":\"hi\",\"stream\":\"yes\"}", "invalid_field",
+        "'stream' must be a boolean, not a string");
+    bad("{\"message\":\"hi\",\"stream\":1}", "invalid_field", "not a number");
+    bad("{\"message\":\"hi\",\"stream\":null}", "invalid_field", "not null");
+}
+
 /* Submit-time check: private addresses are refused unless allowed; no DNS is
  * needed for address literals. */
 static void test_webhook_target(void **state)
@@ -377,14 +397,15 @@ static void test_unknown_field(void **state)
     bad("{\"message\":\"hi\",\"colour\":\"blue\"}", "unknown_field",
         "unknown field 'colour'");
     bad("{\"messages\":[{\"role\":\"user\"}]}", "unknown_field", "'messages'");
-    bad("{\"message\":\"hi\",\"stream\":true}", "unknown_field", "'stream'");
+    bad("{\"message\":\"hi\",\"n\":2}", "unknown_field", "'n'");
     /* Unknown fields are refused before any other field is looked at. */
     bad("{\"max_tokens\":5}", "unknown_field", "'max_tokens'");
     /* Field names are case-sensitive. */
     bad("{\"Message\":\"hi\"}", "unknown_field", "'Message'");
     /* The message lists every supported field. */
     bad("{\"colour\":1}", "unknown_field",
-        "'message', 'model', 'temperature', 'deadline_ms', 'user' and 'webhook'");
+        "'message', 'model', 'temperature', 'deadline_ms', 'user', 'webhook' and "
+        "'stream'");
 
     /* A long name is cut, marked with "...", and never split inside a UTF-8
      * sequence ("é" is two bytes, so byte 64 falls inside one). */
@@ -526,6 +547,7 @@ int main(void)
         cmocka_unit_test(test_big_message),
         cmocka_unit_test(test_idempotency_key),
         cmocka_unit_test(test_webhook),
+        cmocka_unit_test(test_stream),
         cmocka_unit_test(test_webhook_target),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
