@@ -76,6 +76,7 @@ struct script {
     int finish_length; /* finish_reason "length", as if max_tokens cut the answer */
     int latency_ms;    /* -1: not set */
     int drip_ms;       /* 0: send at once */
+    int chunk_ms;      /* a streamed answer: the pause between its events */
     long times;        /* -1: every attempt */
     size_t huge;
     enum script_endless endless; /* sent as fast as the client reads */
@@ -190,6 +191,13 @@ int reply_error_echo_auth(struct evbuffer *out, int status, const char *auth,
 int reply_rate_limited(struct evbuffer *out, const char *model,
                        const struct limit_verdict *v);
 int reply_models(struct evbuffer *out);
+/* The answer answer_json (a chat.completion body, as reply_answer makes it) as
+ * OpenAI streams it (text/event-stream): "data: {chat.completion.chunk}" events, one
+ * per word of the content (the first naming the role), then one with the
+ * finish_reason, then, with include_usage, one with the usage and no choices, then
+ * "data: [DONE]". Each event ends in a blank line. -1 if answer_json has no content
+ * string, or out of memory. */
+int reply_stream(struct evbuffer *out, struct evbuffer *answer_json, int include_usage);
 /* Appends value encoded with jansson's flags; -1 if value is NULL or on failure. */
 int reply_add_json(struct evbuffer *out, const json_t *value, size_t flags);
 /* Whitespace-separated words in s[0..len). */

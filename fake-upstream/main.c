@@ -59,15 +59,17 @@ static void main_usage(FILE *f)
     fprintf(f, "  %-20s %-20s %-17s %s\n", "--version", "", "",
             "print the version and exit");
     fprintf(f, "  %-20s %-20s %-17s %s\n\n", "--help", "", "", "print this and exit");
-    fprintf(f, "Endpoints (the /v1 prefix is optional): POST /v1/chat/completions,\n"
-               "GET /v1/models, GET /stats, POST /stats/reset, GET /health.\n\n"
-               "Script a reply from the last user message with [[fake key=value ...]]:\n"
-               "  status=N quota retry-after=S retry-after-date=S retry-after-ms=MS\n"
-               "  times=N latency=MS garbage[=html] nochoices huge=BYTES drip=MS\n"
-               "  endless[=garbage] hang reset close\n\n"
-               "With --rpm or --tpm, each API key (requests without one share a budget)\n"
-               "gets OpenAI's 429 and x-ratelimit-* headers; a request costs\n"
-               "ceil(message content bytes / 4) + max_tokens tokens.\n");
+    fprintf(f,
+            "Endpoints (the /v1 prefix is optional): POST /v1/chat/completions,\n"
+            "GET /v1/models, GET /stats, POST /stats/reset, GET /health.\n\n"
+            "Script a reply from the last user message with [[fake key=value ...]]:\n"
+            "  status=N quota retry-after=S retry-after-date=S retry-after-ms=MS\n"
+            "  times=N latency=MS garbage[=html] nochoices huge=BYTES drip=MS\n"
+            "  chunk-ms=MS (the pause between the events of a \"stream\": true answer)\n"
+            "  endless[=garbage] hang reset close\n\n"
+            "With --rpm or --tpm, each API key (requests without one share a budget)\n"
+            "gets OpenAI's 429 and x-ratelimit-* headers; a request costs\n"
+            "ceil(message content bytes / 4) + max_tokens tokens.\n");
 }
 
 /* Parses an integer setting; a bad one is reported by its name and gives -1. */

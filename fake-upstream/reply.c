@@ -349,3 +349,91 @@ out:
     json_decref(list);
     return rc;
 }
+
+/* One "data: {chunk}\n\n" event: a chat.completion.chunk of answer whose only
+ * choice carries delta (stolen) and finish_reason (NULL: null), or, with choices
+ * NULL, no choice and usage (stolen). */
+static int reply_stream_event(struct evbuffer *out, json_t *answer, json_t *delta,
+                              const char *finish, json_t *usage)
+{
+    json_t *chunk = json_pack(
+        "{s:O?, s:s, s:O?, s:O?}", "id", json_object_get(answer, "id"), "object",
+        "chat.completion.chunk", "created", json_object_get(answer, "created"), "model",
+        json_object_get(answer, "model"));
+    json_t *choices = json_array();
+    int rc = -1;
+
+    if (chunk == NULL || choices == NULL)
+        goto out;
+    if (delta != NULL) {
+        json_t *c =
+            json_pack("{s:i, s:O, s:o}", "index", 0, "delta", delta, "finish_reason",
+                      finish != NULL ? json_string(finish) : json_null());
+        if (c == NULL || json_array_append_new(choices, c) != 0)
+            goto out;
+    }
+    if (json_object_set(chunk, "choices", choices) != 0)
+        goto out;
+    if (usage != NULL && json_object_set(chunk, "usage", usage) != 0)
+        goto out;
+    if (evbuffer_add(out, "data: ", 6) != 0 ||
+        reply_add_json(out, chunk, JSON_COMPACT) != 0 ||
+        evbuffer_add(out, "\n\n", 2) != 0)
+        goto out;
+    rc = 0;
+out:
+    json_decref(delta);
+    json_decref(usage);
+    json_decref(choices);
+    json_decref(chunk);
+    return rc;
+}
+
+int reply_stream(struct evbuffer *out, struct evbuffer *answer_json, int include_usage)
+{
+    size_t len = evbuffer_get_length(answer_json);
+    const char *data = len > 0 ? (const char *)evbuffer_pullup(answer_json, -1) : "";
+    json_error_t jerr;
+    json_t *answer = json_loadb(data != NULL ? data : "", len, 0, &jerr);
+    json_t *choice = json_array_get(json_object_get(answer, "choices"), 0);
+    json_t *content = json_object_get(json_object_get(choice, "message"), "content");
+    json_t *finish = json_object_get(choice, "finish_reason");
+    int rc = -1;
+
+    if (!json_is_string(content))
+        goto out;
+    const char *s = json_string_value(content);
+    size_t n = json_string_length(content), at = 0;
+    /* One chunk per word with the blanks after it; the first also names the role,
+     * as OpenAI's does. Cut at ASCII blanks only, so never inside a UTF-8 sequence. */
+    if (reply_stream_event(out, answer, json_pack("{s:s}", "role", "assistant"), NULL,
+                           NULL) != 0)
+        goto out;
+    while (at < n) {
+        size_t end = at;
+        while (end < n && !isspace((unsigned char)s[end]))
+            end++;
+        while (end < n && isspace((unsigned char)s[end]))
+            end++;
+        json_t *piece = json_stringn(s + at, end - at);
+        if (piece == NULL ||
+            reply_stream_event(out, answer, json_pack("{s:o}", "content", piece), NULL,
+                               NULL) != 0)
+            goto out;
+        at = end;
+    }
+    if (reply_stream_event(out, answer, json_object(),
+                           json_is_string(finish) ? json_string_value(finish) : "stop",
+                           NULL) != 0)
+        goto out;
+    if (include_usage &&
+        reply_stream_event(out, answer, NULL, NULL,
+                           json_incref(json_object_get(answer, "usage"))) != 0)
+        goto out;
+    if (evbuffer_add(out, "data: [DONE]\n\n", 14) != 0)
+        goto out;
+    rc = 0;
+out:
+    json_decref(answer);
+    return rc;
+}

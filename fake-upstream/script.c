@@ -116,6 +116,9 @@ static void script_apply(struct script *s, const char *tok, size_t n)
     } else if (script_key_is(tok, kn, "drip")) {
         if (v != NULL && script_number(v, vn, 1, FAKE_MAX_DELAY_MS, &x) == 0)
             s->drip_ms = (int)x;
+    } else if (script_key_is(tok, kn, "chunk-ms")) {
+        if (v != NULL && script_number(v, vn, 1, FAKE_MAX_DELAY_MS, &x) == 0)
+            s->chunk_ms = (int)x;
     } else if (script_key_is(tok, kn, "huge")) {
         /* Larger asks are clamped rather than ignored: the test wants "too big". */
         if (v != NULL && script_number(v, vn, 0, LONG_MAX, &x) == 0) {

@@ -47,6 +47,7 @@
 #define SERVE_ENDLESS_BYTES 16384 /* bytes per chunk of an endless body */
 #define SERVE_STATUS_MAX 600
 #define SERVE_JSON "application/json"
+#define SERVE_EVENT_STREAM "text/event-stream"
 #define SERVE_PROMPT_OVERHEAD 7 /* see the token rule in reply.c */
 #define SERVE_ACCEPT_PAUSE_MS 100
 #define SERVE_MAX_HEADERS 12 /* script (3) + rate limit (6) + retry (2) */
@@ -91,6 +92,9 @@ struct pending {
     struct event *timer;             /* delay, then drip ticks */
     struct event *watch;             /* client-gone detection, see the file comment */
     struct evbuffer *drip;           /* rest of the body while dripping */
+    int drip_events;                 /* drip one "\n\n"-ended event per tick */
+    int stream;                      /* the request asked for "stream": true */
+    int include_usage;               /* ... with stream_options.include_usage */
     struct evbuffer *fixed;          /* a reply decided on arrival (400, 401) */
     int fixed_status;
     int status; /* status line sent, 0 if none */
@@ -461,7 +465,12 @@ static void serve_drip_tick(struct pending *p)
         serve_drop(p, "out of memory");
         return;
     }
-    evbuffer_remove_buffer(p->drip, chunk, SERVE_DRIP_BYTES);
+    size_t n = SERVE_DRIP_BYTES;
+    if (p->drip_events) {
+        struct evbuffer_ptr end = evbuffer_search(p->drip, "\n\n", 2, NULL);
+        n = end.pos >= 0 ? (size_t)end.pos + 2 : evbuffer_get_length(p->drip);
+    }
+    evbuffer_remove_buffer(p->drip, chunk, n);
     evhttp_send_reply_chunk(p->req, chunk);
     evbuffer_free(chunk);
     if (evbuffer_get_length(p->drip) > 0) {
@@ -562,6 +571,23 @@ static void serve_answer(struct pending *p)
         serve_reset(p, body, status, ctype);
         evbuffer_free(body);
         return;
+    }
+    if (p->stream && status < 300 && p->script.body == SCRIPT_BODY_NORMAL) {
+        struct evbuffer *events = evbuffer_new();
+        if (events == NULL || reply_stream(events, body, p->include_usage) != 0) {
+            if (events != NULL)
+                evbuffer_free(events);
+            evbuffer_free(body);
+            serve_drop(p, "out of memory");
+            return;
+        }
+        evbuffer_free(body);
+        body = events;
+        ctype = SERVE_EVENT_STREAM;
+        if (p->script.chunk_ms > 0) {
+            p->script.drip_ms = p->script.chunk_ms;
+            p->drip_events = 1;
+        }
     }
     p->status = status;
     serve_set_headers(p, ctype);
@@ -854,6 +880,9 @@ static int serve_parse_chat(struct pending *p)
             last_user = content;
     }
 
+    p->stream = json_is_true(json_object_get(root, "stream"));
+    p->include_usage = json_is_true(
+        json_object_get(json_object_get(root, "stream_options"), "include_usage"));
     p->prompt_tokens = words + SERVE_PROMPT_OVERHEAD;
     p->model = strdup(model);
     if (p->model == NULL)
