@@ -41,28 +41,6 @@ int sse_id_valid(const char *id)
     return n > 0 && n <= SSE_ID_DIGITS && id[n] == '\0';
 }
 
-/* Writes delta event n, whose text is everything after "delta ". Returns 0, or -1
- * if the client is gone. */
-static int sse_send_delta(struct sse_stream *st, long long n, const char *text,
-                          size_t len)
-{
-    struct reply r;
-    int rc = 0;
-    reply_init(&r);
-    reply_lit(&r, "id: ");
-    reply_ll(&r, n);
-    reply_lit(&r, "\nevent: " EVENTS_DELTA "\ndata: {\"traceId\":");
-    reply_strz(&r, st->trace);
-    reply_lit(&r, ",\"" EVENTS_DELTA_TEXT "\":");
-    reply_str(&r, text,
-              len); /* JSON-escaped: a newline in the text cannot end the data */
-    reply_lit(&r, "}\n\n");
-    if (r.oom || mg_write(st->conn, r.buf + REPLY_HEAD_ROOM, r.len) <= 0)
-        rc = -1;
-    reply_free(&r);
-    return rc;
-}
-
 /* Writes event n ("type[ attempt[ delay_ms]]", or "delta <text>", as events.h
  * keeps it; len bytes) of the record in hash. Returns 0, or -1 if the client is gone. */
 static int sse_send(struct sse_stream *st, long long n, const char *value, size_t len,
@@ -77,18 +55,28 @@ static int sse_send(struct sse_stream *st, long long n, const char *value, size_
 
     st->last = n;
     /* A delta's text may start with digits: it is not an attempt number. */
-    if (strncmp(value, EVENTS_DELTA " ", sizeof(EVENTS_DELTA)) == 0)
-        return sse_send_delta(st, n, value + sizeof(EVENTS_DELTA),
-                              len - sizeof(EVENTS_DELTA));
-    if (sscanf(value, "%31[a-z_] %lld %lld", type, &attempt, &delay) < 1)
+    int delta = strncmp(value, EVENTS_DELTA " ", sizeof(EVENTS_DELTA)) == 0;
+    if (delta)
+        snprintf(type, sizeof(type), EVENTS_DELTA);
+    else if (sscanf(value, "%31[a-z_] %lld %lld", type, &attempt, &delay) < 1)
         return 0; /* not one of ours: nothing a client could use */
+    /* One struct reply (5 KiB) per frame: these are inlined into a civetweb
+     * thread's small stack, under hiredis's 16 KiB read buffer. */
     reply_init(&r);
     reply_lit(&r, "id: ");
     reply_ll(&r, n);
     reply_lit(&r, "\nevent: ");
     reply_raw(&r, type, strlen(type));
     reply_lit(&r, "\ndata: ");
-    if (events_final(type) && record_result_parse(hash, &res, err, sizeof(err)) == 0) {
+    if (delta) {
+        reply_lit(&r, "{\"traceId\":");
+        reply_strz(&r, st->trace);
+        reply_lit(&r, ",\"" EVENTS_DELTA_TEXT "\":");
+        /* JSON-escaped: a newline in the text cannot end the data line. */
+        reply_str(&r, value + sizeof(EVENTS_DELTA), len - sizeof(EVENTS_DELTA));
+        reply_lit(&r, "}");
+    } else if (events_final(type) &&
+               record_result_parse(hash, &res, err, sizeof(err)) == 0) {
         lookup_render(&res, st->trace, &r); /* the record, as GET .../response */
     } else {
         reply_lit(&r, "{\"traceId\":");
