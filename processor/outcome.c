@@ -280,6 +280,13 @@ int outcome_classify(const struct outcome_input *in, struct outcome *out)
         goto out;
     }
 
+    if (in->invalid_stream != NULL) {
+        rc = outcome_setf(out, OUTCOME_RETRY, "upstream_invalid_response",
+                          "upstream answered HTTP %ld but its event stream is "
+                          "unusable: %s",
+                          in->http_status, in->invalid_stream);
+        goto out;
+    }
     /* JSON_ALLOW_NUL: an answer may legitimately contain U+0000; it is kept with
      * its length. */
     json_error_t jerr;

@@ -35,6 +35,9 @@ struct outcome_input {
     long long max_completion_bytes; /* MAX_COMPLETION_BYTES */
     long http_status;               /* 0 if no response */
     const char *body;               /* borrowed; need not be NUL-terminated */
+    /* A 2xx event stream (chunks.h) that cannot be used: why (borrowed), or NULL.
+     * Retryable, as invalid JSON is. */
+    const char *invalid_stream;
     size_t body_len;
     long long retry_after_ms; /* the upstream's advice from the headers, -1: none */
     const char *request_model;

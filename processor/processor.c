@@ -19,6 +19,7 @@
 #include <hiredis/hiredis.h>
 
 #include "admit.h"
+#include "deltas.h"
 #include "inbox.h"
 #include "live.h"
 #include "log.h"
@@ -422,6 +423,8 @@ void processor_admitted(struct processor *p, struct job *job, long long verdict)
     job->attempts = verdict > 0 ? (int)verdict : job->attempts + 1;
     outcome_clear(&job->outcome);
     job->state = JOB_RUNNING;
+    job->delta_sent = 0; /* a retried attempt's text starts over */
+    job->delta_ms = 0;
     upstream_xfer_trace(&job->xfer, job->trace, job->attempts);
     if (upstream_start(p->up, &job->xfer) == 0)
         return;
@@ -436,13 +439,16 @@ void processor_admitted(struct processor *p, struct job *job, long long verdict)
     processor_outcome(p, job);
 }
 
-/* The slot's one timer: the end of a backoff wait, or of a refused write's. */
+/* The slot's one timer: the end of a backoff wait, or of a refused write's, or
+ * (while the call runs) the time to write the streamed text that waited. */
 static void processor_on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct job *job = arg;
-    if (job->state == JOB_WRITE_WAIT)
+    if (job->state == JOB_RUNNING)
+        deltas_flush(job->p, job);
+    else if (job->state == JOB_WRITE_WAIT)
         outbox_retry(job->p->out, job);
     else
         processor_attempt(job->p, job);
@@ -511,6 +517,16 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
 {
     struct processor *p = arg;
     struct job *job = (struct job *)(void *)((char *)x - offsetof(struct job, xfer));
+    char *streamed = NULL;
+    char why[256];
+    /* The text that waited goes before the outcome is written or retried. */
+    evtimer_del(job->timer);
+    deltas_flush(p, job);
+    if (x->sse == 1 && !x->too_long &&
+        (curl_code == CURLE_OK || (curl_code == CURLE_WRITE_ERROR && x->chunks.failed))) {
+        streamed = chunks_body(&x->chunks, why, sizeof(why));
+        curl_code = CURLE_OK; /* a stream we stopped is the upstream's fault */
+    }
     struct outcome_input in = {.curl_code = curl_code,
                                .curl_error = x->errbuf,
                                .too_large = x->too_large,
@@ -523,6 +539,11 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
                                .retry_after_ms = upstream_xfer_retry_after(x),
                                .request_model = job->model,
                                .secret = p->cfg->api_key};
+    if (x->sse == 1 && curl_code == CURLE_OK && !x->too_long) {
+        in.body = streamed;
+        in.body_len = streamed != NULL ? strlen(streamed) : 0;
+        in.invalid_stream = streamed == NULL ? why : NULL;
+    }
     if (outcome_classify(&in, &job->outcome) != 0)
         log_error(job->trace, "out of memory classifying an upstream answer");
     metrics_inc1(metrics_upstream_attempts,
@@ -550,7 +571,15 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
     free(x->resp);
     x->resp = NULL;
     x->resp_len = x->resp_cap = 0;
+    free(streamed);
+    chunks_reset(&x->chunks);
     processor_outcome(p, job);
+}
+
+static void processor_on_delta(struct upstream_xfer *x, void *arg)
+{
+    struct job *job = (struct job *)(void *)((char *)x - offsetof(struct job, xfer));
+    deltas_offer(arg, job);
 }
 
 void processor_accept(struct processor *p, const char *id, const redisReply *fields,
@@ -611,6 +640,7 @@ void processor_accept(struct processor *p, const char *id, const redisReply *fie
         return;
     }
     job->xfer.body_len = strlen(job->xfer.body);
+    job->xfer.stream = req.stream;
     log_debug(job->trace, "took entry %s (delivery %lld)", id, deliveries);
     processor_attempt(p, job);
 }
@@ -889,6 +919,7 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
     p->grace = evtimer_new(p->base, processor_on_grace, p);
     p->hard_stop = evtimer_new(p->base, processor_on_hard_stop, p);
     admit_register();
+    deltas_register();
     p->in = inbox_new(p);
     p->pace = pace_new(p);
     p->out = outbox_new(p);
@@ -908,6 +939,7 @@ struct processor *processor_new(const struct config *cfg, char *err, size_t errl
     p->up = upstream_new(p->base, &us, processor_on_done, p, err, errlen);
     if (p->up == NULL)
         goto out;
+    upstream_set_delta(p->up, processor_on_delta);
     err[0] = '\0';
     ok = 1;
 out:

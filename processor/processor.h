@@ -103,9 +103,12 @@ struct job {
     char *accepted;           /* owned; NULL if the entry had none */
     char finished[CLOCK_ISO_LEN];
     struct upstream_xfer xfer;
+    size_t delta_sent;      /* bytes of a streamed attempt's text written (deltas.h) */
+    long long delta_ms;     /* monotonic ms of the last delta written; 0: none */
     struct outcome outcome; /* the final one, once known */
     struct job_dead *dead;  /* owned; set when this slot carries a dead letter */
-    struct event *timer;    /* the backoff or write-retry wait; made once per slot */
+    struct event *timer;    /* the backoff or write-retry wait, or (running) the next
+                               delta's; made once per slot */
     struct job *next;       /* free list or write queue */
 };
 

@@ -43,6 +43,7 @@ struct upstream {
     CURL **pool; /* idle easy handles, kept for their reuse */
     size_t npool, pool_cap;
     upstream_done_fn *done;
+    upstream_delta_fn *delta; /* NULL: none */
     void *done_arg;
 };
 
@@ -119,6 +120,10 @@ char *upstream_body_build(const struct chat_request *req, char *err, size_t errl
     if (req->max_tokens > 0 &&
         json_object_set_new(root, "max_tokens", json_integer(req->max_tokens)) != 0)
         goto out;
+    if (req->stream && (json_object_set_new(root, "stream", json_true()) != 0 ||
+                        json_object_set_new(root, "stream_options",
+                                            json_pack("{s:b}", "include_usage", 1)) != 0))
+        goto out;
     if (req->params != NULL) {
         json_error_t jerr;
         json_t *params = json_loadb(req->params, req->params_len, 0, &jerr);
@@ -161,6 +166,7 @@ void upstream_xfer_clear(struct upstream_xfer *x)
 {
     free(x->body);
     free(x->resp);
+    chunks_reset(&x->chunks);
     upstream_xfer_init(x);
 }
 
@@ -234,6 +240,7 @@ void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
                           long long now_ms)
 {
     if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
+        x->sse_type = 0;
         x->retry_after_ms = x->retry_after_ms_hdr = -1;
         x->upstream_id[0] = '\0';
         upstream_limits_reset(&x->limits);
@@ -253,6 +260,11 @@ void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
         upstream_limit_header(&x->limits, line + 12, namelen - 12, value, valuelen);
     else if (upstream_header_is(line, namelen, "x-request-id"))
         upstream_header_value(x->upstream_id, sizeof(x->upstream_id), value, valuelen);
+    else if (upstream_header_is(line, namelen, "content-type")) {
+        char type[64];
+        upstream_header_value(type, sizeof(type), value, valuelen);
+        x->sse_type = strncasecmp(type, "text/event-stream", 17) == 0;
+    }
 }
 
 const char *upstream_outcome_label(int curl_code, long http_status)
@@ -328,11 +340,33 @@ size_t upstream_scan_feed(struct upstream_scan *sc, const char *buf, size_t len)
     return sc->text;
 }
 
+/* A streamed answer's bytes: read as they come, never kept whole. */
+static size_t upstream_on_events(struct upstream_xfer *x, const char *buf, size_t len)
+{
+    size_t before = x->chunks.text_len;
+    if (chunks_feed(&x->chunks, buf, len) != 0) {
+        /* Short: curl fails the transfer; the flags and chunks.err say why. */
+        x->too_long = x->chunks.too_long;
+        return 0;
+    }
+    if (x->chunks.text_len > before && x->up->delta != NULL)
+        x->up->delta(x, x->up->done_arg);
+    return len;
+}
+
 static size_t upstream_on_body(char *buf, size_t size, size_t n, void *userp)
 {
     struct upstream_xfer *x = userp;
     size_t len = size * n;
     size_t max = (size_t)x->up->max_response_bytes;
+
+    if (x->sse < 0) {
+        long status = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+        x->sse = x->stream && x->sse_type && status >= 200 && status <= 299;
+    }
+    if (x->sse)
+        return upstream_on_events(x, buf, len);
 
     /* Stop reading as soon as the answer cannot fit the completion cap, rather
      * than hold up to max_response_bytes of it only to refuse it: this is what
@@ -632,6 +666,11 @@ struct upstream *upstream_new(struct event_base *base, const struct upstream_set
     return up;
 }
 
+void upstream_set_delta(struct upstream *up, upstream_delta_fn *delta)
+{
+    up->delta = delta;
+}
+
 void upstream_free(struct upstream *up)
 {
     if (up == NULL)
@@ -660,6 +699,12 @@ int upstream_start(struct upstream *up, struct upstream_xfer *x)
     x->too_large = 0;
     x->upstream_id[0] = '\0';
     x->too_long = 0;
+    x->sse = -1;
+    x->sse_type = 0;
+    chunks_reset(&x->chunks);
+    /* One event holds a piece of text, escaped: bounded as a whole body is. */
+    chunks_init(&x->chunks, (size_t)up->max_completion_bytes,
+                (size_t)up->max_response_bytes);
     memset(&x->scan, 0, sizeof(x->scan));
     x->retry_after_ms = x->retry_after_ms_hdr = -1;
     if (x->trace_lines[0][0] != '\0') {

@@ -9,6 +9,8 @@
 
 #include <curl/curl.h>
 
+#include "chunks.h"
+
 struct event_base;
 struct upstream;
 
@@ -67,6 +69,15 @@ struct upstream_xfer {
     int too_long; /* we stopped the body: its text is past max_completion_bytes +
                      UPSTREAM_ENVELOPE_BYTES, so the completion is past the cap */
     struct upstream_scan scan;
+    /* Streaming: set stream (the request asked for it) before upstream_start. An
+     * answer that is a 2xx text/event-stream is read by chunks as it arrives
+     * (sse = 1; resp stays empty) and each piece of text announced to the
+     * delta callback; any other answer (an error status, a plain JSON body) is
+     * collected in resp as without streaming (sse = 0). */
+    int stream;
+    int sse;      /* -1: no body yet; 0: plain; 1: an event stream */
+    int sse_type; /* the answer's Content-Type is text/event-stream */
+    struct chunks chunks;
     char errbuf[CURL_ERROR_SIZE]; /* curl's detail on a failure */
     double seconds;               /* the last call's time, for the metrics */
     /* The upstream's own x-request-id of the last answer ("" if none), for the
@@ -84,6 +95,14 @@ struct upstream_xfer {
  * callback may start it (or any other) again. */
 typedef void upstream_done_fn(struct upstream_xfer *x, int curl_code, long http_status,
                               void *arg);
+
+/* Called from curl's write callback when a streamed answer's text grew (the text
+ * so far is x->chunks.text, valid until the callback returns). It must not start,
+ * cancel or clear x. */
+typedef void upstream_delta_fn(struct upstream_xfer *x, void *arg);
+
+/* Sets the delta callback (called with upstream_new's arg); none by default. */
+void upstream_set_delta(struct upstream *up, upstream_delta_fn *delta);
 
 /* Returns a new upstream (free with upstream_free), or NULL with the reason in
  * err. settings' strings are borrowed and must outlive it. */
@@ -133,7 +152,9 @@ void upstream_header_line(struct upstream_xfer *x, const char *line, size_t len,
 char *upstream_url_build(const char *base);
 
 /* The request body {"model":..,"messages":[..],"temperature":..} plus "top_p" and
- * "max_tokens" when req has them: messages is req->messages (a JSON array of
+ * "max_tokens" when req has them, and "stream": true with stream_options'
+ * include_usage (the usage comes as a last chunk) when req->stream: messages is
+ * req->messages (a JSON array of
  * {"role","content"} objects, checked here), or else one user message holding
  * req->message. Returns new (caller frees) or NULL with the reason in err: the
  * message is not valid UTF-8, messages is not such an array, or memory ran out. */

@@ -11,7 +11,13 @@
  * back with Last-Event-ID gets exactly the remaining events (checked against the
  * chat's events in Redis: none missing, none twice), sees heartbeats while
  * nothing happens, and the stream ends after the final event; a reconnect after
- * the end gets 204. */
+ * the end gets 204.
+ *
+ * Token streaming ("stream": true): the answer's text arrives as delta events
+ * before completed, in order, and they add up to the final response; a client
+ * that leaves after a few deltas and comes back with Last-Event-ID gets exactly
+ * the remaining deltas and completed; a chat without stream has no deltas; a
+ * stream that is not a boolean is a 400. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -347,9 +353,22 @@ static void push_sse_block(struct push_sse *x, char *block)
  * reads until the server closes, timeout_ms passes, or (leave_after not NULL) an
  * event of that type arrived, after which it hangs up. Returns 0, or -1 if it
  * could not connect. */
+static int push_sse_read_n(struct stack *s, const char *trace, const char *last,
+                           const char *leave_after, int leave_count, int timeout_ms,
+                           struct push_sse *x);
+
 static int push_sse_read(struct stack *s, const char *trace, const char *last,
                          const char *leave_after, int timeout_ms, struct push_sse *x)
 {
+    return push_sse_read_n(s, trace, last, leave_after, 1, timeout_ms, x);
+}
+
+/* As push_sse_read, leaving after the leave_count-th event of type leave_after. */
+static int push_sse_read_n(struct stack *s, const char *trace, const char *last,
+                           const char *leave_after, int leave_count, int timeout_ms,
+                           struct push_sse *x)
+{
+    int seen = 0;
     memset(x, 0, sizeof(*x));
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(s->api_port)};
@@ -404,7 +423,7 @@ static int push_sse_read(struct stack *s, const char *trace, const char *last,
             if (x->n > before && strcmp(x->ev[x->n - 1].type, "completed") == 0)
                 x->final_ms = clock_mono_ms();
             if (x->n > before && leave_after != NULL &&
-                strcmp(x->ev[x->n - 1].type, leave_after) == 0)
+                strcmp(x->ev[x->n - 1].type, leave_after) == 0 && ++seen >= leave_count)
                 leave = 1;
         }
     }
@@ -539,6 +558,173 @@ static void push_sse_after_end(void **state)
     CHECK(a.status == 404, "an unknown trace: %d", a.status);
 }
 
+/* ---- token streaming ------------------------------------------------------------ */
+
+/* POST /chat {"message": message, "stream": true}; the traceId into trace. */
+static int push_post_stream(struct stack *s, const char *message,
+                            char trace[UUID_LEN + 1])
+{
+    char url[256];
+    struct http_response r;
+    json_t *req = json_pack("{s:s, s:b}", "message", message, "stream", 1);
+    char *text = json_dumps(req, JSON_COMPACT);
+    int rc = -1;
+    json_decref(req);
+    if (text != NULL && http_request("POST", stack_url(s, "/chat", url, sizeof(url)),
+                                     text, strlen(text), 10000, &r) == 0) {
+        json_t *j = r.status == 202 ? http_json(&r) : NULL;
+        const char *id = j != NULL ? http_json_str(j, "traceId") : NULL;
+        if (id != NULL && strlen(id) == UUID_LEN) {
+            memcpy(trace, id, UUID_LEN + 1);
+            rc = 0;
+        } else {
+            fprintf(stderr, "POST stream: %ld %s\n", r.status, STR(r.body));
+        }
+        json_decref(j);
+    }
+    http_response_free(&r);
+    free(text);
+    return rc;
+}
+
+/* The text of a delta event's data, appended to out (at most outlen). Returns 0,
+ * or -1 if the data is not {"traceId": trace, "delta": string}. */
+static int push_delta_text(const struct push_event *e, const char *trace, char *out,
+                           size_t outlen)
+{
+    json_t *j = json_loads(STR(e->data), 0, NULL);
+    const char *t = j != NULL ? http_json_str(j, "traceId") : NULL;
+    const char *d = j != NULL ? http_json_str(j, "delta") : NULL;
+    int rc = -1;
+    if (t != NULL && strcmp(t, trace) == 0 && d != NULL &&
+        strlen(out) + strlen(d) < outlen) {
+        strcat(out, d);
+        rc = 0;
+    }
+    json_decref(j);
+    return rc;
+}
+
+/* The final response of trace, copied into out. */
+static void push_final_response(struct stack *s, const char *trace, char *out,
+                                size_t outlen)
+{
+    json_t *j = chat_wait(s, trace, 20000, NULL);
+    snprintf(out, outlen, "%s", j != NULL ? STR(http_json_str(j, "response")) : "");
+    json_decref(j);
+}
+
+/* A streamed chat: delta events arrive one by one before completed (the first
+ * well before it), in order of their ids, and add up to the final response. */
+static void push_stream_deltas(void **state)
+{
+    (void)state;
+    struct stack *s = &push_stack;
+    char trace[UUID_LEN + 1], text[4096] = "", final[4096];
+    struct push_sse a;
+
+    CHECK(push_post_stream(s, "[[fake chunk-ms=150]] one two three four five six",
+                           trace) == 0,
+          "POST");
+    CHECK(push_sse_read(s, trace, NULL, NULL, 20000, &a) == 0, "connect");
+    CHECK(a.status == 200 && a.closed, "status %d, closed %d", a.status, a.closed);
+    int deltas = 0;
+    for (int i = 0; i < a.n; i++) {
+        CHECK(i == 0 || atoll(a.ev[i].id) == atoll(a.ev[i - 1].id) + 1,
+              "event %d has id %s after %s", i, a.ev[i].id, a.ev[i - 1].id);
+        if (strcmp(a.ev[i].type, EVENTS_DELTA) != 0)
+            continue;
+        deltas++;
+        CHECK(push_delta_text(&a.ev[i], trace, text, sizeof(text)) == 0, "delta %d: %s",
+              i, STR(a.ev[i].data));
+        CHECK(i + 1 < a.n, "a delta is the last event");
+    }
+    CHECK(a.n >= 2 && strcmp(a.ev[a.n - 1].type, "completed") == 0,
+          "the last of %d events is %s", a.n, a.n > 0 ? a.ev[a.n - 1].type : "-");
+    /* 11 words 150 ms apart, written at most every 50 ms: several deltas. */
+    CHECK(deltas >= 4, "only %d delta events of %d", deltas, a.n);
+    push_final_response(s, trace, final, sizeof(final));
+    CHECK(final[0] != '\0' && strcmp(text, final) == 0,
+          "the deltas add up to '%s', the response is '%s'", text, final);
+    push_sse_free(&a);
+}
+
+/* A client leaves after three deltas and comes back with the last id it got: it
+ * gets exactly the remaining deltas and completed (checked against the ids in
+ * Redis), and both halves add up to the response. */
+static void push_stream_resume(void **state)
+{
+    (void)state;
+    struct stack *s = &push_stack;
+    char trace[UUID_LEN + 1], text[4096] = "", final[4096], ids[PUSH_SSE_MAX][48];
+    struct push_sse a, b;
+
+    CHECK(push_post_stream(s, "[[fake chunk-ms=200]] alpha beta gamma delta epsilon zeta",
+                           trace) == 0,
+          "POST");
+    CHECK(push_sse_read_n(s, trace, NULL, EVENTS_DELTA, 3, 20000, &a) == 0, "connect");
+    CHECK(a.status == 200 && a.n >= 3 && strcmp(a.ev[a.n - 1].type, EVENTS_DELTA) == 0,
+          "first stream: %d, %d events, last %s", a.status, a.n,
+          a.n > 0 ? a.ev[a.n - 1].type : "-");
+    CHECK(push_sse_read(s, trace, a.ev[a.n - 1].id, NULL, 20000, &b) == 0, "reconnect");
+    CHECK(b.status == 200 && b.closed && b.n >= 2,
+          "second stream: %d, closed %d, %d events", b.status, b.closed, b.n);
+    CHECK(strcmp(b.ev[0].type, EVENTS_DELTA) == 0,
+          "the second stream starts with %s, not a delta (left too late?)", b.ev[0].type);
+    CHECK(strcmp(b.ev[b.n - 1].type, "completed") == 0, "the second stream ends with %s",
+          b.ev[b.n - 1].type);
+    int n = push_stream_ids(s, trace, ids, PUSH_SSE_MAX);
+    CHECK(n == a.n + b.n, "Redis holds %d events; the client got %d + %d", n, a.n, b.n);
+    for (int i = 0; i < n; i++) {
+        const struct push_event *e = i < a.n ? &a.ev[i] : &b.ev[i - a.n];
+        CHECK(strcmp(e->id, ids[i]) == 0, "event %d: id %s, Redis has %s", i, e->id,
+              ids[i]);
+        if (strcmp(e->type, EVENTS_DELTA) == 0)
+            CHECK(push_delta_text(e, trace, text, sizeof(text)) == 0, "delta %d: %s", i,
+                  STR(e->data));
+    }
+    push_final_response(s, trace, final, sizeof(final));
+    CHECK(final[0] != '\0' && strcmp(text, final) == 0,
+          "the deltas add up to '%s', the response is '%s'", text, final);
+    push_sse_free(&a);
+    push_sse_free(&b);
+}
+
+/* Without "stream" no delta is written; "stream" must be a boolean. */
+static void push_stream_off(void **state)
+{
+    (void)state;
+    struct stack *s = &push_stack;
+    char trace[UUID_LEN + 1], url[256];
+    struct push_sse a;
+    struct http_response r;
+
+    CHECK(chat_post(s, "[[fake chunk-ms=100]] not streamed at all", NULL, -1, trace) == 0,
+          "POST");
+    CHECK(push_sse_read(s, trace, NULL, NULL, 20000, &a) == 0, "connect");
+    CHECK(a.status == 200 && a.closed && a.n == 3 &&
+              strcmp(a.ev[2].type, "completed") == 0,
+          "status %d, closed %d, %d events, the last %s", a.status, a.closed, a.n,
+          a.n > 0 ? a.ev[a.n - 1].type : "-");
+    for (int i = 0; i < a.n; i++)
+        CHECK(strcmp(a.ev[i].type, EVENTS_DELTA) != 0, "event %d is a delta", i);
+    push_sse_free(&a);
+
+    static const char body[] = "{\"message\":\"hi\",\"stream\":\"yes\"}";
+    CHECK(http_request("POST", stack_url(s, "/chat", url, sizeof(url)), body,
+                       strlen(body), 10000, &r) == 0,
+          "POST: %s", r.error);
+    json_t *j = r.status == 400 ? http_json(&r) : NULL;
+    json_t *err = j != NULL ? json_object_get(j, "error") : NULL;
+    const char *code = json_string_value(json_object_get(err, "code"));
+    const char *msg = json_string_value(json_object_get(err, "message"));
+    CHECK(r.status == 400 && code != NULL && strcmp(code, "invalid_field") == 0 &&
+              msg != NULL && strstr(msg, "'stream' must be a boolean") != NULL,
+          "\"stream\": \"yes\" answered %ld %s", r.status, STR(r.body));
+    json_decref(j);
+    http_response_free(&r);
+}
+
 /* Redis restarted under a waiting client: the client gets an answer (503 while
  * Redis is away, or the completed chat), not a hang; afterwards the api's
  * subscriber is back, so a long-poll on a new chat ends with its completion, not
@@ -580,7 +766,8 @@ static const struct CMUnitTest push_tests[] = {
     cmocka_unit_test(push_sse_resume),      cmocka_unit_test(push_sse_after_end),
     cmocka_unit_test(push_longpoll_prompt), cmocka_unit_test(push_longpoll_timeout),
     cmocka_unit_test(push_wait_cap),        cmocka_unit_test(push_longpoll_restart),
-    cmocka_unit_test(push_redis_restart),
+    cmocka_unit_test(push_redis_restart),   cmocka_unit_test(push_stream_deltas),
+    cmocka_unit_test(push_stream_resume),   cmocka_unit_test(push_stream_off),
 };
 
 const struct suite_group suite_push = {"push", push_tests,

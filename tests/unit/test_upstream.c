@@ -90,6 +90,14 @@ static void test_body_build(void **state)
     struct chat_request zero = {.model = "m", .message = "x", .message_len = 1};
     body = upstream_body_build(&zero, err, sizeof(err));
     assert_non_null(strstr(body, "\"temperature\":0.0"));
+    assert_null(strstr(body, "stream"));
+    free(body);
+
+    /* A streamed chat asks for the usage too: it comes as the last chunk. */
+    zero.stream = 1;
+    body = upstream_body_build(&zero, err, sizeof(err));
+    assert_non_null(strstr(body, "\"stream\":true"));
+    assert_non_null(strstr(body, "\"stream_options\":{\"include_usage\":true}"));
     free(body);
 }
 
