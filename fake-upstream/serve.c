@@ -567,11 +567,7 @@ static void serve_answer(struct pending *p)
         serve_drop(p, "out of memory");
         return;
     }
-    if (p->script.action == SCRIPT_RESET) {
-        serve_reset(p, body, status, ctype);
-        evbuffer_free(body);
-        return;
-    }
+    /* Before reset: a stream cut in the middle is what reset means then. */
     if (p->stream && status < 300 && p->script.body == SCRIPT_BODY_NORMAL) {
         struct evbuffer *events = evbuffer_new();
         if (events == NULL || reply_stream(events, body, p->include_usage) != 0) {
@@ -588,6 +584,11 @@ static void serve_answer(struct pending *p)
             p->script.drip_ms = p->script.chunk_ms;
             p->drip_events = 1;
         }
+    }
+    if (p->script.action == SCRIPT_RESET) {
+        serve_reset(p, body, status, ctype);
+        evbuffer_free(body);
+        return;
     }
     p->status = status;
     serve_set_headers(p, ctype);

@@ -16,8 +16,9 @@
  * Token streaming ("stream": true): the answer's text arrives as delta events
  * before completed, in order, and they add up to the final response; a client
  * that leaves after a few deltas and comes back with Last-Event-ID gets exactly
- * the remaining deltas and completed; a chat without stream has no deltas; a
- * stream that is not a boolean is a 400. */
+ * the remaining deltas and completed; a stream broken half-way is retried and the
+ * new attempt's deltas start the answer over; a chat without stream has no
+ * deltas; a stream that is not a boolean is a 400. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -690,6 +691,49 @@ static void push_stream_resume(void **state)
     push_sse_free(&b);
 }
 
+/* The first attempt's stream breaks half-way (the fake resets the connection):
+ * its deltas are followed by retrying, and the second attempt's deltas start the
+ * answer over: they alone add up to the response, and the first attempt's text
+ * was the start of it. */
+static void push_stream_retry(void **state)
+{
+    (void)state;
+    struct stack *s = &push_stack;
+    char trace[UUID_LEN + 1], before[4096] = "", after[4096] = "", final[4096];
+    struct push_sse a;
+
+    CHECK(push_post_stream(s, "[[fake reset times=1]] retried after half a stream",
+                           trace) == 0,
+          "POST");
+    CHECK(push_sse_read(s, trace, NULL, NULL, 20000, &a) == 0, "connect");
+    CHECK(a.status == 200 && a.closed && a.n >= 2 &&
+              strcmp(a.ev[a.n - 1].type, "completed") == 0,
+          "status %d, closed %d, %d events, the last %s", a.status, a.closed, a.n,
+          a.n > 0 ? a.ev[a.n - 1].type : "-");
+    int retried = 0, early = 0;
+    for (int i = 0; i < a.n; i++) {
+        if (strcmp(a.ev[i].type, "retrying") == 0) {
+            retried++;
+            continue;
+        }
+        if (strcmp(a.ev[i].type, EVENTS_DELTA) != 0)
+            continue;
+        early += !retried;
+        CHECK(push_delta_text(&a.ev[i], trace, retried ? after : before,
+                              retried ? sizeof(after) : sizeof(before)) == 0,
+              "delta %d: %s", i, STR(a.ev[i].data));
+    }
+    CHECK(retried == 1, "%d retrying events", retried);
+    CHECK(early >= 1, "no delta before the stream broke");
+    push_final_response(s, trace, final, sizeof(final));
+    CHECK(final[0] != '\0' && strcmp(after, final) == 0,
+          "the second attempt's deltas add up to '%s', the response is '%s'", after,
+          final);
+    CHECK(strlen(before) < strlen(final) && strncmp(before, final, strlen(before)) == 0,
+          "the broken attempt's text '%s' is not the start of '%s'", before, final);
+    push_sse_free(&a);
+}
+
 /* Without "stream" no delta is written; "stream" must be a boolean. */
 static void push_stream_off(void **state)
 {
@@ -767,7 +811,8 @@ static const struct CMUnitTest push_tests[] = {
     cmocka_unit_test(push_longpoll_prompt), cmocka_unit_test(push_longpoll_timeout),
     cmocka_unit_test(push_wait_cap),        cmocka_unit_test(push_longpoll_restart),
     cmocka_unit_test(push_redis_restart),   cmocka_unit_test(push_stream_deltas),
-    cmocka_unit_test(push_stream_resume),   cmocka_unit_test(push_stream_off),
+    cmocka_unit_test(push_stream_resume),   cmocka_unit_test(push_stream_retry),
+    cmocka_unit_test(push_stream_off),
 };
 
 const struct suite_group suite_push = {"push", push_tests,
