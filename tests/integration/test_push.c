@@ -300,7 +300,8 @@ static void push_wait_cap(void **state)
 
 struct push_event {
     char id[48], type[32];
-    char *data; /* owned */
+    char *data;   /* owned */
+    long long ms; /* when it arrived, monotonic */
 };
 
 /* What one connection to /events saw. */
@@ -420,6 +421,8 @@ static int push_sse_read_n(struct stack *s, const char *trace, const char *last,
             *blank = '\0';
             int before = x->n;
             push_sse_block(x, buf + parsed);
+            if (x->n > before)
+                x->ev[x->n - 1].ms = clock_mono_ms();
             parsed = (size_t)(blank - buf) + 2;
             if (x->n > before && strcmp(x->ev[x->n - 1].type, "completed") == 0)
                 x->final_ms = clock_mono_ms();
@@ -616,7 +619,8 @@ static void push_final_response(struct stack *s, const char *trace, char *out,
 }
 
 /* A streamed chat: delta events arrive one by one before completed (the first
- * well before it), in order of their ids, and add up to the final response. */
+ * at least 500 ms before it), in order of their ids, and add up to the final
+ * response. */
 static void push_stream_deltas(void **state)
 {
     (void)state;
@@ -630,16 +634,23 @@ static void push_stream_deltas(void **state)
     CHECK(push_sse_read(s, trace, NULL, NULL, 20000, &a) == 0, "connect");
     CHECK(a.status == 200 && a.closed, "status %d, closed %d", a.status, a.closed);
     int deltas = 0;
+    long long first_ms = -1;
     for (int i = 0; i < a.n; i++) {
         CHECK(i == 0 || atoll(a.ev[i].id) == atoll(a.ev[i - 1].id) + 1,
               "event %d has id %s after %s", i, a.ev[i].id, a.ev[i - 1].id);
         if (strcmp(a.ev[i].type, EVENTS_DELTA) != 0)
             continue;
         deltas++;
+        if (first_ms < 0)
+            first_ms = a.ev[i].ms;
         CHECK(push_delta_text(&a.ev[i], trace, text, sizeof(text)) == 0, "delta %d: %s",
               i, STR(a.ev[i].data));
         CHECK(i + 1 < a.n, "a delta is the last event");
     }
+    /* The words come over about 1.6 s: the first must be seen long before the end,
+     * not written in a burst when the call is over. */
+    CHECK(first_ms >= 0 && a.final_ms - first_ms >= 500,
+          "the first delta came %lld ms before completed", a.final_ms - first_ms);
     CHECK(a.n >= 2 && strcmp(a.ev[a.n - 1].type, "completed") == 0,
           "the last of %d events is %s", a.n, a.n > 0 ? a.ev[a.n - 1].type : "-");
     /* 11 words 150 ms apart, written at most every 50 ms: several deltas. */
@@ -734,6 +745,41 @@ static void push_stream_retry(void **state)
     push_sse_free(&a);
 }
 
+/* An error status to a streamed request is handled as without stream: the 503
+ * is retried (no delta before the retrying), and the next attempt streams. */
+static void push_stream_error_status(void **state)
+{
+    (void)state;
+    struct stack *s = &push_stack;
+    char trace[UUID_LEN + 1], text[4096] = "", final[4096];
+    struct push_sse a;
+
+    CHECK(push_post_stream(s, "[[fake status=503 times=1]] streamed after a 503",
+                           trace) == 0,
+          "POST");
+    CHECK(push_sse_read(s, trace, NULL, NULL, 20000, &a) == 0, "connect");
+    CHECK(a.status == 200 && a.closed && a.n >= 2 &&
+              strcmp(a.ev[a.n - 1].type, "completed") == 0,
+          "status %d, closed %d, %d events, the last %s", a.status, a.closed, a.n,
+          a.n > 0 ? a.ev[a.n - 1].type : "-");
+    int retried = 0, deltas = 0;
+    for (int i = 0; i < a.n; i++) {
+        if (strcmp(a.ev[i].type, "retrying") == 0)
+            retried++;
+        if (strcmp(a.ev[i].type, EVENTS_DELTA) != 0)
+            continue;
+        CHECK(retried == 1, "delta %d before the retrying", i);
+        deltas++;
+        CHECK(push_delta_text(&a.ev[i], trace, text, sizeof(text)) == 0, "delta %d: %s",
+              i, STR(a.ev[i].data));
+    }
+    CHECK(retried == 1 && deltas >= 1, "%d retrying, %d deltas", retried, deltas);
+    push_final_response(s, trace, final, sizeof(final));
+    CHECK(final[0] != '\0' && strcmp(text, final) == 0,
+          "the deltas add up to '%s', the response is '%s'", text, final);
+    push_sse_free(&a);
+}
+
 /* Without "stream" no delta is written; "stream" must be a boolean. */
 static void push_stream_off(void **state)
 {
@@ -807,11 +853,17 @@ static void push_redis_restart(void **state)
 }
 
 static const struct CMUnitTest push_tests[] = {
-    cmocka_unit_test(push_sse_resume),      cmocka_unit_test(push_sse_after_end),
-    cmocka_unit_test(push_longpoll_prompt), cmocka_unit_test(push_longpoll_timeout),
-    cmocka_unit_test(push_wait_cap),        cmocka_unit_test(push_longpoll_restart),
-    cmocka_unit_test(push_redis_restart),   cmocka_unit_test(push_stream_deltas),
-    cmocka_unit_test(push_stream_resume),   cmocka_unit_test(push_stream_retry),
+    cmocka_unit_test(push_sse_resume),
+    cmocka_unit_test(push_sse_after_end),
+    cmocka_unit_test(push_longpoll_prompt),
+    cmocka_unit_test(push_longpoll_timeout),
+    cmocka_unit_test(push_wait_cap),
+    cmocka_unit_test(push_longpoll_restart),
+    cmocka_unit_test(push_redis_restart),
+    cmocka_unit_test(push_stream_deltas),
+    cmocka_unit_test(push_stream_resume),
+    cmocka_unit_test(push_stream_retry),
+    cmocka_unit_test(push_stream_error_status),
     cmocka_unit_test(push_stream_off),
 };
 
