@@ -22,6 +22,7 @@
 #include "worker.h"
 
 #define SSE_ID_DIGITS 18 /* an event number: far below 2^63 */
+#define SSE_BATCH 32     /* events read at once */
 #define SSE_LAST_ID_HEADER "Last-Event-ID"
 /* A stream's client would rather wait for a Redis connection than fail (worker.h). */
 #define SSE_PATIENCE_MS 30000
@@ -135,28 +136,86 @@ static int sse_read(struct sse_stream *st, redisReply **hash, long long *newest)
     return 0;
 }
 
-/* Sends every event after st->last. Returns 1 when it sent the final one (or the
- * record is gone), 0 when there are no more for now, -1 when the client left or
- * Redis failed. */
+/* The fields ev, ev:(st->last + 1) ... ev:(st->last + SSE_BATCH) of the trace's
+ * hash (new: caller frees; an array of SSE_BATCH + 1, nil where absent), read
+ * without the rest of the record: a streamed chat's record holds many deltas and
+ * its whole text, and a client is woken for each. Returns 0, or -1 if Redis
+ * failed. */
+static int sse_read_new(struct sse_stream *st, redisReply **out)
+{
+    /* On the heap: this runs on a civetweb thread's small stack, under hiredis's
+     * 16 KiB read buffer. */
+    struct sse_names {
+        char key[KEYS_MAX + UUID_LEN + 1];
+        char fields[SSE_BATCH][32];
+        const char *argv[SSE_BATCH + 3];
+    } *nm = malloc(sizeof(*nm));
+    if (nm == NULL)
+        return -1;
+    keys_trace(&st->w->srv->keys, st->trace, nm->key, sizeof(nm->key));
+    nm->argv[0] = "HMGET";
+    nm->argv[1] = nm->key;
+    nm->argv[2] = EVENTS_LAST;
+    for (int i = 0; i < SSE_BATCH; i++) {
+        snprintf(nm->fields[i], sizeof(nm->fields[i]), EVENTS_FIELD "%lld",
+                 st->last + 1 + i);
+        nm->argv[3 + i] = nm->fields[i];
+    }
+    redisReply *r = worker_command(st->w, st->trace, SSE_BATCH + 3, nm->argv);
+    worker_release(st->w);
+    free(nm);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != SSE_BATCH + 1) {
+        if (r != NULL)
+            log_warn(st->trace, "Redis refused HMGET: %s",
+                     r->type == REDIS_REPLY_ERROR ? r->str : "not the array asked for");
+        freeReplyObject(r);
+        return -1;
+    }
+    *out = r;
+    return 0;
+}
+
+/* Sends every event after st->last, SSE_BATCH at a time; the whole record is read
+ * only for the final event, which carries it. Returns 1 when it sent the final one
+ * (or the record is gone), 0 when there are no more for now, -1 when the client
+ * left or Redis failed. */
 static int sse_catch_up(struct sse_stream *st)
 {
-    redisReply *hash = NULL;
-    long long newest = 0;
-    char field[32];
     int rc = 0;
-    if (sse_read(st, &hash, &newest) != 0)
-        return -1;
-    if (hash->elements == 0)
-        rc = 1; /* expired */
-    for (long long n = st->last + 1; rc == 0 && n <= newest && !st->ended; n++) {
-        snprintf(field, sizeof(field), EVENTS_FIELD "%lld", n);
-        size_t len;
-        const char *value = stream_field(hash, field, &len);
-        if (value != NULL)
-            rc = sse_send(st, n, value, len, hash);
+    for (;;) {
+        redisReply *batch = NULL, *hash = NULL;
+        long long newest = 0;
+        if (sse_read_new(st, &batch) != 0)
+            return -1;
+        if (batch->element[0]->type != REDIS_REPLY_STRING) {
+            freeReplyObject(batch);
+            return 1; /* expired */
+        }
+        newest = strtoll(batch->element[0]->str, NULL, 10);
+        long long first = st->last + 1;
+        for (long long n = first;
+             rc == 0 && n <= newest && n < first + SSE_BATCH && !st->ended; n++) {
+            const redisReply *v = batch->element[1 + (n - first)];
+            char type[32] = "";
+            if (v->type != REDIS_REPLY_STRING)
+                continue;
+            sscanf(v->str, "%31[a-z_]", type);
+            if (events_final(type) && hash == NULL) {
+                long long unused;
+                if (sse_read(st, &hash, &unused) != 0) {
+                    rc = -1;
+                    break;
+                }
+            }
+            rc = sse_send(st, n, v->str, v->len, hash);
+        }
+        freeReplyObject(hash);
+        freeReplyObject(batch);
+        if (rc != 0 || st->ended)
+            return rc != 0 ? rc : 1;
+        if (newest < first + SSE_BATCH)
+            return 0;
     }
-    freeReplyObject(hash);
-    return rc != 0 ? rc : st->ended;
 }
 
 /* Sends the head of the stream. Returns 0, or -1 if the client is gone. */

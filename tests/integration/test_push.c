@@ -296,7 +296,7 @@ static void push_wait_cap(void **state)
 
 /* ---- server-sent events ---------------------------------------------------------- */
 
-#define PUSH_SSE_MAX 32
+#define PUSH_SSE_MAX 96
 
 struct push_event {
     char id[48], type[32];
@@ -780,6 +780,46 @@ static void push_stream_error_status(void **state)
     push_sse_free(&a);
 }
 
+/* More events than the api reads at once (32): a client that comes after the
+ * end, and one that resumes from event 5, get every event after theirs once,
+ * in order, and the deltas add up to the response. */
+static void push_stream_long(void **state)
+{
+    (void)state;
+    struct stack *s = &push_stack;
+    char trace[UUID_LEN + 1], msg[512] = "[[fake chunk-ms=60]]", final[4096];
+    struct push_sse a, b;
+
+    for (int i = 0; i < 45; i++)
+        snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), " w%d", i);
+    CHECK(push_post_stream(s, msg, trace) == 0, "POST");
+    push_final_response(s, trace, final, sizeof(final));
+    CHECK(final[0] != '\0', "the chat did not complete");
+    CHECK(push_sse_read(s, trace, NULL, NULL, 20000, &a) == 0, "connect");
+    CHECK(push_sse_read(s, trace, "5", NULL, 20000, &b) == 0, "connect from 5");
+    CHECK(a.status == 200 && a.closed && a.n > 40 && b.status == 200 && b.closed &&
+              b.n == a.n - 5,
+          "%d events (status %d), from 5: %d (status %d)", a.n, a.status, b.n, b.status);
+    char text[4096] = "";
+    for (int i = 0; i < a.n; i++) {
+        CHECK(atoll(a.ev[i].id) == i + 1, "event %d has id %s", i, a.ev[i].id);
+        CHECK(strcmp(b.ev[i < 5 ? 0 : i - 5].id, i < 5 ? "6" : a.ev[i].id) == 0,
+              "resumed event %d has id %s", i - 5, b.ev[i < 5 ? 0 : i - 5].id);
+        if (strcmp(a.ev[i].type, EVENTS_DELTA) == 0)
+            CHECK(push_delta_text(&a.ev[i], trace, text, sizeof(text)) == 0,
+                  "delta %d: %s", i, STR(a.ev[i].data));
+    }
+    CHECK(strcmp(a.ev[a.n - 1].type, "completed") == 0, "the last event is %s",
+          a.ev[a.n - 1].type);
+    /* All at once: none of them waits for a heartbeat's wake-up. */
+    CHECK(a.heartbeats == 0 && b.heartbeats == 0, "heartbeats: %d, %d", a.heartbeats,
+          b.heartbeats);
+    CHECK(strcmp(text, final) == 0, "the deltas add up to '%s', the response is '%s'",
+          text, final);
+    push_sse_free(&a);
+    push_sse_free(&b);
+}
+
 /* Without "stream" no delta is written; "stream" must be a boolean. */
 static void push_stream_off(void **state)
 {
@@ -864,6 +904,7 @@ static const struct CMUnitTest push_tests[] = {
     cmocka_unit_test(push_stream_resume),
     cmocka_unit_test(push_stream_retry),
     cmocka_unit_test(push_stream_error_status),
+    cmocka_unit_test(push_stream_long),
     cmocka_unit_test(push_stream_off),
 };
 
