@@ -820,7 +820,8 @@ static void push_stream_long(void **state)
     push_sse_free(&b);
 }
 
-/* Without "stream" no delta is written; "stream" must be a boolean. */
+/* Without "stream" no delta is written; "stream" must be a boolean; a retry with
+ * the same Idempotency-Key that adds it is another request (422). */
 static void push_stream_off(void **state)
 {
     (void)state;
@@ -853,6 +854,23 @@ static void push_stream_off(void **state)
           "\"stream\": \"yes\" answered %ld %s", r.status, STR(r.body));
     json_decref(j);
     http_response_free(&r);
+
+    /* stream is part of the request an Idempotency-Key stands for. */
+    static const char *const key[] = {"Idempotency-Key: push-stream-off-1", NULL};
+    static const char plain[] = "{\"message\":\"keyed\"}";
+    static const char streamed[] = "{\"message\":\"keyed\",\"stream\":true}";
+    long st[3];
+    const char *bodies[3] = {plain, plain, streamed};
+    for (int i = 0; i < 3; i++) {
+        CHECK(http_request_with("POST", stack_url(s, "/chat", url, sizeof(url)), key,
+                                bodies[i], strlen(bodies[i]), 10000, &r) == 0,
+              "POST %d: %s", i, r.error);
+        st[i] = r.status;
+        http_response_free(&r);
+    }
+    CHECK(st[0] == 202 && st[1] == 202 && st[2] == 422,
+          "the same key: %ld, again %ld, with stream %ld (want 202, 202, 422)", st[0],
+          st[1], st[2]);
 }
 
 /* Redis restarted under a waiting client: the client gets an answer (503 while
