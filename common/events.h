@@ -56,8 +56,8 @@
     "end\n"
 
 /* 1 if an event (or status) of this type ends the chat: anything but queued,
- * processing, retrying and delta, so that a final status added later (cancelled) needs no
- * change here. */
+ * processing, retrying and delta, so that a final status added later (cancelled)
+ * needs no change here. */
 int events_final(const char *type);
 
 #endif
