@@ -820,6 +820,40 @@ static void push_stream_long(void **state)
     push_sse_free(&b);
 }
 
+/* A streamed answer's record is the one a plain call makes: the model, the usage
+ * (from the stream's last chunk) and the finish_reason (here "length"). */
+static void push_stream_record(void **state)
+{
+    (void)state;
+    struct stack *s = &push_stack;
+    char trace[UUID_LEN + 1], key[KEYS_MAX + UUID_LEN + 1];
+
+    CHECK(push_post_stream(s, "[[fake finish=length]] usage and finish", trace) == 0,
+          "POST");
+    json_t *j = chat_wait(s, trace, 20000, NULL);
+    CHECK(j != NULL, "the chat did not finish");
+    json_t *usage = json_object_get(j, "usage");
+    const char *status = http_json_str(j, "status"), *model = http_json_str(j, "model");
+    json_int_t prompt = json_integer_value(json_object_get(usage, "prompt_tokens"));
+    json_int_t completion =
+        json_integer_value(json_object_get(usage, "completion_tokens"));
+    json_int_t total = json_integer_value(json_object_get(usage, "total_tokens"));
+    /* The fake counts the words of its answer, "Fake answer to: " and the message. */
+    int ok = status != NULL && strcmp(status, "completed") == 0 && model != NULL &&
+             model[0] != '\0' && prompt > 0 && completion == 8 &&
+             total == prompt + completion;
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    CHECK(ok, "record: %s", STR(text));
+    free(text);
+    keys_trace(&s->keys, trace, key, sizeof(key));
+    redisReply *r = stack_redis(s, "HGET %s %s", key, "finish_reason");
+    int length =
+        r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "length") == 0;
+    freeReplyObject(r);
+    CHECK(length, "finish_reason is not length");
+}
+
 /* Without "stream" no delta is written; "stream" must be a boolean; a retry with
  * the same Idempotency-Key that adds it is another request (422). */
 static void push_stream_off(void **state)
@@ -923,6 +957,7 @@ static const struct CMUnitTest push_tests[] = {
     cmocka_unit_test(push_stream_retry),
     cmocka_unit_test(push_stream_error_status),
     cmocka_unit_test(push_stream_long),
+    cmocka_unit_test(push_stream_record),
     cmocka_unit_test(push_stream_off),
 };
 
