@@ -27,6 +27,7 @@ void chunks_reset(struct chunks *c)
     free(c->line);
     free(c->model);
     free(c->finish_reason);
+    free(c->err);
     chunks_init(c, max_text, max_event);
 }
 
@@ -35,10 +36,16 @@ static int chunks_fail(struct chunks *c, int too_long, const char *fmt, ...)
 
 static int chunks_fail(struct chunks *c, int too_long, const char *fmt, ...)
 {
+    char why[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->err, sizeof(c->err), fmt, ap);
+    vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
+    /* Kept on the heap: a reader of every call in flight, failed or not, should
+     * not carry room for a message most never have. NULL (out of memory) reads
+     * as "out of memory". */
+    if (c->err == NULL)
+        c->err = strdup(why);
     c->failed = 1;
     c->too_long = too_long;
     return -1;
@@ -212,7 +219,7 @@ char *chunks_body(const struct chunks *c, char *err, size_t errlen)
 {
     char *out = NULL;
     if (c->failed) {
-        snprintf(err, errlen, "%s", c->err);
+        snprintf(err, errlen, "%s", c->err != NULL ? c->err : "out of memory");
         return NULL;
     }
     if (!c->done) {

@@ -32,7 +32,7 @@ struct chunks {
     int done;                                                 /* "data: [DONE]" came */
     int failed;   /* the stream is unusable: err says why */
     int too_long; /* failed because of max_text or max_event */
-    char err[256];
+    char *err;    /* owned, or NULL: why it failed */
 };
 
 /* Ready to read a stream of at most max_text bytes of text. */
