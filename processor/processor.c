@@ -522,10 +522,14 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
     /* The text that waited goes before the outcome is written or retried. */
     evtimer_del(job->timer);
     deltas_flush(p, job);
-    if (x->sse == 1 && !x->too_long &&
-        (curl_code == CURLE_OK || (curl_code == CURLE_WRITE_ERROR && x->chunks.failed))) {
+    /* A stream read whole, or one we stopped as unusable (the upstream's fault),
+     * is classified as the body a plain call would have had. */
+    int stream_read =
+        x->sse == 1 && !x->too_long &&
+        (curl_code == CURLE_OK || (curl_code == CURLE_WRITE_ERROR && x->chunks.failed));
+    if (stream_read) {
         streamed = chunks_body(&x->chunks, why, sizeof(why));
-        curl_code = CURLE_OK; /* a stream we stopped is the upstream's fault */
+        curl_code = CURLE_OK;
     }
     struct outcome_input in = {.curl_code = curl_code,
                                .curl_error = x->errbuf,
@@ -539,7 +543,7 @@ static void processor_on_done(struct upstream_xfer *x, int curl_code, long http_
                                .retry_after_ms = upstream_xfer_retry_after(x),
                                .request_model = job->model,
                                .secret = p->cfg->api_key};
-    if (x->sse == 1 && curl_code == CURLE_OK && !x->too_long) {
+    if (stream_read) {
         in.body = streamed;
         in.body_len = streamed != NULL ? strlen(streamed) : 0;
         in.invalid_stream = streamed == NULL ? why : NULL;
