@@ -14,11 +14,10 @@
 #include "script.h"
 
 /* KEYS: the trace hash, its events channel. ARGV: the text. A record that
- * expired, or a chat the client cancelled meanwhile, gains nothing. */
+ * expired (no status), or a chat the client cancelled meanwhile, gains nothing. */
 static const char deltas_lua[] =
-    EVENTS_LUA "if redis.call('EXISTS', KEYS[1]) == 1 and\n"
-               "   redis.call('HGET', KEYS[1], '" REC_STATUS "') ~=\n"
-               "   '" CHAT_CANCELLED_NAME "' then\n"
+    EVENTS_LUA "local st = redis.call('HGET', KEYS[1], '" REC_STATUS "')\n"
+               "if st and st ~= '" CHAT_CANCELLED_NAME "' then\n"
                "  chat_event(KEYS[1], KEYS[2], '" EVENTS_DELTA "', ARGV[1])\n"
                "end\n"
                "return 1\n";
