@@ -22,14 +22,6 @@ int evalsha_learn(struct evalsha *e, const redisReply *r)
     return 0;
 }
 
-int evalsha_load(struct evalsha *e, redisContext *c)
-{
-    redisReply *r = redisCommand(c, "SCRIPT LOAD %s", e->body);
-    int rc = evalsha_learn(e, r);
-    freeReplyObject(r);
-    return rc;
-}
-
 void evalsha_cmd(struct cmd *c, const struct evalsha *e)
 {
     if (e->sha[0] != '\0') {

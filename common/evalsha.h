@@ -14,7 +14,6 @@
 #define CHATQ_EVALSHA_H
 
 struct cmd;
-struct redisContext;
 struct redisReply;
 
 struct evalsha {
@@ -24,10 +23,6 @@ struct evalsha {
 
 /* Fills e for body (which must outlive e); its SHA1 is not known yet. */
 void evalsha_init(struct evalsha *e, const char *body);
-
-/* Sends SCRIPT LOAD of e's body on c and keeps the SHA1 Redis answers. Returns 0,
- * or -1 (nothing kept; the script keeps going whole). */
-int evalsha_load(struct evalsha *e, struct redisContext *c);
 
 /* Keeps the SHA1 from r, Redis's answer to a SCRIPT LOAD of e's body (sent in a
  * pipeline). Returns 0, or -1 if r is not one. */
