@@ -186,7 +186,7 @@ static const char intake_script[] =
     "  end\n"
     "  if cap > 0 then\n"
     "    local held = 0\n"
-    "    for i = 3, 7 do held = held + (tonumber(q[i]) or 0) end\n"
+    "    for i = 3, #q do held = held + (tonumber(q[i]) or 0) end\n"
     "    if held >= cap then return {4, '" INTAKE_LIMIT_INFLIGHT "', 1000} end\n"
     "  end\n"
     "end\n"
@@ -216,6 +216,9 @@ static const char intake_script[] =
     "end\n"
     "return {1, ARGV[2]}\n"; /* INTAKE_LUA_WRITTEN */
 /* clang-format on */
+/* The script reads the slices' names from ARGV[8] to ARGV[12] and keeps slices
+ * down to slice - 4. */
+_Static_assert(QUOTA_WINDOW == 5, "the intake script's ARGV layout has five slices");
 
 /* The script's SHA1 (evalsha.h), learnt from Redis by the first POST that finds it
  * unknown and then published once (intake_lua_known), so that the threads read
