@@ -587,16 +587,17 @@ int intake_handle(struct mg_connection *conn, struct server *srv, struct worker 
         req.deadline = srv->default_deadline_ms;
     if (req.deadline > 0)
         req.deadline += now;
-    /* Where the webhook leads is checked now, so a refused URL is a 400 the client
-     * sees; the sender checks the address it connects to again at delivery. */
-    if (req.webhook == NULL)
-        req.webhook = srv->webhook_default;
+    /* Where the chat's own webhook leads is checked now, so a refused URL is a 400
+     * the client sees; the sender checks the address it connects to again at
+     * delivery. WEBHOOK_URL was checked at start (main.c). */
     if (req.webhook != NULL &&
         validate_webhook_target(&srv->webhook_guard, req.webhook, &verr) != 0) {
         log_debug(trace, "POST /chat refused: %s: %s", verr.code, verr.message);
         status = reply_error(&r, conn, verr.status, verr.code, "%s", verr.message);
         goto out;
     }
+    if (req.webhook == NULL)
+        req.webhook = srv->webhook_default;
 
     if (w == NULL) {
         status = reply_error(&r, conn, 500, "internal_error",

@@ -103,10 +103,28 @@ static int main_settings(const struct config *cfg, struct server *s, char *err,
     if (netguard_init(&s->webhook_guard, cfg->webhook_allow, err, errlen) != 0)
         return -1;
     if (cfg->webhook_url != NULL && cfg->webhook_url[0] != '\0') {
-        struct netguard_url u;
-        if (netguard_url_parse(cfg->webhook_url, &u, why, sizeof(why)) != 0) {
+        /* Checked once, here, not with every chat that takes it: a DNS lookup per
+         * POST, and a resolver's hiccup answered to clients as their 400. The
+         * sender checks the address it connects to at each delivery anyway. */
+        switch (
+            netguard_check_url(&s->webhook_guard, cfg->webhook_url, why, sizeof(why))) {
+        case NETGUARD_OK:
+            break;
+        case NETGUARD_BAD_URL:
             snprintf(err, errlen, "WEBHOOK_URL: not a URL chatq calls: %s", why);
             return -1;
+        case NETGUARD_REFUSED:
+            snprintf(err, errlen,
+                     "WEBHOOK_URL: may not be called: %s (loopback, link-local and "
+                     "private addresses need WEBHOOK_ALLOW)",
+                     why);
+            return -1;
+        case NETGUARD_UNRESOLVED:
+            log_warn(NULL,
+                     "WEBHOOK_URL cannot be checked now (%s); its deliveries will "
+                     "be checked when they are sent",
+                     why);
+            break;
         }
         s->webhook_default = cfg->webhook_url;
     }

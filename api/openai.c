@@ -459,17 +459,11 @@ static int openai_create(struct mg_connection *conn, struct server *srv, struct 
     if (srv->default_deadline_ms > 0)
         o.req.deadline = now + srv->default_deadline_ms;
     /* OpenAI calls a project's webhook when a Response ends; here the operator's
-     * WEBHOOK_URL is that webhook, and its events are OpenAI's response.* ones
-     * (webhook.h). A chat completion is answered in the call itself: none. */
-    if (front == OPENAI_FRONT_RESPONSES && srv->webhook_default != NULL) {
-        if (validate_webhook_target(&srv->webhook_guard, srv->webhook_default, &verr) !=
-            0) {
-            status =
-                openai_fail(&r, conn, verr.status, NULL, verr.code, "%s", verr.message);
-            goto out;
-        }
+     * WEBHOOK_URL (checked at start) is that webhook, and its events are OpenAI's
+     * response.* ones (webhook.h). A chat completion is answered in the call
+     * itself: none. */
+    if (front == OPENAI_FRONT_RESPONSES)
         o.req.webhook = srv->webhook_default;
-    }
 
     struct intake_over over = {NULL, 0};
     switch (intake_store(w, &o.req, idem, answer, &over)) {

@@ -99,6 +99,7 @@ static void test_bad_setting_names_it(void **state)
         {"chatq-handler", "LOG_FORMAT=xml", "LOG_FORMAT"},
         {"chatq-processor", "METRICS_PORT=70000", "METRICS_PORT"},
         {"chatq-api", "WEBHOOK_URL=ftp://example.com/", "WEBHOOK_URL"},
+        {"chatq-api", "WEBHOOK_URL=http://10.1.2.3/hook", "WEBHOOK_URL"},
         {"chatq-api", "WEBHOOK_ALLOW=10.0.0.0/33", "WEBHOOK_ALLOW"},
         {"chatq-webhook", "WEBHOOK_SECRET=", "WEBHOOK_SECRET"},
         {"chatq-webhook", "WEBHOOK_SECRET=whsec_c2hvcnQ=", "WEBHOOK_SECRET"},
