@@ -426,16 +426,17 @@ int access_check(const char *authorization, char owner[ACCESS_OWNER_LEN + 1],
     const char *token = access_bearer(authorization, &len);
     if (token == NULL || len > ACCESS_KEY_MAX)
         return -1;
-    /* Every key, every byte: how long the comparison takes says nothing about how
-     * much of a key the token got right, nor which key it matched. */
+    /* Every key, each over the token's length: how long the comparison takes
+     * depends on the number of keys and on the length of the token, which its
+     * sender knows, and says nothing about how much of a key the token got right,
+     * nor which key it matched. A key's array is zero-padded and as long as the
+     * longest token compared. */
     size_t found = set->n;
     for (size_t k = 0; k < set->n; k++) {
         const struct access_key *key = &set->keys[k];
         unsigned diff = (unsigned)(len ^ key->len);
-        for (size_t i = 0; i < ACCESS_KEY_MAX; i++) {
-            unsigned char t = i < len ? (unsigned char)token[i] : 0;
-            diff |= (unsigned)(t ^ (unsigned char)key->key[i]);
-        }
+        for (size_t i = 0; i < len; i++)
+            diff |= (unsigned)((unsigned char)token[i] ^ (unsigned char)key->key[i]);
         found = diff == 0 ? k : found;
     }
     if (found == set->n)

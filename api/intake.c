@@ -127,6 +127,16 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
  * api's clock, not Redis's TIME (api processes must agree on the time to well
  * within a period, as they already do for deadlines).
  *
+ * Numbers reach Lua as strings, and in Redis's Lua a conversion either way costs
+ * about as much as reading a field (tonumber twice that: it converts twice). So the
+ * script converts only what it computes with, by arithmetic ("x + 0"), and compares
+ * as strings where it can: the period with the one the TAT was counted at, and the
+ * TAT with now (decimal µs without leading zeros: the longer is the later, and of
+ * two as long the one after in byte order). A key that is not ahead of now (any
+ * key under its rate) is then charged with no number converted or formatted: its
+ * new TAT is now plus the period, which the api sends as a string (ARGV[5]), and a
+ * TAT one period ahead is never over the limit (a period is at most a minute).
+ *
  * XADD comes first of the writes that matter: Redis does not undo what a script
  * wrote before an error, but a script stops at its first failing command, so a
  * failing XADD (the key holds another type, Redis is out of memory) leaves nothing
@@ -139,11 +149,11 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
 
 /* clang-format off */
 static const char intake_script[] =
-    "local n = tonumber(ARGV[13])\n"
+    "local n = ARGV[14] + 0\n"
     "local fp\n"
     "if KEYS[4] then\n"
     "  local parts = {}\n"
-    "  for i = 14, 13 + n, 2 do\n"
+    "  for i = 15, 14 + n, 2 do\n"
     "    local f = ARGV[i]\n"
     "    if f == '" REC_MESSAGE "' or f == '" REC_MODEL "' or\n"
     "       f == '" REC_TEMPERATURE "' or f == '" REC_USER "' or\n"
@@ -153,7 +163,7 @@ static const char intake_script[] =
     "      parts[#parts + 1] = f .. '=' .. ARGV[i + 1]\n"
     "    end\n"
     "  end\n"
-    "  for i = 14 + n, #ARGV - 1, 2 do\n"
+    "  for i = 15 + n, #ARGV - 1, 2 do\n"
     "    if ARGV[i] == '" REC_WEBHOOK "' then\n"
     "      parts[#parts + 1] = ARGV[i] .. '=' .. ARGV[i + 1]\n"
     "    end\n"
@@ -166,57 +176,60 @@ static const char intake_script[] =
     "    return {3, t or ''}\n"                  /* INTAKE_LUA_CONFLICT */
     "  end\n"
     "end\n"
-    "local period, cap = tonumber(ARGV[3]), tonumber(ARGV[5])\n"
-    "local q, tat, now\n"
-    "if ARGV[8] ~= '' then\n"
+    "local q, tat\n"
+    "if ARGV[9] ~= '' then\n"
     "  q = redis.call('HMGET', KEYS[3], '" QUOTA_TAT "', '" QUOTA_PERIOD "',\n"
-    "                 unpack(ARGV, 8, 12))\n" /* QUOTA_WINDOW */
-    "  if period > 0 then\n"
-    "    now = tonumber(ARGV[4])\n"
-    "    tat = now\n"
-    "    local t, was = tonumber(q[1]), tonumber(q[2])\n"
-    "    if t and was and t > now then\n"
-    "      tat = t\n"
-    "      if was ~= period then tat = now + math.floor((tat - now) * period / was) end\n"
-    "    end\n"
-    "    tat = tat + period\n"
-    "    if tat - now > 60000000 then\n"
-    "      return {4, '" INTAKE_LIMIT_RPM "', math.ceil((tat - now - 60000000) / 1000)}\n"
+    "                 unpack(ARGV, 9, 13))\n" /* QUOTA_WINDOW */
+    "  if ARGV[3] ~= '0' then\n"
+    "    local t, now = q[1], ARGV[4]\n"
+    "    if t and q[2] and (#t > #now or (#t == #now and t > now)) then\n"
+    "      local period, was = ARGV[3] + 0, q[2] + 0\n"
+    "      now, t = now + 0, t + 0\n"
+    "      if was ~= period then t = now + math.floor((t - now) * period / was) end\n"
+    "      tat = t + period\n"
+    "      if tat - now > 60000000 then\n"
+    "        return {4, '" INTAKE_LIMIT_RPM "', math.ceil((tat - now - 60000000) / 1000)}\n"
+    "      end\n"
+    "      tat = string.format('%d', tat)\n"
+    "    else\n"
+    "      tat = ARGV[5]\n"
     "    end\n"
     "  end\n"
-    "  if cap > 0 then\n"
+    "  if ARGV[6] ~= '0' then\n"
     "    local held = 0\n"
-    "    for i = 3, #q do held = held + (tonumber(q[i]) or 0) end\n"
-    "    if held >= cap then return {4, '" INTAKE_LIMIT_INFLIGHT "', 1000} end\n"
+    "    for i = 3, #q do held = held + (q[i] or 0) end\n"
+    "    if held >= ARGV[6] + 0 then return {4, '" INTAKE_LIMIT_INFLIGHT "', 1000} end\n"
     "  end\n"
     "end\n"
-    "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 14, 13 + n))\n"
-    "redis.call('HSET', KEYS[2], unpack(ARGV, 14 + n))\n"
+    "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 15, 14 + n))\n"
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 15 + n))\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[1])\n"
     "if KEYS[4] then\n"
     "  redis.call('SET', KEYS[4], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
     "end\n"
     "if q then\n"
-    "  if period > 0 then\n"
-    "    redis.call('HSET', KEYS[3], '" QUOTA_TAT "', string.format('%d', tat),\n"
-    "               '" QUOTA_PERIOD "', ARGV[3],\n"
-    "               ARGV[8], string.format('%d', (tonumber(q[3]) or 0) + 1))\n"
+    "  if not tat then\n"
+    "    redis.call('HINCRBY', KEYS[3], ARGV[9], 1)\n"
+    "  elseif q[2] == ARGV[3] then\n"
+    "    redis.call('HSET', KEYS[3], '" QUOTA_TAT "', tat,\n"
+    "               ARGV[9], string.format('%d', (q[3] or 0) + 1))\n"
     "  else\n"
-    "    redis.call('HINCRBY', KEYS[3], ARGV[8], 1)\n"
+    "    redis.call('HSET', KEYS[3], '" QUOTA_TAT "', tat, '" QUOTA_PERIOD "', ARGV[3],\n"
+    "               ARGV[9], string.format('%d', (q[3] or 0) + 1))\n"
     "  end\n"
     "  if not q[3] then\n" /* the slice's first chat */
-    "    local slice, old = tonumber(ARGV[7]), {}\n"
+    "    local slice, old = ARGV[8] + 0, {}\n"
     "    for _, k in ipairs(redis.call('HKEYS', KEYS[3])) do\n"
     "      local m = tonumber(string.match(k, '^" QUOTA_SLICE "(%d+)$'))\n"
     "      if m and m < slice - 4 then old[#old + 1] = k end\n"
     "    end\n"
     "    if #old > 0 then redis.call('HDEL', KEYS[3], unpack(old)) end\n"
-    "    redis.call('PEXPIRE', KEYS[3], ARGV[6])\n"
+    "    redis.call('PEXPIRE', KEYS[3], ARGV[7])\n"
     "  end\n"
     "end\n"
     "return {1, ARGV[2]}\n"; /* INTAKE_LUA_WRITTEN */
 /* clang-format on */
-/* The script reads the slices' names from ARGV[8] to ARGV[12] and keeps slices
+/* The script reads the slices' names from ARGV[9] to ARGV[13] and keeps slices
  * down to slice - 4. */
 _Static_assert(QUOTA_WINDOW == 5, "the intake script's ARGV layout has five slices");
 
@@ -254,14 +267,15 @@ static const struct evalsha *intake_lua_get(struct worker *w, const char *trace)
  * into a string goes through printf's floating point: five of them were more work
  * than the rest of the quota. */
 struct intake_slices {
-    char name[QUOTA_WINDOW][24];
+    char name[QUOTA_WINDOW][sizeof(QUOTA_SLICE) - 1 + CMD_LL_MAX];
 };
 
-/* Appends the quota arguments of the intake script (ARGV[3] to ARGV[12]): the period
- * of the key's rate in microseconds (0: no limit), now in microseconds, the chats it
- * may have in flight (0: no limit), the quota hash's TTL (ms), the slice of now, and
- * the QUOTA_WINDOW slices' field names, now's first ("" when the key has no limits:
- * its quota hash is not touched). lim is NULL when there are no limits (an open
+/* Appends the quota arguments of the intake script (ARGV[3] to ARGV[13]): the period
+ * of the key's rate in microseconds (0: no limit), now in microseconds, now plus the
+ * period (the TAT of a key that is not ahead of now), the chats it may have in
+ * flight (0: no limit), the quota hash's TTL (ms), the slice of now, and the
+ * QUOTA_WINDOW slices' field names, now's first ("" when the key has no limits: its
+ * quota hash is not touched). lim is NULL when there are no limits (an open
  * gateway). sl holds the names (c borrows them). Returns the slice, or -1. */
 static long long intake_quota_args(struct cmd *c, const struct access_limits *lim,
                                    long long lease_ms, struct intake_slices *sl)
@@ -279,6 +293,7 @@ static long long intake_quota_args(struct cmd *c, const struct access_limits *li
         slice = quota_slice(now_us / 1000, lease_ms);
     cmd_addll(c, period);
     cmd_addll(c, now_us);
+    cmd_addll(c, now_us + period);
     cmd_addll(c, lim != NULL ? lim->inflight : 0);
     /* Longer than a slot may count (1.25 leases) and than a TAT may be ahead (a
      * minute), renewed once a slice. */
@@ -286,9 +301,13 @@ static long long intake_quota_args(struct cmd *c, const struct access_limits *li
     cmd_addll(c, slice);
     for (int i = 0; i < QUOTA_WINDOW; i++) {
         sl->name[i][0] = '\0';
-        if (slice >= 0)
-            snprintf(sl->name[i], sizeof(sl->name[i]), QUOTA_SLICE "%lld", slice - i);
-        cmd_addz(c, sl->name[i]);
+        size_t len = 0;
+        if (slice >= 0) {
+            memcpy(sl->name[i], QUOTA_SLICE, sizeof(QUOTA_SLICE) - 1);
+            len = sizeof(QUOTA_SLICE) - 1;
+            len += cmd_format_ll(sl->name[i] + len, slice - i);
+        }
+        cmd_add(c, sl->name[i], len);
     }
     return slice;
 }

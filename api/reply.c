@@ -11,6 +11,7 @@
 #include <civetweb.h>
 
 #include "access.h"
+#include "cmd.h"
 #include "uuid.h"
 #include "utf8.h"
 
@@ -134,9 +135,8 @@ void reply_strz(struct reply *r, const char *s)
 
 void reply_ll(struct reply *r, long long v)
 {
-    char num[24];
-    int n = snprintf(num, sizeof(num), "%lld", v);
-    reply_raw(r, num, (size_t)n);
+    char num[CMD_LL_MAX];
+    reply_raw(r, num, cmd_format_ll(num, v));
 }
 
 void reply_header(struct reply *r, const char *name, const char *fmt, ...)

@@ -81,13 +81,32 @@ static char *cmd_numbuf(struct cmd *c)
     return c->num[c->nnum++];
 }
 
+size_t cmd_format_ll(char *b, long long v)
+{
+    char digits[CMD_LL_MAX];
+    size_t n = 0, len = 0;
+    /* In unsigned arithmetic, so that LLONG_MIN has its magnitude. */
+    unsigned long long u = (unsigned long long)v;
+    if (v < 0) {
+        u = 0 - u;
+        b[len++] = '-';
+    }
+    do {
+        digits[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    while (n > 0)
+        b[len++] = digits[--n];
+    b[len] = '\0';
+    return len;
+}
+
 void cmd_addll(struct cmd *c, long long v)
 {
     char *b = cmd_numbuf(c);
     if (b == NULL)
         return;
-    int n = snprintf(b, sizeof(c->num[0]), "%lld", v);
-    cmd_add(c, b, (size_t)n);
+    cmd_add(c, b, cmd_format_ll(b, v));
 }
 
 void cmd_adddbl(struct cmd *c, double v)

@@ -34,4 +34,10 @@ void cmd_addz(struct cmd *c, const char *s);
 void cmd_addll(struct cmd *c, long long v);
 void cmd_adddbl(struct cmd *c, double v);
 
+/* Writes v in decimal into b, which has room for CMD_LL_MAX bytes, with a NUL;
+ * returns its length. What snprintf's "%lld" writes, at a tenth of the cost: every
+ * request formats a dozen numbers. */
+#define CMD_LL_MAX 21
+size_t cmd_format_ll(char *b, long long v);
+
 #endif

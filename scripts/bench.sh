@@ -401,7 +401,10 @@ lg_check() {
 # Two apis on one Redis, the same but for keys and quotas; alone (no processor, no
 # handler: no chat ever ends, so the key's count of chats in flight grows all run long,
 # which costs the same as a few: a count by slice). Rounds alternate off and on so that a slow
-# spell of the machine is less likely to fall on one side only.
+# spell of the machine is less likely to fall on one side only, and each starts on an
+# emptied Redis: a round writes some 100 000 chats, and on one Redis throughout, the
+# keyspace's growth (its table doubled and rehashed, fresh pages) fell on whichever
+# round was running when it came. Emptied, every round grows the same way.
 
 KEYS_ROUNDS=${BENCH_KEYS_ROUNDS:-5}
 BENCH_KEY="kb-bench-7Hq2xVn9Lw3RtY6pZc1MdF8s"
@@ -425,11 +428,13 @@ if ! "$LG" --help 2>&1 | grep -q -- --header; then
 elif "$BIN/chatq-api" --help 2>&1 | grep -q KEY_RPM; then
     for ((i = 1; i <= KEYS_ROUNDS; i++)); do
         need api_nokeys api_keys || break
+        redis-cli -p "$RPK" FLUSHALL >/dev/null
         log "keys and quotas, round $i/$KEYS_ROUNDS: POST /chat without keys"
         J=$("$LG" -u "http://127.0.0.1:$APK0" -c "$CONNS" -d "$DUR" -w "$WARM") || true
         lg_check "keys_off_$i" "$J"
         K_OFF+=("$(jget "$J" rps)")
         log "  $(jget "$J" rps) req/s, p99 $(jget "$J" p99_ms) ms"
+        redis-cli -p "$RPK" FLUSHALL >/dev/null
         log "keys and quotas, round $i/$KEYS_ROUNDS: POST /chat with a key, its quotas on"
         J=$("$LG" -u "http://127.0.0.1:$APK1" -c "$CONNS" -d "$DUR" -w "$WARM" \
             --header "Authorization: Bearer $BENCH_KEY") || true

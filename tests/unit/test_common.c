@@ -1,9 +1,11 @@
 /* test_common.c - unit tests of common/: record encoding and parsing, config
  * loading, Redis URLs, trace ids (the log line: test_log.c). */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -240,6 +242,21 @@ static void test_cmd_grows(void **state)
     assert_string_equal(num, "42");
     cmd_free(&c);
     cmd_free(&c); /* safe twice */
+}
+
+/* cmd_format_ll writes what "%lld" writes, at the ends of the range too. */
+static void test_cmd_format_ll(void **state)
+{
+    (void)state;
+    const long long v[] = {0,         7,         -7,           10,
+                           99,        100,       -1000,        1796000889400790LL,
+                           LLONG_MAX, LLONG_MIN, LLONG_MIN + 1};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        char got[CMD_LL_MAX], want[32];
+        int n = snprintf(want, sizeof(want), "%lld", v[i]);
+        assert_int_equal(cmd_format_ll(got, v[i]), (size_t)n);
+        assert_string_equal(got, want);
+    }
 }
 
 static void test_uuid(void **state)
@@ -511,6 +528,7 @@ int main(void)
         cmocka_unit_test(test_result_roundtrip),
         cmocka_unit_test(test_result_bad_status),
         cmocka_unit_test(test_cmd_grows),
+        cmocka_unit_test(test_cmd_format_ll),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_clock_iso),
         cmocka_unit_test(test_clock_timeval),
