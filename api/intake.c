@@ -149,11 +149,11 @@ enum intake_read_result intake_read(struct mg_connection *conn, size_t max,
 
 /* clang-format off */
 static const char intake_script[] =
-    "local n = ARGV[14] + 0\n"
+    "local n = ARGV[11] + 0\n"
     "local fp\n"
     "if KEYS[4] then\n"
     "  local parts = {}\n"
-    "  for i = 15, 14 + n, 2 do\n"
+    "  for i = 12, 11 + n, 2 do\n"
     "    local f = ARGV[i]\n"
     "    if f == '" REC_MESSAGE "' or f == '" REC_MODEL "' or\n"
     "       f == '" REC_TEMPERATURE "' or f == '" REC_USER "' or\n"
@@ -163,7 +163,7 @@ static const char intake_script[] =
     "      parts[#parts + 1] = f .. '=' .. ARGV[i + 1]\n"
     "    end\n"
     "  end\n"
-    "  for i = 15 + n, #ARGV - 1, 2 do\n"
+    "  for i = 12 + n, #ARGV - 1, 2 do\n"
     "    if ARGV[i] == '" REC_WEBHOOK "' then\n"
     "      parts[#parts + 1] = ARGV[i] .. '=' .. ARGV[i + 1]\n"
     "    end\n"
@@ -179,7 +179,7 @@ static const char intake_script[] =
     "local q, tat\n"
     "if ARGV[9] ~= '' then\n"
     "  q = redis.call('HMGET', KEYS[3], '" QUOTA_TAT "', '" QUOTA_PERIOD "',\n"
-    "                 unpack(ARGV, 9, 13))\n" /* QUOTA_WINDOW */
+    "                 ARGV[9], ARGV[10])\n" /* QUOTA_WINDOW */
     "  if ARGV[3] ~= '0' then\n"
     "    local t, now = q[1], ARGV[4]\n"
     "    if t and q[2] and (#t > #now or (#t == #now and t > now)) then\n"
@@ -201,8 +201,8 @@ static const char intake_script[] =
     "    if held >= ARGV[6] + 0 then return {4, '" INTAKE_LIMIT_INFLIGHT "', 1000} end\n"
     "  end\n"
     "end\n"
-    "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 15, 14 + n))\n"
-    "redis.call('HSET', KEYS[2], unpack(ARGV, 15 + n))\n"
+    "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 12, 11 + n))\n"
+    "redis.call('HSET', KEYS[2], unpack(ARGV, 12 + n))\n"
     "redis.call('EXPIRE', KEYS[2], ARGV[1])\n"
     "if KEYS[4] then\n"
     "  redis.call('SET', KEYS[4], ARGV[2] .. ':' .. fp, 'EX', ARGV[1])\n"
@@ -221,7 +221,7 @@ static const char intake_script[] =
     "    local slice, old = ARGV[8] + 0, {}\n"
     "    for _, k in ipairs(redis.call('HKEYS', KEYS[3])) do\n"
     "      local m = tonumber(string.match(k, '^" QUOTA_SLICE "(%d+)$'))\n"
-    "      if m and m < slice - 4 then old[#old + 1] = k end\n"
+    "      if m and m < slice - 1 then old[#old + 1] = k end\n"
     "    end\n"
     "    if #old > 0 then redis.call('HDEL', KEYS[3], unpack(old)) end\n"
     "    redis.call('PEXPIRE', KEYS[3], ARGV[7])\n"
@@ -229,9 +229,9 @@ static const char intake_script[] =
     "end\n"
     "return {1, ARGV[2]}\n"; /* INTAKE_LUA_WRITTEN */
 /* clang-format on */
-/* The script reads the slices' names from ARGV[9] to ARGV[13] and keeps slices
- * down to slice - 4. */
-_Static_assert(QUOTA_WINDOW == 5, "the intake script's ARGV layout has five slices");
+/* The script reads the slices' names from ARGV[9] and ARGV[10] and keeps slices
+ * down to slice - 1. */
+_Static_assert(QUOTA_WINDOW == 2, "the intake script's ARGV layout has two slices");
 
 /* The script's SHA1 (evalsha.h), learnt from Redis by the first POST that finds it
  * unknown and then published once (intake_lua_known), so that the threads read
@@ -270,7 +270,7 @@ struct intake_slices {
     char name[QUOTA_WINDOW][sizeof(QUOTA_SLICE) - 1 + CMD_LL_MAX];
 };
 
-/* Appends the quota arguments of the intake script (ARGV[3] to ARGV[13]): the period
+/* Appends the quota arguments of the intake script (ARGV[3] to ARGV[10]): the period
  * of the key's rate in microseconds (0: no limit), now in microseconds, now plus the
  * period (the TAT of a key that is not ahead of now), the chats it may have in
  * flight (0: no limit), the quota hash's TTL (ms), the slice of now, and the
@@ -295,8 +295,8 @@ static long long intake_quota_args(struct cmd *c, const struct access_limits *li
     cmd_addll(c, now_us);
     cmd_addll(c, now_us + period);
     cmd_addll(c, lim != NULL ? lim->inflight : 0);
-    /* Longer than a slot may count (1.25 leases) and than a TAT may be ahead (a
-     * minute), renewed once a slice. */
+    /* As long as a slot may count (2 leases from the start of its slice, when
+     * the TTL was renewed) and longer than a TAT may be ahead (a minute). */
     cmd_addll(c, 2 * lease_ms > 120000 ? 2 * lease_ms : 120000);
     cmd_addll(c, slice);
     for (int i = 0; i < QUOTA_WINDOW; i++) {

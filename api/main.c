@@ -178,7 +178,7 @@ int main(int argc, char **argv)
          &cfg.key_models, 0, 0, 0},
         {"KEY_INFLIGHT_MAX_S", "key-inflight-max-s", CONFIG_INT, "900",
          "longest a chat counts against KEY_INFLIGHT: a slot whose release was lost "
-         "frees itself after this (or up to a quarter later); the same on every api",
+         "frees itself after this (or up to as long again later); the same on every api",
          &cfg.key_inflight_max_s, 1, 7 * 86400, 0},
         {"CORS_ORIGINS", "cors-origins", CONFIG_STR, NULL,
          "origins browsers may call the api from, comma-separated, e.g. "

@@ -32,7 +32,7 @@
                                                 */
 #define QT_KEY_X "qx-Ew3Rt8Yu1Io6Pa9Sd4Fg7Hj2" /* inflight=1, freed by two paths */
 #define QT_KEY_A "qa-Rt5Yu8Io1Pa4Sd7Fg2Hj9Kl3" /* in API_KEYS: the defaults */
-#define QT_LEASE_S 8                           /* KEY_INFLIGHT_MAX_S */
+#define QT_LEASE_S 6                           /* KEY_INFLIGHT_MAX_S */
 #define QT_TIMEOUT_MS 20000
 #define QT_SLOW "[[fake latency=2500]]"
 
@@ -510,7 +510,7 @@ static int qt_key_v_accepted(void *arg)
 }
 
 /* A release that never comes (no handler: the chat is never made final) does not
- * hold the slot for ever: it lapses between KEY_INFLIGHT_MAX_S and a quarter more
+ * hold the slot for ever: it lapses between KEY_INFLIGHT_MAX_S and twice that
  * (quota.h). */
 static void test_quota_inflight_lapses(void **state)
 {
@@ -529,7 +529,7 @@ static void test_quota_inflight_lapses(void **state)
     qt_accept(QT_KEY_V, "lost release", trace);
     qt_post_to(NULL, QT_KEY_V, NULL, "lost release 2", NULL, NULL, &res);
     qt_check_429(&res, "chats_in_flight", 1, 5, "key V's 2nd chat");
-    CHECK(harness_poll(harness_timeout(QT_TIMEOUT_MS + QT_LEASE_S * 1250), 100,
+    CHECK(harness_poll(harness_timeout(QT_TIMEOUT_MS + QT_LEASE_S * 2000), 100,
                        qt_key_v_accepted, NULL) == 0,
           "key V's slot never lapsed");
     long long waited = harness_now_ms() - t0;
