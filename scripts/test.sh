@@ -44,11 +44,13 @@ for t in "$bindir"/tests/test_*; do
     run "$(basename "$t")" ${CHATQ_WRAP:-} "$t"
 done
 
+# Integration groups three at a time (tests/integration/main.c): they mostly wait.
+jobs=${CHATQ_TEST_JOBS:-3}
 if [ "$unit_only" -eq 0 ]; then
     if [ -n "$filter" ]; then
-        run integration env CHATQ_BIN_DIR="$bindir" "$bindir/tests/integration" "$filter"
+        run integration env CHATQ_BIN_DIR="$bindir" "$bindir/tests/integration" -j "$jobs" "$filter"
     else
-        run integration env CHATQ_BIN_DIR="$bindir" "$bindir/tests/integration"
+        run integration env CHATQ_BIN_DIR="$bindir" "$bindir/tests/integration" -j "$jobs"
     fi
 fi
 

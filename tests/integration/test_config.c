@@ -220,4 +220,5 @@ static const struct CMUnitTest config_tests[] = {
 };
 
 const struct suite_group suite_config = {
-    "config", config_tests, sizeof(config_tests) / sizeof(config_tests[0]), NULL, NULL};
+    "config", config_tests, sizeof(config_tests) / sizeof(config_tests[0]),
+    NULL,     NULL,         0};

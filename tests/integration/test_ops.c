@@ -695,4 +695,5 @@ static const struct CMUnitTest ops_tests[] = {
 };
 
 const struct suite_group suite_ops = {
-    "ops", ops_tests, sizeof(ops_tests) / sizeof(ops_tests[0]), ops_setup, ops_teardown};
+    "ops",     ops_tests,    sizeof(ops_tests) / sizeof(ops_tests[0]),
+    ops_setup, ops_teardown, 0};

@@ -282,4 +282,5 @@ static const struct CMUnitTest tls_tests[] = {
 };
 
 const struct suite_group suite_tls = {
-    "tls", tls_tests, sizeof(tls_tests) / sizeof(tls_tests[0]), tls_setup, tls_teardown};
+    "tls",     tls_tests,    sizeof(tls_tests) / sizeof(tls_tests[0]),
+    tls_setup, tls_teardown, 0};

@@ -524,4 +524,5 @@ static const struct CMUnitTest wk_tests[] = {
 };
 
 const struct suite_group suite_workers = {
-    "workers", wk_tests, sizeof(wk_tests) / sizeof(wk_tests[0]), wk_setup, wk_teardown};
+    "workers", wk_tests,    sizeof(wk_tests) / sizeof(wk_tests[0]),
+    wk_setup,  wk_teardown, 0};
