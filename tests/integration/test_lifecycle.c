@@ -111,24 +111,34 @@ static void test_processor_sigterm_during_startup(void **state)
     char how[64];
     int status = 0;
 
-    /* Shorter than the 2 s command timeout of the start-up connection, so the
-     * XGROUP CREATE is answered, not timed out and retried. */
-    redisReply *r = stack_redis(s, "CLIENT PAUSE 1800 WRITE");
-    CHECK(r != NULL && r->type == REDIS_REPLY_STATUS, "CLIENT PAUSE failed");
-    freeReplyObject(r);
-    struct proc *p = stack_processor_start(s, "processor-early", NULL);
-    CHECK(p != NULL, "the processor did not start");
-    int held = harness_poll(1500, 5, life_check_group_held, s) == 0;
-    if (held) {
-        proc_signal(p, SIGTERM);
-        held = harness_poll(1000, 2, life_check_delivered, p) == 0 &&
-               life_check_group_held(s) == 1;
+    /* The pause is shorter than the 2 s command timeout of the start-up
+     * connection, so the XGROUP CREATE is answered, not timed out and retried. A
+     * processor that starts too slowly to be caught inside it (a loaded machine:
+     * other test groups run beside this one) is stopped and another started. */
+    struct proc *p = NULL;
+    int held = 0;
+    for (int attempt = 0; attempt < 3 && !held; attempt++) {
+        proc_free(p);
+        redisReply *r = stack_redis(s, "CLIENT PAUSE 1800 WRITE");
+        CHECK(r != NULL && r->type == REDIS_REPLY_STATUS, "CLIENT PAUSE failed");
+        freeReplyObject(r);
+        char name[32];
+        snprintf(name, sizeof(name), "processor-early-%d", attempt + 1);
+        p = stack_processor_spawn(s, name, NULL);
+        CHECK(p != NULL, "the processor did not start");
+        held = harness_poll(1500, 5, life_check_group_held, s) == 0;
+        if (held) {
+            proc_signal(p, SIGTERM);
+            held = harness_poll(1000, 2, life_check_delivered, p) == 0 &&
+                   life_check_group_held(s) == 1;
+        }
+        r = stack_redis(s, "CLIENT UNPAUSE");
+        freeReplyObject(r);
     }
-    r = stack_redis(s, "CLIENT UNPAUSE");
-    freeReplyObject(r);
     if (!held) {
         proc_free(p);
-        print_message("the start-up was not caught inside its XGROUP CREATE: skipped\n");
+        print_message("the start-up was not caught inside its XGROUP CREATE three times: "
+                      "skipped\n");
         skip();
     }
 
