@@ -19,7 +19,6 @@ struct suite_group {
     size_t count;
     CMFixtureFunction setup;
     CMFixtureFunction teardown;
-    int alone; /* run with no other group beside it (main.c) */
 };
 
 extern const struct suite_group suite_api;

@@ -372,6 +372,6 @@ static const struct CMUnitTest acc_tests[] = {
     cmocka_unit_test(test_access_open_by_default),
 };
 
-const struct suite_group suite_access = {
-    "access",  acc_tests,    sizeof(acc_tests) / sizeof(acc_tests[0]),
-    acc_setup, acc_teardown, 0};
+const struct suite_group suite_access = {"access", acc_tests,
+                                         sizeof(acc_tests) / sizeof(acc_tests[0]),
+                                         acc_setup, acc_teardown};

@@ -563,5 +563,4 @@ static const struct CMUnitTest api_tests[] = {
 };
 
 const struct suite_group suite_api = {
-    "api",     api_tests,    sizeof(api_tests) / sizeof(api_tests[0]),
-    api_setup, api_teardown, 0};
+    "api", api_tests, sizeof(api_tests) / sizeof(api_tests[0]), api_setup, api_teardown};

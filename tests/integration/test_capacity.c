@@ -212,6 +212,6 @@ static const struct CMUnitTest cap_tests[] = {
     cmocka_unit_test(test_capacity_redis_full),
 };
 
-const struct suite_group suite_capacity = {
-    "capacity", cap_tests,    sizeof(cap_tests) / sizeof(cap_tests[0]),
-    cap_setup,  cap_teardown, 0};
+const struct suite_group suite_capacity = {"capacity", cap_tests,
+                                           sizeof(cap_tests) / sizeof(cap_tests[0]),
+                                           cap_setup, cap_teardown};

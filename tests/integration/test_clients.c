@@ -153,6 +153,6 @@ static const struct CMUnitTest cli_tests[] = {
     cmocka_unit_test(test_clients_curl),
 };
 
-const struct suite_group suite_clients = {
-    "clients", cli_tests,    sizeof(cli_tests) / sizeof(cli_tests[0]),
-    cli_setup, cli_teardown, 0};
+const struct suite_group suite_clients = {"clients", cli_tests,
+                                          sizeof(cli_tests) / sizeof(cli_tests[0]),
+                                          cli_setup, cli_teardown};

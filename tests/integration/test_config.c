@@ -220,5 +220,4 @@ static const struct CMUnitTest config_tests[] = {
 };
 
 const struct suite_group suite_config = {
-    "config", config_tests, sizeof(config_tests) / sizeof(config_tests[0]),
-    NULL,     NULL,         0};
+    "config", config_tests, sizeof(config_tests) / sizeof(config_tests[0]), NULL, NULL};

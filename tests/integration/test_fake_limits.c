@@ -362,4 +362,5 @@ static const struct CMUnitTest limits_tests[] = {
 
 const struct suite_group suite_fake_limits = {
     "fake_limits", limits_tests,    sizeof(limits_tests) / sizeof(limits_tests[0]),
-    limits_setup,  limits_teardown, 0};
+    limits_setup,  limits_teardown,
+};

@@ -2890,7 +2890,6 @@ static const struct CMUnitTest fault_tests[] = {
     cmocka_unit_test(test_fault_bounded_memory),
 };
 
-/* Alone (main.c): it loads the machine, and its chats must end within deadlines. */
-const struct suite_group suite_faults = {
-    "faults",          fault_tests,          sizeof(fault_tests) / sizeof(fault_tests[0]),
-    fault_group_setup, fault_group_teardown, 1};
+const struct suite_group suite_faults = {"faults", fault_tests,
+                                         sizeof(fault_tests) / sizeof(fault_tests[0]),
+                                         fault_group_setup, fault_group_teardown};

@@ -613,6 +613,6 @@ static const struct CMUnitTest front_tests[] = {
     cmocka_unit_test(test_front_after_attacks),
 };
 
-const struct suite_group suite_front = {
-    "front",     front_tests,    sizeof(front_tests) / sizeof(front_tests[0]),
-    front_setup, front_teardown, 0};
+const struct suite_group suite_front = {"front", front_tests,
+                                        sizeof(front_tests) / sizeof(front_tests[0]),
+                                        front_setup, front_teardown};

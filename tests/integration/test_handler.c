@@ -204,6 +204,6 @@ static const struct CMUnitTest hand_tests[] = {
     cmocka_unit_test(test_handler_sigterm_while_blocked),
 };
 
-const struct suite_group suite_handler = {
-    "handler",  hand_tests,    sizeof(hand_tests) / sizeof(hand_tests[0]),
-    hand_setup, hand_teardown, 0};
+const struct suite_group suite_handler = {"handler", hand_tests,
+                                          sizeof(hand_tests) / sizeof(hand_tests[0]),
+                                          hand_setup, hand_teardown};

@@ -314,6 +314,6 @@ static const struct CMUnitTest strict_tests[] = {
     cmocka_unit_test(test_http_strict_headers_at_limit),
 };
 
-const struct suite_group suite_strict = {
-    "strict",     strict_tests,    sizeof(strict_tests) / sizeof(strict_tests[0]),
-    strict_setup, strict_teardown, 0};
+const struct suite_group suite_strict = {"strict", strict_tests,
+                                         sizeof(strict_tests) / sizeof(strict_tests[0]),
+                                         strict_setup, strict_teardown};

@@ -479,6 +479,6 @@ static const struct CMUnitTest intake_tests[] = {
     cmocka_unit_test(test_intake_redis_down),
 };
 
-const struct suite_group suite_intake = {
-    "intake",     intake_tests,    sizeof(intake_tests) / sizeof(intake_tests[0]),
-    intake_setup, intake_teardown, 0};
+const struct suite_group suite_intake = {"intake", intake_tests,
+                                         sizeof(intake_tests) / sizeof(intake_tests[0]),
+                                         intake_setup, intake_teardown};

@@ -271,6 +271,6 @@ static const struct CMUnitTest life_tests[] = {
     cmocka_unit_test(test_compose_config),
 };
 
-const struct suite_group suite_lifecycle = {
-    "lifecycle", life_tests,    sizeof(life_tests) / sizeof(life_tests[0]),
-    life_setup,  life_teardown, 0};
+const struct suite_group suite_lifecycle = {"lifecycle", life_tests,
+                                            sizeof(life_tests) / sizeof(life_tests[0]),
+                                            life_setup, life_teardown};

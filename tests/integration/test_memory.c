@@ -265,9 +265,9 @@ static const struct CMUnitTest cap_tests[] = {
     cmocka_unit_test(test_large_answer_endless_is_cut_off),
 };
 
-const struct suite_group suite_memory_cap = {
-    "memory_cap", cap_tests,    sizeof(cap_tests) / sizeof(cap_tests[0]),
-    cap_setup,    cap_teardown, 0};
+const struct suite_group suite_memory_cap = {"memory_cap", cap_tests,
+                                             sizeof(cap_tests) / sizeof(cap_tests[0]),
+                                             cap_setup, cap_teardown};
 
 /* ---- the api after large answers ----------------------------------------------- */
 
@@ -407,6 +407,6 @@ static const struct CMUnitTest api_tests[] = {
     cmocka_unit_test(test_large_answer_api_memory_returns),
 };
 
-const struct suite_group suite_memory_api = {
-    "memory_api", api_tests,    sizeof(api_tests) / sizeof(api_tests[0]),
-    api_setup,    api_teardown, 0};
+const struct suite_group suite_memory_api = {"memory_api", api_tests,
+                                             sizeof(api_tests) / sizeof(api_tests[0]),
+                                             api_setup, api_teardown};

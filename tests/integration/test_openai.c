@@ -802,6 +802,6 @@ static const struct CMUnitTest oai_tests[] = {
     cmocka_unit_test(test_openai_keys),
 };
 
-const struct suite_group suite_openai = {
-    "openai",  oai_tests,    sizeof(oai_tests) / sizeof(oai_tests[0]),
-    oai_setup, oai_teardown, 0};
+const struct suite_group suite_openai = {"openai", oai_tests,
+                                         sizeof(oai_tests) / sizeof(oai_tests[0]),
+                                         oai_setup, oai_teardown};

@@ -695,5 +695,4 @@ static const struct CMUnitTest ops_tests[] = {
 };
 
 const struct suite_group suite_ops = {
-    "ops",     ops_tests,    sizeof(ops_tests) / sizeof(ops_tests[0]),
-    ops_setup, ops_teardown, 0};
+    "ops", ops_tests, sizeof(ops_tests) / sizeof(ops_tests[0]), ops_setup, ops_teardown};

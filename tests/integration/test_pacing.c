@@ -481,8 +481,8 @@ static const struct CMUnitTest adaptive_tests[] = {
 };
 
 const struct suite_group suite_adaptive = {
-    "adaptive",     adaptive_tests,    sizeof(adaptive_tests) / sizeof(adaptive_tests[0]),
-    adaptive_setup, adaptive_teardown, 0};
+    "adaptive", adaptive_tests, sizeof(adaptive_tests) / sizeof(adaptive_tests[0]),
+    adaptive_setup, adaptive_teardown};
 
 static const struct CMUnitTest pacing_tests[] = {
     cmocka_unit_test(test_pacing_burst),
@@ -497,22 +497,16 @@ static const struct CMUnitTest pacing_shared_tests[] = {
     cmocka_unit_test(test_pacing_follows_the_upstream),
 };
 
-const struct suite_group suite_pacing = {
-    "pacing",     pacing_tests,    sizeof(pacing_tests) / sizeof(pacing_tests[0]),
-    pacing_setup, pacing_teardown, 0};
+const struct suite_group suite_pacing = {"pacing", pacing_tests,
+                                         sizeof(pacing_tests) / sizeof(pacing_tests[0]),
+                                         pacing_setup, pacing_teardown};
 
-const struct suite_group suite_pacing_shared = {"pacing_shared",
-                                                pacing_shared_tests,
-                                                sizeof(pacing_shared_tests) /
-                                                    sizeof(pacing_shared_tests[0]),
-                                                pacing_shared_setup,
-                                                pacing_shared_teardown,
-                                                0};
+const struct suite_group suite_pacing_shared = {
+    "pacing_shared", pacing_shared_tests,
+    sizeof(pacing_shared_tests) / sizeof(pacing_shared_tests[0]), pacing_shared_setup,
+    pacing_shared_teardown};
 
-const struct suite_group suite_pacing_tls = {"pacing_tls",
-                                             pacing_tls_tests,
+const struct suite_group suite_pacing_tls = {"pacing_tls", pacing_tls_tests,
                                              sizeof(pacing_tls_tests) /
                                                  sizeof(pacing_tls_tests[0]),
-                                             pacing_tls_setup,
-                                             pacing_tls_teardown,
-                                             0};
+                                             pacing_tls_setup, pacing_tls_teardown};

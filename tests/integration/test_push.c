@@ -961,6 +961,6 @@ static const struct CMUnitTest push_tests[] = {
     cmocka_unit_test(push_stream_off),
 };
 
-const struct suite_group suite_push = {
-    "push",     push_tests,    sizeof(push_tests) / sizeof(push_tests[0]),
-    push_setup, push_teardown, 0};
+const struct suite_group suite_push = {"push", push_tests,
+                                       sizeof(push_tests) / sizeof(push_tests[0]),
+                                       push_setup, push_teardown};

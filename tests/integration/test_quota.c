@@ -556,4 +556,4 @@ static const struct CMUnitTest qt_tests[] = {
 };
 
 const struct suite_group suite_quota = {
-    "quota", qt_tests, sizeof(qt_tests) / sizeof(qt_tests[0]), qt_setup, qt_teardown, 0};
+    "quota", qt_tests, sizeof(qt_tests) / sizeof(qt_tests[0]), qt_setup, qt_teardown};

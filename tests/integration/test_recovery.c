@@ -347,6 +347,6 @@ static const struct CMUnitTest rec_tests[] = {
     cmocka_unit_test(test_handler_crash_and_restart),
 };
 
-const struct suite_group suite_recovery = {
-    "recovery", rec_tests,    sizeof(rec_tests) / sizeof(rec_tests[0]),
-    rec_setup,  rec_teardown, 0};
+const struct suite_group suite_recovery = {"recovery", rec_tests,
+                                           sizeof(rec_tests) / sizeof(rec_tests[0]),
+                                           rec_setup, rec_teardown};

@@ -309,6 +309,6 @@ static const struct CMUnitTest auth_tests[] = {
     cmocka_unit_test(test_acl_wrong_password),
 };
 
-const struct suite_group suite_redis_auth = {
-    "redis_auth", auth_tests,    sizeof(auth_tests) / sizeof(auth_tests[0]),
-    auth_setup,   auth_teardown, 0};
+const struct suite_group suite_redis_auth = {"redis_auth", auth_tests,
+                                             sizeof(auth_tests) / sizeof(auth_tests[0]),
+                                             auth_setup, auth_teardown};

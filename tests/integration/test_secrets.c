@@ -254,6 +254,6 @@ static const struct CMUnitTest sec_tests[] = {
     cmocka_unit_test(test_secrets_echoed_key_is_scrubbed),
 };
 
-const struct suite_group suite_secrets = {
-    "secrets", sec_tests,    sizeof(sec_tests) / sizeof(sec_tests[0]),
-    sec_setup, sec_teardown, 0};
+const struct suite_group suite_secrets = {"secrets", sec_tests,
+                                          sizeof(sec_tests) / sizeof(sec_tests[0]),
+                                          sec_setup, sec_teardown};

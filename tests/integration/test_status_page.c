@@ -166,6 +166,6 @@ static const struct CMUnitTest sp_tests[] = {
     cmocka_unit_test(test_status_page_off),
 };
 
-const struct suite_group suite_status_page = {
-    "status_page", sp_tests,    sizeof(sp_tests) / sizeof(sp_tests[0]),
-    sp_setup,      sp_teardown, 0};
+const struct suite_group suite_status_page = {"status_page", sp_tests,
+                                              sizeof(sp_tests) / sizeof(sp_tests[0]),
+                                              sp_setup, sp_teardown};

@@ -282,5 +282,4 @@ static const struct CMUnitTest tls_tests[] = {
 };
 
 const struct suite_group suite_tls = {
-    "tls",     tls_tests,    sizeof(tls_tests) / sizeof(tls_tests[0]),
-    tls_setup, tls_teardown, 0};
+    "tls", tls_tests, sizeof(tls_tests) / sizeof(tls_tests[0]), tls_setup, tls_teardown};

@@ -363,5 +363,4 @@ static const struct CMUnitTest up_tests[] = {
 };
 
 const struct suite_group suite_upstream = {
-    "upstream", up_tests,    sizeof(up_tests) / sizeof(up_tests[0]),
-    up_setup,   up_teardown, 0};
+    "upstream", up_tests, sizeof(up_tests) / sizeof(up_tests[0]), up_setup, up_teardown};

@@ -876,5 +876,4 @@ static const struct CMUnitTest wh_tests[] = {
 };
 
 const struct suite_group suite_webhooks = {
-    "webhooks", wh_tests,    sizeof(wh_tests) / sizeof(wh_tests[0]),
-    wh_setup,   wh_teardown, 0};
+    "webhooks", wh_tests, sizeof(wh_tests) / sizeof(wh_tests[0]), wh_setup, wh_teardown};

@@ -524,5 +524,4 @@ static const struct CMUnitTest wk_tests[] = {
 };
 
 const struct suite_group suite_workers = {
-    "workers", wk_tests,    sizeof(wk_tests) / sizeof(wk_tests[0]),
-    wk_setup,  wk_teardown, 0};
+    "workers", wk_tests, sizeof(wk_tests) / sizeof(wk_tests[0]), wk_setup, wk_teardown};
