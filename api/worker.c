@@ -9,6 +9,7 @@
 #include <hiredis/sds.h>
 
 #include "clock.h"
+#include "cmd.h"
 #include "log.h"
 #include "metrics.h"
 #include "rconn.h"
@@ -240,6 +241,22 @@ static void worker_reader_shrink(redisContext *c)
     r->pos = 0;
 }
 
+/* Puts the command in the connection's output buffer (cmd_resp: formatted here,
+ * not by hiredis); REDIS_OK or REDIS_ERR (out of memory). */
+static int worker_append(redisContext *redis, const char *trace, int argc,
+                         const char **argv, const size_t *argvlen)
+{
+    size_t len = 0;
+    char *buf = cmd_resp(argc, argv, argvlen, &len);
+    if (buf == NULL) {
+        log_error(trace, "out of memory formatting a Redis command");
+        return REDIS_ERR;
+    }
+    int rc = redisAppendFormattedCommand(redis, buf, len);
+    free(buf);
+    return rc;
+}
+
 struct redisReply *worker_command(struct worker *w, const char *trace, int argc,
                                   const char **argv)
 {
@@ -247,8 +264,10 @@ struct redisReply *worker_command(struct worker *w, const char *trace, int argc,
         redisContext *redis = worker_redis(w, trace);
         if (redis == NULL)
             return NULL;
-        redisReply *reply = redisCommandArgv(redis, argc, argv, NULL);
-        if (reply != NULL) {
+        if (worker_append(redis, trace, argc, argv, NULL) != REDIS_OK)
+            return NULL;
+        void *reply = NULL;
+        if (redisGetReply(redis, &reply) == REDIS_OK && reply != NULL) {
             worker_reader_shrink(redis);
             return reply;
         }
@@ -272,7 +291,7 @@ enum worker_fate worker_command_once(struct worker *w, const char *trace, int ar
         }
         if (redis == NULL)
             return WORKER_NOT_SENT;
-        if (redisAppendCommandArgv(redis, argc, argv, argvlen) != REDIS_OK) {
+        if (worker_append(redis, trace, argc, argv, argvlen) != REDIS_OK) {
             worker_redis_failed(w, trace, argv[0]);
             return WORKER_NOT_SENT;
         }

@@ -2,6 +2,7 @@
 #include "cmd.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,42 @@ size_t cmd_format_ll(char *b, long long v)
         b[len++] = digits[--n];
     b[len] = '\0';
     return len;
+}
+
+/* Writes "<mark><n>\r\n" at p; returns the end. */
+static char *cmd_resp_head(char *p, char mark, size_t n)
+{
+    *p++ = mark;
+    p += cmd_format_ll(p, (long long)n);
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+char *cmd_resp(int argc, const char *const *argv, const size_t *argvlen, size_t *len)
+{
+    /* A head is a mark, at most 20 digits and CRLF; each argument ends in CRLF. */
+    size_t total = 1 + CMD_LL_MAX + 2;
+    for (int i = 0; i < argc; i++) {
+        size_t n = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
+        if (n > SIZE_MAX - total - (1 + CMD_LL_MAX + 4))
+            return NULL;
+        total += 1 + CMD_LL_MAX + 2 + n + 2;
+    }
+    char *buf = malloc(total);
+    if (buf == NULL)
+        return NULL;
+    char *p = cmd_resp_head(buf, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        size_t n = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
+        p = cmd_resp_head(p, '$', n);
+        memcpy(p, argv[i], n);
+        p += n;
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *len = (size_t)(p - buf);
+    return buf;
 }
 
 void cmd_addll(struct cmd *c, long long v)

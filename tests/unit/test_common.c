@@ -259,6 +259,36 @@ static void test_cmd_format_ll(void **state)
     }
 }
 
+/* cmd_resp writes what hiredis would send for the same arguments: empty ones,
+ * ones holding NUL and CRLF, a long one, NUL-terminated or with lengths. */
+static void test_cmd_resp(void **state)
+{
+    (void)state;
+    static char big[70000];
+    memset(big, 'x', sizeof(big));
+    const char *argv[] = {"EVALSHA", "", "a\0b\r\nc", big, "42"};
+    const size_t lens[] = {7, 0, 6, sizeof(big), 2};
+    for (int argc = 1; argc <= 5; argc++) {
+        char *want = NULL;
+        long long wlen = redisFormatCommandArgv(&want, argc, argv, lens);
+        size_t len = 0;
+        char *got = cmd_resp(argc, argv, lens, &len);
+        assert_non_null(got);
+        assert_int_equal(len, (size_t)wlen);
+        assert_memory_equal(got, want, len);
+        free(got);
+        redisFreeCommand(want);
+    }
+    const char *z[] = {"GET", "chatq:trace:1"};
+    size_t len = 0;
+    char *got = cmd_resp(2, z, NULL, &len);
+    assert_non_null(got);
+    const char want[] = "*2\r\n$3\r\nGET\r\n$13\r\nchatq:trace:1\r\n";
+    assert_int_equal(len, sizeof(want) - 1);
+    assert_memory_equal(got, want, len);
+    free(got);
+}
+
 static void test_uuid(void **state)
 {
     (void)state;
@@ -529,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_result_bad_status),
         cmocka_unit_test(test_cmd_grows),
         cmocka_unit_test(test_cmd_format_ll),
+        cmocka_unit_test(test_cmd_resp),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_clock_iso),
         cmocka_unit_test(test_clock_timeval),
