@@ -112,7 +112,7 @@ static int ops_check_ready(void *arg)
     ops_bases(bases);
     for (int i = 0; i < 3; i++) {
         struct ops_probe p;
-        snprintf(url, sizeof(url), "%s/readyz", bases[i]);
+        snprintf(url, sizeof(url), "%.63s/readyz", bases[i]);
         ops_get(url, &p);
         if (p.status != w->want) {
             snprintf(w->last, sizeof(w->last), "%s answered %ld (%s)", url, p.status,
@@ -134,7 +134,7 @@ static void ops_assert_alive(const char *when)
     ops_bases(bases);
     for (int i = 0; i < 3; i++) {
         struct ops_probe p;
-        snprintf(url, sizeof(url), "%s/healthz", bases[i]);
+        snprintf(url, sizeof(url), "%.63s/healthz", bases[i]);
         ops_get(url, &p);
         CHECK(p.status == 200 && strcmp(p.version, CHATQ_VERSION) == 0,
               "%s: GET %s answered %ld version '%s', want 200 and %s", when, url,
@@ -186,7 +186,7 @@ static void ops_promtool(const char *dir, const char *name, const char base[64])
 {
     char url[256], file[PATH_MAX - 64], cmd[2 * PATH_MAX];
     struct http_response r;
-    snprintf(url, sizeof(url), "%s/metrics", base);
+    snprintf(url, sizeof(url), "%.63s/metrics", base);
     CHECK(http_request("GET", url, NULL, 0, OPS_PROBE_MS, &r) == 0 && r.status == 200,
           "GET %s answered %ld", url, r.status);
     snprintf(file, sizeof(file), "%s/%s.prom", dir, name);
@@ -349,7 +349,7 @@ static double ops_metric(const char *base, const char *prefix)
     char url[128];
     struct http_response r;
     double sum = -1;
-    snprintf(url, sizeof(url), "%s/metrics", base);
+    snprintf(url, sizeof(url), "%.63s/metrics", base);
     if (http_request("GET", url, NULL, 0, OPS_PROBE_MS, &r) == 0 && r.status == 200) {
         size_t n = strlen(prefix);
         sum = 0;
