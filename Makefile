@@ -182,7 +182,8 @@ unit: deps
 
 valgrind: deps
 	@$(MAKE) --no-print-directory O=build/vg OPT="-O1 -g" test-programs
-	@CHATQ_WRAP="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --quiet --max-threads=1024" \
+	@CHATQ_TEST_JOBS=$${CHATQ_TEST_JOBS:-1} \
+	    CHATQ_WRAP="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --quiet --max-threads=1024" \
 	    scripts/test.sh build/vg/bin
 
 run: deps
