@@ -425,7 +425,7 @@ json_t *oaireq_responses(const char *body, size_t len, struct oaireq *o,
     int stream = 0, store = 1;
 
     memset(o, 0, sizeof(*o));
-    o->req.front = "responses";
+    o->req.front = REC_FRONT_RESPONSES;
     o->req.temperature = OAIREQ_DEFAULT_TEMPERATURE;
     root = oaireq_load(body, len, err);
     if (root == NULL)
@@ -580,7 +580,7 @@ json_t *oaireq_chat(const char *body, size_t len, struct oaireq *o,
     int stream = 0, has_temp;
 
     memset(o, 0, sizeof(*o));
-    o->req.front = "chat.completions";
+    o->req.front = REC_FRONT_CHAT;
     root = oaireq_load(body, len, err);
     if (root == NULL)
         return NULL;

@@ -35,27 +35,17 @@
 #define OPENAI_CHAT "/v1/chat/completions"
 #define OPENAI_CANCEL "/cancel"
 #define OPENAI_STACK_BODY 8192
-#define OPENAI_HEX 32
 
 /* ---- ids ----------------------------------------------------------------------- */
-
-static void openai_hex(const char *trace, char out[OPENAI_HEX + 1])
-{
-    size_t n = 0;
-    for (const char *p = trace; *p && n < OPENAI_HEX; p++)
-        if (*p != '-')
-            out[n++] = *p;
-    out[n] = '\0';
-}
 
 int openai_trace_of(const char *id, const char *prefix, char trace[UUID_LEN + 1])
 {
     size_t plen = strlen(prefix);
-    if (strncmp(id, prefix, plen) != 0 || strlen(id + plen) != OPENAI_HEX)
+    if (strncmp(id, prefix, plen) != 0 || strlen(id + plen) != UUID_HEX_LEN)
         return -1;
     const char *hex = id + plen;
     size_t n = 0;
-    for (size_t i = 0; i < OPENAI_HEX; i++) {
+    for (size_t i = 0; i < UUID_HEX_LEN; i++) {
         if (i == 8 || i == 12 || i == 16 || i == 20)
             trace[n++] = '-';
         trace[n++] = (char)tolower((unsigned char)hex[i]);
@@ -144,8 +134,8 @@ static void openai_metadata(struct reply *r, const char *stored)
 void openai_render_response(const struct chat_result *res, const char *trace,
                             struct reply *r)
 {
-    char hex[OPENAI_HEX + 1];
-    openai_hex(trace, hex);
+    char hex[UUID_HEX_LEN + 1];
+    uuid_hex(trace, hex);
     reply_lit(r, "{\"id\":\"" OPENAI_RESP_PREFIX);
     reply_raw(r, hex, strlen(hex));
     reply_lit(r, "\",\"object\":\"response\",\"created_at\":");
@@ -220,8 +210,8 @@ void openai_render_response(const struct chat_result *res, const char *trace,
 void openai_render_completion(const struct chat_result *res, const char *trace,
                               struct reply *r)
 {
-    char hex[OPENAI_HEX + 1];
-    openai_hex(trace, hex);
+    char hex[UUID_HEX_LEN + 1];
+    uuid_hex(trace, hex);
     reply_lit(r, "{\"id\":\"" OPENAI_CHAT_PREFIX);
     reply_raw(r, hex, strlen(hex));
     reply_lit(r, "\",\"object\":\"chat.completion\",\"created\":");
@@ -278,8 +268,8 @@ static int openai_fail(struct reply *r, struct mg_connection *conn, int status,
 /* The headers of every answer about one trace. */
 static void openai_trace_headers(struct reply *r, const char *trace)
 {
-    char hex[OPENAI_HEX + 1];
-    openai_hex(trace, hex);
+    char hex[UUID_HEX_LEN + 1];
+    uuid_hex(trace, hex);
     reply_header(r, "x-request-id", "req_%s", hex);
     reply_header(r, OPENAI_TRACE_HEADER, "%s", trace);
 }
@@ -334,10 +324,10 @@ static int openai_answer(struct reply *r, struct mg_connection *conn, struct wor
 {
     redisReply *hash = NULL;
     struct chat_result res;
-    char hex[OPENAI_HEX + 1], id[OPENAI_HEX + 16];
+    char hex[UUID_HEX_LEN + 1], id[UUID_HEX_LEN + 16];
     int status;
 
-    openai_hex(trace, hex);
+    uuid_hex(trace, hex);
     snprintf(id, sizeof(id), "%s%s", OPENAI_RESP_PREFIX, hex);
     openai_trace_headers(r, trace);
     status = openai_read(r, conn, w, trace, id, &hash, &res);
@@ -553,7 +543,7 @@ static int openai_response(struct mg_connection *conn, struct worker *w, const c
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
     const char *method = ri->request_method ? ri->request_method : "";
-    char id[OPENAI_HEX + 16], trace[UUID_LEN + 1];
+    char id[UUID_HEX_LEN + 16], trace[UUID_LEN + 1];
     const char *slash = strchr(rest, '/');
     size_t idlen = slash ? (size_t)(slash - rest) : strlen(rest);
     int cancel = slash != NULL && strcmp(slash, OPENAI_CANCEL) == 0;

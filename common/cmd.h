@@ -44,7 +44,7 @@ size_t cmd_format_ll(char *b, long long v);
  * is NULL) in Redis's protocol, as hiredis would send it, for
  * redisAppendFormattedCommand: a malloc'd buffer of *len bytes, or NULL when out of
  * memory. hiredis 0.14 formats each argument's length with its own printf-like
- * sdscatfmt and copies the whole twice: a fifth of the api's instructions per
+ * sdscatfmt and copies the whole twice: a quarter of the api's instructions per
  * POST. */
 char *cmd_resp(int argc, const char *const *argv, const size_t *argvlen, size_t *len);
 

@@ -51,10 +51,12 @@ struct redisReply;
 #define REC_FINISH_REASON "finish_reason" /* result: the upstream's, e.g. "length" */
 /* Trace hash, written on acceptance by the OpenAI front only: what its Response
  * object echoes back. */
-#define REC_FRONT "front"               /* "responses" or "chat.completions" */
-#define REC_INSTRUCTIONS "instructions" /* as given */
-#define REC_METADATA "metadata"         /* a JSON object of strings */
-#define REC_BACKGROUND "background"     /* "1" when made with background: true */
+#define REC_FRONT "front"                 /* "responses" or "chat.completions" */
+#define REC_FRONT_RESPONSES "responses"   /* REC_FRONT of POST /v1/responses */
+#define REC_FRONT_CHAT "chat.completions" /* REC_FRONT of POST /v1/chat/completions */
+#define REC_INSTRUCTIONS "instructions"   /* as given */
+#define REC_METADATA "metadata"           /* a JSON object of strings */
+#define REC_BACKGROUND "background"       /* "1" when made with background: true */
 /* Trace hash: "1" once DELETE /v1/responses/{id} removed a chat that was still
  * running (cancelled, kept until its outcome cannot come any more) */
 #define REC_DELETED "deleted"

@@ -41,3 +41,12 @@ int uuid_valid(const char *s)
     }
     return s[UUID_LEN] == '\0';
 }
+
+void uuid_hex(const char *uuid, char out[UUID_HEX_LEN + 1])
+{
+    size_t n = 0;
+    for (const char *p = uuid; *p != '\0' && n < UUID_HEX_LEN; p++)
+        if (*p != '-')
+            out[n++] = *p;
+    out[n] = '\0';
+}

@@ -11,4 +11,9 @@ int uuid_v4(char out[UUID_LEN + 1]);
 /* 1 if s is a well-formed UUID (any version, either case), 0 otherwise. */
 int uuid_valid(const char *s);
 
+/* The 32 hex digits of a UUID without its dashes, as the OpenAI front's ids carry
+ * a trace id (resp_<hex>, chatcmpl-<hex>, evt_<hex> in its webhooks). */
+#define UUID_HEX_LEN 32
+void uuid_hex(const char *uuid, char out[UUID_HEX_LEN + 1]);
+
 #endif

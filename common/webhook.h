@@ -11,7 +11,7 @@
  * trace hash has a webhook URL it XADDs to stream the entry below and returns the
  * entry id; else false. Its type is "chat." .. status (completed, failed, or any
  * final status added later: cancelled); for a chat of the OpenAI Responses front
- * (REC_FRONT "responses") it is OpenAI's "response." .. status, with a completion
+ * (REC_FRONT_RESPONSES) it is OpenAI's "response." .. status, with a completion
  * cut short by the length limit "response.incomplete", as GET /v1/responses/{id}
  * shows it (the sender then writes OpenAI's event shape, webhook/send.c).
  *
@@ -41,7 +41,7 @@
     "                       '" REC_FRONT "')\n"                                          \
     "  if not v[1] or v[1] == '' or not v[2] then return false end\n"                    \
     "  local typ = '" WEBHOOK_TYPE_PREFIX "' .. (status or '')\n"                        \
-    "  if v[3] == 'responses' then\n"                                                    \
+    "  if v[3] == '" REC_FRONT_RESPONSES "' then\n"                                      \
     "    if status == 'completed' and finish == 'length' then status = 'incomplete' "    \
     "end\n"                                                                              \
     "    typ = '" WEBHOOK_RESPONSE_PREFIX "' .. (status or '')\n"                        \

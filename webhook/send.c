@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "clock.h"
+#include "uuid.h"
 #include "version.h"
 #include "webhook.h"
 
@@ -57,23 +58,13 @@ void send_free(struct send *s, send_done_fn *done, void *arg)
     s->multi = NULL;
 }
 
-/* The trace id's hex digits, as the OpenAI front's ids carry them (api/openai.h). */
-static void send_hex(const char *trace, char *out, size_t outlen)
-{
-    size_t n = 0;
-    for (const char *p = trace; *p != '\0' && n + 1 < outlen; p++)
-        if (*p != '-')
-            out[n++] = *p;
-    out[n] = '\0';
-}
-
 char *send_body(const struct delivery *d)
 {
     json_t *o;
     if (strncmp(d->type, WEBHOOK_RESPONSE_PREFIX, strlen(WEBHOOK_RESPONSE_PREFIX)) == 0) {
-        char hex[64], evt[80], resp[80];
+        char hex[UUID_HEX_LEN + 1], evt[UUID_HEX_LEN + 8], resp[UUID_HEX_LEN + 8];
         long long ms = 0;
-        send_hex(d->trace, hex, sizeof(hex));
+        uuid_hex(d->trace, hex);
         snprintf(evt, sizeof(evt), "evt_%s", hex);
         snprintf(resp, sizeof(resp), "resp_%s", hex);
         if (clock_iso8601_parse(d->timestamp, &ms) != 0)
