@@ -618,6 +618,15 @@ static void push_final_response(struct stack *s, const char *trace, char *out,
     json_decref(j);
 }
 
+/* The chat completes, and its response is text, what its deltas added up to. */
+static void push_check_adds_up(struct stack *s, const char *trace, const char *text)
+{
+    char final[4096];
+    push_final_response(s, trace, final, sizeof(final));
+    CHECK(final[0] != '\0' && strcmp(text, final) == 0,
+          "the deltas add up to '%s', the response is '%s'", text, final);
+}
+
 /* A streamed chat: delta events arrive one by one before completed (the first
  * at least 500 ms before it), in order of their ids, and add up to the final
  * response. */
@@ -625,7 +634,7 @@ static void push_stream_deltas(void **state)
 {
     (void)state;
     struct stack *s = &push_stack;
-    char trace[UUID_LEN + 1], text[4096] = "", final[4096];
+    char trace[UUID_LEN + 1], text[4096] = "";
     struct push_sse a;
 
     CHECK(push_post_stream(s, "[[fake chunk-ms=150]] one two three four five six",
@@ -655,9 +664,7 @@ static void push_stream_deltas(void **state)
           "the last of %d events is %s", a.n, a.n > 0 ? a.ev[a.n - 1].type : "-");
     /* 11 words 150 ms apart, written at most every 50 ms: several deltas. */
     CHECK(deltas >= 4, "only %d delta events of %d", deltas, a.n);
-    push_final_response(s, trace, final, sizeof(final));
-    CHECK(final[0] != '\0' && strcmp(text, final) == 0,
-          "the deltas add up to '%s', the response is '%s'", text, final);
+    push_check_adds_up(s, trace, text);
     push_sse_free(&a);
 }
 
@@ -668,7 +675,7 @@ static void push_stream_resume(void **state)
 {
     (void)state;
     struct stack *s = &push_stack;
-    char trace[UUID_LEN + 1], text[4096] = "", final[4096], ids[PUSH_SSE_MAX][48];
+    char trace[UUID_LEN + 1], text[4096] = "", ids[PUSH_SSE_MAX][48];
     struct push_sse a, b;
 
     CHECK(push_post_stream(s, "[[fake chunk-ms=200]] alpha beta gamma delta epsilon zeta",
@@ -695,9 +702,7 @@ static void push_stream_resume(void **state)
             CHECK(push_delta_text(e, trace, text, sizeof(text)) == 0, "delta %d: %s", i,
                   STR(e->data));
     }
-    push_final_response(s, trace, final, sizeof(final));
-    CHECK(final[0] != '\0' && strcmp(text, final) == 0,
-          "the deltas add up to '%s', the response is '%s'", text, final);
+    push_check_adds_up(s, trace, text);
     push_sse_free(&a);
     push_sse_free(&b);
 }
@@ -751,7 +756,7 @@ static void push_stream_error_status(void **state)
 {
     (void)state;
     struct stack *s = &push_stack;
-    char trace[UUID_LEN + 1], text[4096] = "", final[4096];
+    char trace[UUID_LEN + 1], text[4096] = "";
     struct push_sse a;
 
     CHECK(push_post_stream(s, "[[fake status=503 times=1]] streamed after a 503",
@@ -774,9 +779,7 @@ static void push_stream_error_status(void **state)
               i, STR(a.ev[i].data));
     }
     CHECK(retried == 1 && deltas >= 1, "%d retrying, %d deltas", retried, deltas);
-    push_final_response(s, trace, final, sizeof(final));
-    CHECK(final[0] != '\0' && strcmp(text, final) == 0,
-          "the deltas add up to '%s', the response is '%s'", text, final);
+    push_check_adds_up(s, trace, text);
     push_sse_free(&a);
 }
 
